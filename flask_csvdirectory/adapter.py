@@ -1,0 +1,170 @@
+"""The host adapter: the only way the extension reads or changes the host's directory.
+
+A host implements :class:`DirectoryAdapter` (or configures the reference
+:class:`~flask_csvdirectory.adapters.sqlalchemy.SQLAlchemyDirectoryAdapter`). The contract has two
+levels, as Flask-Security's datastores do:
+
+- *domain operations* the extension calls: :meth:`~DirectoryAdapter.snapshot` reads the whole
+  directory as plain records, :meth:`~DirectoryAdapter.apply` applies a change set all or nothing;
+- *storage primitives* the default :meth:`~DirectoryAdapter.apply` is built from
+  (:meth:`~DirectoryAdapter.transaction`, :meth:`~DirectoryAdapter.create_team`, ...). An adapter
+  may override :meth:`~DirectoryAdapter.apply` instead to work in bulk.
+
+Every method takes the organization key first; a single-organization host ignores it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import fields as ma_fields
+
+from .changes import Change, ChangeKind, ChangeSet
+from .records import DirectorySnapshot, PersonRecord, Role, TeamRecord
+
+#: ``progress(done, total)``: called while applying, so a run can show how far it got.
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ExtraColumn:
+    """A host-declared extra Employees.csv column (``cost_center``, ...).
+
+    ``field`` validates and converts the cell (a marshmallow field; a plain optional string by
+    default); ``example`` is what the template's example row shows.
+    """
+
+    name: str
+    field: ma_fields.Field = field(default_factory=lambda: ma_fields.String(load_default=""))
+    example: str = ""
+    description: str = ""
+
+
+class DirectoryAdapter(abc.ABC):
+    """The contract between the extension and the host's people, teams and dashboard access.
+
+    Subclasses implement :meth:`snapshot` and either :meth:`apply` or the primitives below it.
+    The adapter owns its transactions: :meth:`apply` commits on success and leaves the directory
+    exactly as it was when it raises.
+    """
+
+    #: Extra Employees.csv columns the host declares (validated, shown in the template).
+    extra_columns: Sequence[ExtraColumn] = ()
+
+    # -- domain operations -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def snapshot(self, org: str) -> DirectorySnapshot:
+        """Return the organization's whole directory as records (people active or not).
+
+        The records are copies: changing the host afterwards does not change them.
+        """
+
+    def apply(
+        self, org: str, changeset: ChangeSet, progress: ProgressCallback | None = None
+    ) -> None:
+        """Apply ``changeset`` in one transaction: every change or none.
+
+        The default runs the primitives inside :meth:`transaction`, in apply order. On any
+        exception the transaction is rolled back and the exception propagates.
+        """
+        ordered = changeset.sorted()
+        total = len(ordered)
+        with self.transaction(org):
+            for done, change in enumerate(ordered, start=1):
+                self.apply_change(org, change)
+                if progress is not None and (done % 1000 == 0 or done == total):
+                    progress(done, total)
+
+    def apply_change(self, org: str, change: Change) -> None:
+        """Apply one change through the primitives (called inside :meth:`transaction`)."""
+        after = change.after or {}
+        if change.kind is ChangeKind.TEAM_CREATED:
+            self.create_team(org, after["name"])
+        elif change.kind is ChangeKind.EMPLOYEE_CREATED:
+            self.create_person(org, after)
+        elif change.kind in _PERSON_UPDATES:
+            if change.key is None:
+                raise ValueError(f"{change.kind} for {change.subject} has no person key")
+            self.update_person(org, change.key, after)
+        elif change.kind in (ChangeKind.ACCESS_GRANTED, ChangeKind.ACCESS_CHANGED):
+            self.set_access(
+                org,
+                change.subject,
+                Role(after["role"]),
+                tuple(after["teams"]),
+                name=after.get("name", ""),
+            )
+        elif change.kind is ChangeKind.ACCESS_REVOKED:
+            self.revoke_access(org, change.subject)
+        else:  # pragma: no cover - every kind is handled above
+            raise ValueError(f"unknown change kind {change.kind!r}")
+
+    # -- storage primitives (used by the default apply) --------------------------------------
+
+    def transaction(self, org: str) -> AbstractContextManager[None]:
+        """A context manager: commit when the block ends, roll back everything if it raises."""
+        raise NotImplementedError(f"{type(self).__name__} must implement transaction() or apply()")
+
+    def create_team(self, org: str, name: str) -> TeamRecord:
+        """Create a team; return its record."""
+        raise NotImplementedError
+
+    def create_person(self, org: str, values: Mapping[str, Any]) -> PersonRecord:
+        """Create an active person from ``employee_created`` values (team given by name)."""
+        raise NotImplementedError
+
+    def update_person(self, org: str, key: str, values: Mapping[str, Any]) -> None:
+        """Set the given fields of a person (any of email, first_name, last_name, title,
+        external_id, extra, team (a name), active)."""
+        raise NotImplementedError
+
+    def set_access(
+        self, org: str, email: str, role: Role, teams: tuple[str, ...], name: str = ""
+    ) -> None:
+        """Give the person with ``email`` dashboard ``role`` over ``teams``.
+
+        When no person has that email, create a dashboard-only account for it (named ``name``).
+        """
+        raise NotImplementedError
+
+    def revoke_access(self, org: str, email: str) -> None:
+        """Remove the dashboard access of the person with ``email`` (the person stays)."""
+        raise NotImplementedError
+
+    # -- single-record reads (SCIM); defaults read a snapshot, adapters may do better --------
+
+    def get_person(self, org: str, key: str) -> PersonRecord | None:
+        """The person with host key ``key``, or ``None``."""
+        return next((p for p in self.snapshot(org).people if p.key == key), None)
+
+    def iter_people(self, org: str) -> Iterator[PersonRecord]:
+        """Every person of the organization, in a stable order (by key)."""
+        yield from sorted(self.snapshot(org).people, key=lambda p: _sort_key(p.key))
+
+    def delete_person(self, org: str, key: str) -> None:
+        """Remove a person for good (SCIM DELETE). The default refuses."""
+        raise NotImplementedError(f"{type(self).__name__} does not delete people")
+
+    def delete_team(self, org: str, name: str) -> None:
+        """Remove an empty team for good (SCIM DELETE). The default refuses."""
+        raise NotImplementedError(f"{type(self).__name__} does not delete teams")
+
+
+_PERSON_UPDATES = frozenset(
+    {
+        ChangeKind.EMPLOYEE_UPDATED,
+        ChangeKind.EMPLOYEE_MOVED,
+        ChangeKind.EMPLOYEE_DEACTIVATED,
+        ChangeKind.EMPLOYEE_REACTIVATED,
+    }
+)
+
+
+def _sort_key(key: str) -> tuple[int, int | str]:
+    """Numeric keys in numeric order, then the rest as text."""
+    return (0, int(key)) if key.isdigit() else (1, key)

@@ -1,0 +1,177 @@
+"""The change set: exactly what a sync will do to the host's directory.
+
+A change kind is data (:class:`ChangeKind` with its label and apply order), not a branch spread
+through the code: the planner emits :class:`Change` records, the review pages render them by kind,
+and the adapter applies them kind by kind.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ChangeKind(enum.StrEnum):
+    """Every kind of change a sync can make, in the order they are applied."""
+
+    TEAM_CREATED = "team_created"
+    EMPLOYEE_CREATED = "employee_created"
+    EMPLOYEE_REACTIVATED = "employee_reactivated"
+    EMPLOYEE_UPDATED = "employee_updated"
+    EMPLOYEE_MOVED = "employee_moved"
+    EMPLOYEE_DEACTIVATED = "employee_deactivated"
+    ACCESS_GRANTED = "access_granted"
+    ACCESS_CHANGED = "access_changed"
+    ACCESS_REVOKED = "access_revoked"
+
+    @property
+    def label(self) -> str:
+        """What a person reads: "Employees created", "Access revoked", ..."""
+        return _LABELS[self]
+
+    @property
+    def order(self) -> int:
+        """Position in the apply order (teams first, then people, then access)."""
+        return _ORDER[self]
+
+
+_LABELS = {
+    ChangeKind.TEAM_CREATED: "Teams created",
+    ChangeKind.EMPLOYEE_CREATED: "Employees created",
+    ChangeKind.EMPLOYEE_REACTIVATED: "Employees reactivated",
+    ChangeKind.EMPLOYEE_UPDATED: "Employees updated",
+    ChangeKind.EMPLOYEE_MOVED: "Employees moved between teams",
+    ChangeKind.EMPLOYEE_DEACTIVATED: "Employees deactivated",
+    ChangeKind.ACCESS_GRANTED: "Dashboard access granted",
+    ChangeKind.ACCESS_CHANGED: "Dashboard access changed",
+    ChangeKind.ACCESS_REVOKED: "Dashboard access revoked",
+}
+_ORDER = {kind: position for position, kind in enumerate(ChangeKind)}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change to one person, team or dashboard access.
+
+    ``subject`` is what a person reads (an email or a team name); ``key`` is the host's key of the
+    person when one exists already. ``before``/``after`` hold only the fields that change:
+
+    - team_created: after ``{"name"}``
+    - employee_created: after ``{"email", "first_name", "last_name", "title", "team",
+      "external_id", "extra"}``
+    - employee_updated: before/after with the changed fields among ``email``, ``first_name``,
+      ``last_name``, ``title``, ``external_id`` and ``extra``
+    - employee_moved: before/after ``{"team"}``
+    - employee_deactivated / employee_reactivated: before/after ``{"active"}``
+    - access_granted: after ``{"role", "teams", "name"}``; access_changed: before/after
+      ``{"role", "teams"}``; access_revoked: before ``{"role", "teams"}``
+    """
+
+    kind: ChangeKind
+    subject: str
+    key: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+    def to_row(self) -> list[Any]:
+        """A compact JSON-ready row (see :meth:`from_row`)."""
+        return [self.kind.value, self.subject, self.key, self.before, self.after]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Change:
+        """Rebuild a change from :meth:`to_row` output."""
+        kind, subject, key, before, after = row
+        return cls(ChangeKind(kind), subject, key, before, after)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A readable JSON object (used by the API and the error/change downloads)."""
+        return {
+            "kind": self.kind.value,
+            "subject": self.subject,
+            "key": self.key,
+            "before": self.before,
+            "after": self.after,
+        }
+
+
+@dataclass(slots=True)
+class ChangeSet:
+    """An ordered list of changes with its counts and a fingerprint.
+
+    ``fingerprint`` identifies the content: two plans with the same fingerprint do the same thing,
+    which is how an approval notices that the directory drifted since the plan was made.
+    """
+
+    changes: list[Change] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+    def __iter__(self) -> Iterator[Change]:
+        return iter(self.changes)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def count(self) -> int:
+        """The number compared against the approval threshold: one per change record."""
+        return len(self.changes)
+
+    def counts(self) -> dict[str, int]:
+        """How many changes of each kind (every kind present, zeros included), in apply order."""
+        tally = Counter(change.kind for change in self.changes)
+        return {kind.value: tally.get(kind, 0) for kind in ChangeKind}
+
+    def of_kind(self, *kinds: ChangeKind) -> list[Change]:
+        """The changes of the given kinds, in plan order."""
+        wanted = set(kinds)
+        return [change for change in self.changes if change.kind in wanted]
+
+    def sorted(self) -> ChangeSet:
+        """A copy in apply order (stable within a kind)."""
+        return ChangeSet(sorted(self.changes, key=lambda change: change.kind.order))
+
+    def fingerprint(self) -> str:
+        """A sha256 of the canonical content; equal fingerprints mean equal plans."""
+        digest = hashlib.sha256()
+        for row in sorted(json.dumps(c.to_row(), sort_keys=True) for c in self.changes):
+            digest.update(row.encode())
+            digest.update(b"\n")
+        return digest.hexdigest()
+
+    def to_bytes(self) -> bytes:
+        """Serialise (compressed JSON) for storage with the run."""
+        rows = [change.to_row() for change in self.changes]
+        return zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 6)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ChangeSet:
+        """Rebuild a change set stored with :meth:`to_bytes`."""
+        return cls([Change.from_row(row) for row in json.loads(zlib.decompress(data))])
+
+    @classmethod
+    def of(cls, changes: Iterable[Change]) -> ChangeSet:
+        """A change set from any iterable of changes, in apply order."""
+        return cls(list(changes)).sorted()
+
+
+def exceeds_threshold(
+    count: int, *, threshold: int | None, percent: float | None, directory_size: int
+) -> bool:
+    """Whether a plan of ``count`` changes needs an admin's approval.
+
+    It does when it is above the count ``threshold``, or above ``percent`` of the directory
+    (when a percentage is set and the directory is not empty). ``None`` disables that test.
+    """
+    if threshold is not None and count > threshold:
+        return True
+    if percent is not None and directory_size > 0:
+        return count * 100 > percent * directory_size
+    return False

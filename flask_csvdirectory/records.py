@@ -1,0 +1,110 @@
+"""Plain records: how the extension sees the host's directory.
+
+The extension never touches the host's models. An adapter reads the host's people, teams and
+dashboard access into these records (a :class:`DirectorySnapshot`) and applies a
+:class:`~flask_csvdirectory.changes.ChangeSet` back. Records are immutable and cheap (slots).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+#: The scope value meaning "every team" (written ``*`` in Users.csv).
+ALL_TEAMS = "*"
+
+
+class Role(enum.StrEnum):
+    """Dashboard roles that Users.csv manages."""
+
+    ADMIN = "Admin"
+    MANAGER = "Manager"
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRecord:
+    """One person of the host's directory.
+
+    ``key`` is the host's own identifier (stringified primary key); ``team`` is a team name or
+    ``None``; ``extra`` holds host-declared extra columns (see :attr:`DirectoryAdapter.extra_columns`).
+    """
+
+    key: str
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    title: str = ""
+    team: str | None = None
+    active: bool = True
+    external_id: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TeamRecord:
+    """One team of the host's directory."""
+
+    key: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRecord:
+    """Dashboard access of one person: a role and, for managers, a scope of team names.
+
+    ``teams`` is a sorted tuple of team names, or ``(ALL_TEAMS,)`` for every team. Admins always
+    see every team, so their ``teams`` is ``(ALL_TEAMS,)``.
+    """
+
+    email: str
+    role: Role
+    teams: tuple[str, ...] = (ALL_TEAMS,)
+    name: str = ""
+    person_key: str | None = None
+
+
+def normalize_email(email: str) -> str:
+    """The form emails are matched in: trimmed and lower-cased."""
+    return email.strip().lower()
+
+
+def normalize_team(name: str) -> str:
+    """The form team names are matched in: inner whitespace folded, case-insensitive."""
+    return " ".join(name.split()).casefold()
+
+
+@dataclass(slots=True)
+class DirectorySnapshot:
+    """The host's directory at one moment, as plain records, with lookup indexes.
+
+    Build one with :meth:`build`; the planner reads it and never queries the host itself.
+    """
+
+    people: list[PersonRecord]
+    teams: list[TeamRecord]
+    access: list[AccessRecord]
+    by_email: dict[str, PersonRecord] = field(default_factory=dict)
+    by_external_id: dict[str, PersonRecord] = field(default_factory=dict)
+    team_by_name: dict[str, TeamRecord] = field(default_factory=dict)
+    access_by_email: dict[str, AccessRecord] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        people: Iterable[PersonRecord],
+        teams: Iterable[TeamRecord],
+        access: Iterable[AccessRecord],
+    ) -> DirectorySnapshot:
+        """Make a snapshot and its indexes (emails and team names normalised)."""
+        snapshot = cls(list(people), list(teams), list(access))
+        snapshot.by_email = {normalize_email(p.email): p for p in snapshot.people}
+        snapshot.by_external_id = {p.external_id: p for p in snapshot.people if p.external_id}
+        snapshot.team_by_name = {normalize_team(t.name): t for t in snapshot.teams}
+        snapshot.access_by_email = {normalize_email(a.email): a for a in snapshot.access}
+        return snapshot
+
+    @property
+    def size(self) -> int:
+        """How many people the directory holds (the base of a percentage threshold)."""
+        return len(self.people)

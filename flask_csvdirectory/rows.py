@@ -1,0 +1,103 @@
+"""What the reader makes of the two files: typed rows and row errors with their place.
+
+These are the planner's input. A row error always names the file, the line (1-based, the header
+is line 1, as a spreadsheet shows it), the column and the offending value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from .records import Role
+
+USERS_FILE = "Users.csv"
+EMPLOYEES_FILE = "Employees.csv"
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeRow:
+    """One valid Employees.csv row; ``email`` is normalised (trimmed, lower-case).
+
+    ``title`` is ``None`` when the file has no ``title`` column (keep what the directory has)
+    and ``""`` when the cell is blank (clear it). ``employee_id`` is ``None`` when absent or blank.
+    ``extra`` holds the host's extra columns present in the file.
+    """
+
+    line: int
+    email: str
+    team: str
+    first_name: str = ""
+    last_name: str = ""
+    title: str | None = None
+    employee_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """One valid Users.csv row; ``teams`` is sorted, ``("*",)`` for all teams (always for admins)."""
+
+    line: int
+    email: str
+    role: Role
+    teams: tuple[str, ...]
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A problem at one place of one file. ``column`` and ``value`` are ``None`` for whole-file
+    or whole-row problems (an encoding error, a missing column, ...)."""
+
+    file: str
+    line: int
+    column: str | None
+    value: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}, line {self.line}"
+        if self.column:
+            where += f", column {self.column!r}"
+        if self.value is not None:
+            where += f" (value {self.value!r})"
+        return f"{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict (API, stored with the run, CSV download)."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "value": self.value,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RowError:
+        """Rebuild an error stored with :meth:`to_dict`."""
+        return cls(data["file"], data["line"], data["column"], data["value"], data["message"])
+
+
+RowT = TypeVar("RowT", EmployeeRow, UserRow)
+
+
+@dataclass(slots=True)
+class ParsedFile(Generic[RowT]):
+    """The result of reading one file: its valid rows and every error found (capped).
+
+    ``row_count`` counts the data rows read (blank lines excluded), valid or not;
+    ``error_count`` counts every error, including those past the cap.
+    """
+
+    file: str
+    rows: list[RowT]
+    errors: list[RowError]
+    row_count: int
+    error_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when the file has no error at all."""
+        return self.error_count == 0 and not self.errors
