@@ -1,0 +1,129 @@
+"""An example identity platform that mounts flask-csvdirectory.
+
+Run it with ``make example`` (SQLite, in-process jobs). With ``DATABASE_URL`` and ``REDIS_URL``
+set it runs on PostgreSQL with jobs on RQ workers (``flask --app example_app csvdirectory
+worker``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, abort, flash, redirect, render_template, request, url_for
+from flask_login import LoginManager, current_user, login_required, login_user, logout_user
+from flask_wtf import CSRFProtect
+from sqlalchemy import select
+
+from flask_csvdirectory import CSVDirectory, SQLAlchemyDirectoryAdapter
+
+from .models import Team, User, db
+
+ADMIN_EMAIL = "admin@example.com"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """The example platform's app factory."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    database_url = os.environ.get(
+        "DATABASE_URL", f"sqlite:///{os.path.join(app.instance_path, 'example.sqlite3')}"
+    )
+    redis_url = os.environ.get("REDIS_URL")
+    app.config.update(
+        SECRET_KEY=os.environ.get("SECRET_KEY", "dev-only-secret-change-me"),
+        SQLALCHEMY_DATABASE_URI=database_url,
+        CSVDIRECTORY_JOBS_MODE="rq" if redis_url else "inprocess",
+        CSVDIRECTORY_REDIS_URL=redis_url or "redis://127.0.0.1:6379/0",
+        EXAMPLE_SEED=True,
+    )
+    if os.environ.get("CSVDIRECTORY_ENCRYPTION_KEYS"):
+        app.config["CSVDIRECTORY_ENCRYPTION_KEYS"] = os.environ[
+            "CSVDIRECTORY_ENCRYPTION_KEYS"
+        ].split(",")
+    app.config.update(config or {})
+
+    db.init_app(app)
+    CSRFProtect(app)
+    login_manager = LoginManager(app)
+    login_manager.login_view = "login"
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User | None:
+        return db.session.get(User, int(user_id))
+
+    # --- the few lines that mount the extension -------------------------------------------
+    csvdirectory = CSVDirectory(
+        app, adapter=SQLAlchemyDirectoryAdapter(db, person_model=User, team_model=Team)
+    )
+    # ---------------------------------------------------------------------------------------
+
+    with app.app_context():
+        db.create_all()
+        csvdirectory.create_all()
+        if app.config["EXAMPLE_SEED"]:
+            seed()
+
+    _register_views(app)
+
+    @app.cli.command("seed")
+    def seed_command() -> None:
+        """Create the example admin (admin@example.com / admin) if missing."""
+        seed()
+
+    return app
+
+
+def seed() -> None:
+    """Make sure the platform has its first admin (and a demo manager) to sign in with."""
+    if db.session.scalar(select(User).where(User.email == ADMIN_EMAIL)) is not None:
+        return
+    headquarters = Team(name="Headquarters")
+    admin = User(
+        email=ADMIN_EMAIL, first_name="Ada", last_name="Admin", title="IT administrator",
+        role="admin", sees_all_teams=True, team=headquarters,
+    )
+    admin.set_password(os.environ.get("EXAMPLE_ADMIN_PASSWORD", "admin"))
+    manager = User(
+        email="manager@example.com", first_name="Max", last_name="Manager", title="Team lead",
+        role="manager", team=headquarters, scoped_teams=[headquarters],
+    )
+    manager.set_password("manager")
+    db.session.add_all([headquarters, admin, manager])
+    db.session.commit()
+
+
+def _register_views(app: Flask) -> None:
+    @app.route("/")
+    @login_required
+    def index() -> str:
+        people = db.session.scalars(
+            select(User).order_by(User.active.desc(), User.last_name, User.first_name)
+        ).all()
+        teams = db.session.scalars(select(Team).order_by(Team.name)).all()
+        return render_template("index.html", people=people, teams=teams)
+
+    @app.route("/settings/")
+    @login_required
+    def settings() -> str:
+        if not current_user.is_admin:
+            abort(403)
+        return render_template("settings.html")
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        if request.method == "POST":
+            email = request.form.get("email", "").strip().lower()
+            user = db.session.scalar(select(User).where(User.email == email))
+            if user and user.check_password(request.form.get("password", "")):
+                if login_user(user):
+                    return redirect(request.args.get("next") or url_for("index"))
+                flash("This account is deactivated.")
+            else:
+                flash("Wrong email or password.")
+        return render_template("login.html")
+
+    @app.route("/logout", methods=["POST"])
+    def logout() -> Any:
+        logout_user()
+        return redirect(url_for("login"))

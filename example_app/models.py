@@ -1,0 +1,77 @@
+"""The example platform's own directory: people (``User``) and ``Team``.
+
+These are the host's models: flask-csvdirectory never imports them; it reaches them through the
+adapter configured in :mod:`example_app`.
+"""
+
+from __future__ import annotations
+
+from flask_login import UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import Boolean, Column, ForeignKey, Integer, String, Table
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+manager_teams = Table(
+    "manager_teams",
+    Base.metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("team_id", ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Team(db.Model):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+
+    members: Mapped[list[User]] = relationship(back_populates="team")
+
+
+class User(UserMixin, db.Model):
+    """A person of the platform: an employee, and possibly a dashboard admin or manager."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    employee_id: Mapped[str | None] = mapped_column(String(100), unique=True, nullable=True)
+    first_name: Mapped[str] = mapped_column(String(200), default="")
+    last_name: Mapped[str] = mapped_column(String(200), default="")
+    title: Mapped[str] = mapped_column(String(200), default="")
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), nullable=True, index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: "admin", "manager" or "employee" (no dashboard access)
+    role: Mapped[str] = mapped_column(String(20), default="employee")
+    sees_all_teams: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    login_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    team: Mapped[Team | None] = relationship(back_populates="members")
+    scoped_teams: Mapped[list[Team]] = relationship(secondary=manager_teams)
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip() or self.email
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login: inactive people cannot sign in
+        return self.active
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return bool(self.password_hash) and check_password_hash(self.password_hash, password)

@@ -1,0 +1,76 @@
+"""flask-csvdirectory: directory integration by CSV import for Flask platforms."""
+
+from .adapter import DirectoryAdapter, ExtraColumn
+from .adapters.sqlalchemy import AccessMapping, PersonMapping, SQLAlchemyDirectoryAdapter
+from .changes import Change, ChangeKind, ChangeSet
+from .errors import (
+    ApplyError,
+    ConfigurationError,
+    CSVDirectoryError,
+    FileTooLarge,
+    FileValidationError,
+    IntakeRefused,
+    IntegrationDisabled,
+    MissingFile,
+    RunNotFound,
+    RunStateError,
+    WindowClosed,
+)
+from .extension import CSVDirectory, get_state
+from .models import Channel, RunStatus, SyncRun
+from .records import (
+    ALL_TEAMS,
+    AccessRecord,
+    DirectorySnapshot,
+    PersonRecord,
+    Role,
+    TeamRecord,
+)
+from .runs import Actor, Upload
+from .signals import (
+    run_applied,
+    run_created,
+    run_failed,
+    run_rejected,
+    run_waiting_for_approval,
+)
+
+__all__ = [
+    "ALL_TEAMS",
+    "AccessMapping",
+    "AccessRecord",
+    "Actor",
+    "ApplyError",
+    "CSVDirectory",
+    "CSVDirectoryError",
+    "Change",
+    "ChangeKind",
+    "ChangeSet",
+    "Channel",
+    "ConfigurationError",
+    "DirectoryAdapter",
+    "DirectorySnapshot",
+    "ExtraColumn",
+    "FileTooLarge",
+    "FileValidationError",
+    "IntakeRefused",
+    "IntegrationDisabled",
+    "MissingFile",
+    "PersonMapping",
+    "PersonRecord",
+    "Role",
+    "RunNotFound",
+    "RunStateError",
+    "RunStatus",
+    "SQLAlchemyDirectoryAdapter",
+    "SyncRun",
+    "TeamRecord",
+    "Upload",
+    "WindowClosed",
+    "get_state",
+    "run_applied",
+    "run_created",
+    "run_failed",
+    "run_rejected",
+    "run_waiting_for_approval",
+]

@@ -1,0 +1,419 @@
+"""The reference adapter for hosts whose people and teams are Flask-SQLAlchemy models.
+
+Configure it with the host's models and attribute names; it reads a snapshot with a handful of
+column queries and applies a change set in bulk (executemany inserts and updates, no query per
+row) inside one transaction of the host's session, committed at the end or rolled back whole.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, insert, inspect, select, update
+from sqlalchemy.orm import RelationshipProperty
+
+from ..adapter import DirectoryAdapter, ExtraColumn, ProgressCallback
+from ..changes import ChangeKind, ChangeSet
+from ..records import (
+    ALL_TEAMS,
+    AccessRecord,
+    DirectorySnapshot,
+    PersonRecord,
+    Role,
+    TeamRecord,
+    normalize_email,
+    normalize_team,
+)
+
+#: Rows per IN (...) clause / executemany batch.
+CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class PersonMapping:
+    """Where the person model keeps each field (attribute names; ``None``: the host has none)."""
+
+    email: str = "email"
+    first_name: str = "first_name"
+    last_name: str = "last_name"
+    title: str | None = "title"
+    external_id: str | None = "employee_id"
+    team_id: str = "team_id"
+    active: str = "active"
+    #: extra Employees.csv column name -> person attribute
+    extra: Mapping[str, str] = field(default_factory=dict)
+    #: values set on every person the import creates (``{"role": "employee"}``, ...)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AccessMapping:
+    """How the person model records dashboard access.
+
+    ``role`` holds ``role_values[Role]`` for admins and managers and ``no_access`` otherwise;
+    ``all_teams`` (a boolean attribute) marks a scope of every team; ``scope`` is a
+    many-to-many relationship to the team model holding a manager's teams.
+    """
+
+    role: str = "role"
+    role_values: Mapping[Role, Any] = field(
+        default_factory=lambda: {Role.ADMIN: "admin", Role.MANAGER: "manager"}
+    )
+    no_access: Any = "employee"
+    all_teams: str | None = "sees_all_teams"
+    scope: str | None = "scoped_teams"
+
+
+class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
+    """A :class:`~flask_csvdirectory.DirectoryAdapter` over Flask-SQLAlchemy models.
+
+    ::
+
+        adapter = SQLAlchemyDirectoryAdapter(db, person_model=User, team_model=Team)
+
+    ``org_attribute`` names a column present on both models holding the organization key, for
+    multi-organization hosts; without it the directory is the whole table.
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        *,
+        person_model: type,
+        team_model: type,
+        person: PersonMapping | None = None,
+        access: AccessMapping | None = None,
+        team_name: str = "name",
+        org_attribute: str | None = None,
+        extra_columns: Sequence[ExtraColumn] = (),
+    ) -> None:
+        self.db = db
+        self.person_model = person_model
+        self.team_model = team_model
+        self.person = person or PersonMapping()
+        self.access = access or AccessMapping()
+        self.team_name = team_name
+        self.org_attribute = org_attribute
+        self.extra_columns = tuple(extra_columns)
+        self._role_by_value = {value: role for role, value in self.access.role_values.items()}
+
+    # -- mapping helpers ------------------------------------------------------------------
+
+    def _column(self, model: type, attribute: str) -> Any:
+        return getattr(model, attribute)
+
+    def _pk(self, model: type) -> Any:
+        return inspect(model).primary_key[0]
+
+    def _pk_attr(self, model: type) -> str:
+        return inspect(model).get_property_by_column(self._pk(model)).key
+
+    def _org_filter(self, model: type, org: str) -> list[Any]:
+        if self.org_attribute is None:
+            return []
+        return [getattr(model, self.org_attribute) == org]
+
+    def _org_values(self, org: str) -> dict[str, Any]:
+        return {} if self.org_attribute is None else {self.org_attribute: org}
+
+    def _scope_table(self) -> tuple[Any, Any, Any] | None:
+        """(secondary table, its person-id column, its team-id column) of the scope relation."""
+        if self.access.scope is None:
+            return None
+        prop = inspect(self.person_model).get_property(self.access.scope)
+        assert isinstance(prop, RelationshipProperty) and prop.secondary is not None
+        person_col = prop.synchronize_pairs[0][1]
+        team_col = prop.secondary_synchronize_pairs[0][1]
+        return prop.secondary, person_col, team_col
+
+    @property
+    def session(self) -> Any:
+        """The host's session."""
+        return self.db.session
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _teams(self, org: str) -> list[TeamRecord]:
+        T = self.team_model
+        rows = self.session.execute(
+            select(self._pk(T), self._column(T, self.team_name)).where(*self._org_filter(T, org))
+        ).all()
+        return [TeamRecord(key=str(key), name=name) for key, name in rows]
+
+    def snapshot(self, org: str) -> DirectorySnapshot:
+        """Read people, teams and access with a few column queries (no ORM objects)."""
+        P, m, a = self.person_model, self.person, self.access
+        teams = self._teams(org)
+        team_names = {team.key: team.name for team in teams}
+        columns = [
+            self._pk(P),
+            self._column(P, m.email),
+            self._column(P, m.first_name),
+            self._column(P, m.last_name),
+            self._column(P, m.title) if m.title else None,
+            self._column(P, m.external_id) if m.external_id else None,
+            self._column(P, m.team_id),
+            self._column(P, m.active),
+            self._column(P, a.role),
+            self._column(P, a.all_teams) if a.all_teams else None,
+            *(self._column(P, attr) for attr in m.extra.values()),
+        ]
+        selected = [c for c in columns if c is not None]
+        index = {id(c): i for i, c in enumerate(selected)}
+
+        def pick(row: Sequence[Any], column: Any, default: Any = None) -> Any:
+            return default if column is None else row[index[id(column)]]
+
+        scopes: dict[str, list[str]] = defaultdict(list)
+        scope = self._scope_table()
+        if scope is not None:
+            table, person_col, team_col = scope
+            for person_id, team_id in self.session.execute(select(person_col, team_col)):
+                name = team_names.get(str(team_id))
+                if name is not None:
+                    scopes[str(person_id)].append(name)
+
+        people: list[PersonRecord] = []
+        access: list[AccessRecord] = []
+        extra_attrs = list(m.extra.items())
+        query = select(*selected).where(*self._org_filter(P, org))
+        for row in self.session.execute(query):
+            key = str(row[0])
+            team_id = pick(row, columns[6])
+            person = PersonRecord(
+                key=key,
+                email=row[1],
+                first_name=row[2] or "",
+                last_name=row[3] or "",
+                title=pick(row, columns[4], "") or "",
+                external_id=pick(row, columns[5]),
+                team=team_names.get(str(team_id)) if team_id is not None else None,
+                active=bool(pick(row, columns[7])),
+                extra={
+                    name: _text(row[index[id(self._column(P, attr))]])
+                    for name, attr in extra_attrs
+                },
+            )
+            people.append(person)
+            role = self._role_by_value.get(pick(row, columns[8]))
+            if role is not None:
+                if role is Role.ADMIN or pick(row, columns[9], False):
+                    scope_names: tuple[str, ...] = (ALL_TEAMS,)
+                else:
+                    scope_names = tuple(sorted(scopes.get(key, ())))
+                access.append(
+                    AccessRecord(
+                        email=person.email,
+                        role=role,
+                        teams=scope_names,
+                        name=f"{person.first_name} {person.last_name}".strip(),
+                        person_key=key,
+                    )
+                )
+        return DirectorySnapshot.build(people, teams, access)
+
+    def get_person(self, org: str, key: str) -> PersonRecord | None:
+        """One person by key (reads the snapshot; fine for SCIM-sized traffic)."""
+        return super().get_person(org, key)
+
+    def iter_people(self, org: str) -> Iterator[PersonRecord]:
+        """Every person, ordered by key."""
+        return super().iter_people(org)
+
+    # -- apply ----------------------------------------------------------------------------
+
+    def apply(
+        self, org: str, changeset: ChangeSet, progress: ProgressCallback | None = None
+    ) -> None:
+        """Apply the change set in bulk, in one transaction of the host's session.
+
+        Commits when every step succeeded; on any error rolls back and re-raises, leaving the
+        directory exactly as it was.
+        """
+        session = self.session
+        total = len(changeset)
+        done = 0
+
+        def step(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress(done, total)
+
+        try:
+            created_teams = changeset.of_kind(ChangeKind.TEAM_CREATED)
+            self._create_teams(org, [c.after["name"] for c in created_teams if c.after])
+            step(len(created_teams))
+            team_ids = {normalize_team(t.name): t.key for t in self._teams(org)}
+
+            created = changeset.of_kind(ChangeKind.EMPLOYEE_CREATED)
+            self._create_people(org, [c.after for c in created if c.after], team_ids)
+            step(len(created))
+
+            updates = changeset.of_kind(
+                ChangeKind.EMPLOYEE_REACTIVATED,
+                ChangeKind.EMPLOYEE_UPDATED,
+                ChangeKind.EMPLOYEE_MOVED,
+                ChangeKind.EMPLOYEE_DEACTIVATED,
+            )
+            merged: dict[str, dict[str, Any]] = defaultdict(dict)
+            for change in updates:
+                if change.key is None:
+                    raise ValueError(f"{change.kind} for {change.subject} has no person key")
+                after = dict(change.after or {})
+                extra = after.pop("extra", None)
+                target = merged[change.key]
+                target.update(after)
+                if extra:
+                    target.setdefault("extra", {}).update(extra)
+            self._update_people(merged, team_ids)
+            step(len(updates))
+
+            access = changeset.of_kind(
+                ChangeKind.ACCESS_GRANTED, ChangeKind.ACCESS_CHANGED, ChangeKind.ACCESS_REVOKED
+            )
+            self._apply_access(org, access, team_ids)
+            step(len(access))
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+    def _create_teams(self, org: str, names: list[str]) -> None:
+        if names:
+            rows = [{self.team_name: name, **self._org_values(org)} for name in names]
+            self.session.execute(insert(self.team_model), rows)
+
+    def _person_values(self, values: Mapping[str, Any], team_ids: Mapping[str, str]) -> dict:
+        """Translate change values (email, names, team, active, extra...) to model attributes."""
+        m = self.person
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            if name == "team":
+                out[m.team_id] = _key(team_ids[normalize_team(value)]) if value else None
+            elif name == "extra":
+                for column, cell in (value or {}).items():
+                    if column in m.extra:
+                        out[m.extra[column]] = cell
+            elif name == "email":
+                out[m.email] = value
+            elif name in ("first_name", "last_name", "active"):
+                out[getattr(m, name)] = value
+            elif name in ("title", "external_id"):
+                attribute = getattr(m, name)
+                if attribute:
+                    out[attribute] = value
+        return out
+
+    def _create_people(
+        self, org: str, values: Iterable[Mapping[str, Any]], team_ids: Mapping[str, str]
+    ) -> None:
+        m = self.person
+        base = {**m.defaults, **self._org_values(org), m.active: True}
+        if self.access.all_teams:
+            base.setdefault(self.access.all_teams, False)
+        base.setdefault(self.access.role, self.access.no_access)
+        rows = [{**base, **self._person_values(v, team_ids)} for v in values]
+        for chunk in _chunks(rows):
+            self.session.execute(insert(self.person_model), chunk)
+
+    def _update_people(
+        self, merged: Mapping[str, Mapping[str, Any]], team_ids: Mapping[str, str]
+    ) -> None:
+        pk = self._pk_attr(self.person_model)
+        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for key, values in merged.items():
+            row = self._person_values(values, team_ids)
+            by_shape[tuple(sorted(row))].append({pk: _key(key), **row})
+        for rows in by_shape.values():
+            for chunk in _chunks(rows):
+                self.session.execute(update(self.person_model), chunk)
+
+    def _apply_access(self, org: str, changes: list, team_ids: Mapping[str, str]) -> None:
+        if not changes:
+            return
+        P, a = self.person_model, self.access
+        emails = {normalize_email(c.subject) for c in changes}
+        ids = self._ids_by_email(org, emails)
+        missing = [
+            c for c in changes if normalize_email(c.subject) not in ids and c.after is not None
+        ]
+        if missing:  # dashboard-only accounts for emails no person has
+            new_people = []
+            for change in missing:
+                first, _, last = (change.after.get("name") or "").strip().partition(" ")
+                new_people.append(
+                    {"email": normalize_email(change.subject), "first_name": first,
+                     "last_name": last, "team": None}
+                )
+            self._create_people(org, new_people, team_ids)
+            ids.update(self._ids_by_email(org, {p["email"] for p in new_people}))
+
+        pk = self._pk_attr(P)
+        rows: list[dict[str, Any]] = []
+        scoped: dict[Any, list[Any]] = {}
+        for change in changes:
+            person_id = ids[normalize_email(change.subject)]
+            if change.kind is ChangeKind.ACCESS_REVOKED:
+                row = {pk: person_id, a.role: a.no_access}
+                if a.all_teams:
+                    row[a.all_teams] = False
+                scoped[person_id] = []
+            else:
+                role = Role(change.after["role"])
+                teams = list(change.after["teams"])
+                every = role is Role.ADMIN or ALL_TEAMS in teams
+                row = {pk: person_id, a.role: a.role_values[role]}
+                if a.all_teams:
+                    row[a.all_teams] = every
+                scoped[person_id] = (
+                    [] if every else [_key(team_ids[normalize_team(name)]) for name in teams]
+                )
+            rows.append(row)
+        for chunk in _chunks(rows):
+            self.session.execute(update(P), chunk)
+        scope = self._scope_table()
+        if scope is not None:
+            table, person_col, team_col = scope
+            person_ids = list(scoped)
+            for chunk in _chunks(person_ids):
+                self.session.execute(delete(table).where(person_col.in_(chunk)))
+            links = [
+                {person_col.key: person_id, team_col.key: team_id}
+                for person_id, team_ids_ in scoped.items()
+                for team_id in team_ids_
+            ]
+            for chunk in _chunks(links):
+                self.session.execute(insert(table), chunk)
+
+    def _ids_by_email(self, org: str, emails: set[str]) -> dict[str, Any]:
+        """Person ids by normalised email (matched case-insensitively)."""
+        P = self.person_model
+        email_col = self._column(P, self.person.email)
+        found: dict[str, Any] = {}
+        for chunk in _chunks(sorted(emails)):
+            rows = self.session.execute(
+                select(self._pk(P), email_col).where(
+                    func.lower(email_col).in_(chunk), *self._org_filter(P, org)
+                )
+            )
+            for person_id, email in rows:
+                found[normalize_email(email)] = person_id
+        return found
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def _key(value: str) -> Any:
+    """Host keys travel as text; give integer primary keys back as int."""
+    return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)

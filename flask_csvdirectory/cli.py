@@ -1,0 +1,146 @@
+"""``flask csvdirectory ...``: sync from the shell, run a worker, maintain the store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from . import runs
+from .changes import ChangeKind, ChangeSet
+from .errors import CSVDirectoryError, FileValidationError
+from .extension import get_state
+from .models import Channel, RunStatus, utcnow
+
+
+@click.group("csvdirectory")
+def csvdirectory_cli() -> None:
+    """Directory integration by CSV import."""
+
+
+def _print_plan(changeset: ChangeSet, limit: int) -> None:
+    click.echo(f"{changeset.count} change(s):")
+    for kind, count in changeset.counts().items():
+        if count:
+            click.echo(f"  {ChangeKind(kind).label}: {count}")
+    for change in changeset.changes[:limit]:
+        before = json.dumps(change.before) if change.before else ""
+        after = json.dumps(change.after) if change.after else ""
+        click.echo(f"  - {change.kind.value:22} {change.subject}  {before} -> {after}".rstrip())
+    if changeset.count > limit:
+        click.echo(f"  ... and {changeset.count - limit} more (--show N to list more)")
+
+
+@csvdirectory_cli.command("sync")
+@click.argument("users", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("employees", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing, record no run.")
+@click.option("--org", default=None, help="Organization key (default: the default one).")
+@click.option("--yes", is_flag=True, help="Approve a plan above the threshold without asking.")
+@click.option("--as", "actor_name", default="command line", show_default=True,
+              help="Name recorded as uploader and approver.")
+@click.option("--show", default=20, show_default=True, help="How many changes to list.")
+@with_appcontext
+def sync_command(
+    users: Path, employees: Path, dry_run: bool, org: str | None, yes: bool, actor_name: str,
+    show: int,
+) -> None:
+    """Validate USERS and EMPLOYEES, print the plan, and apply it (one run, channel "cli")."""
+    state = get_state()
+    org = org or state.config["DEFAULT_ORGANIZATION"]
+    users_upload = runs.Upload(users.name, users.read_bytes())
+    employees_upload = runs.Upload(employees.name, employees.read_bytes())
+    actor = runs.Actor(id=None, name=actor_name)
+    try:
+        if dry_run:
+            outcome = runs.dry_run(org, users_upload, employees_upload)
+            _print_plan(outcome.changeset, show)
+            click.echo("Dry run: nothing was changed.")
+            return
+        run = runs.start_run(
+            org, users_upload, employees_upload, actor, Channel.CLI, enqueue=False
+        )
+        with click.progressbar(length=1, label="Processing", show_pos=True) as bar:
+            runs.process(run.id, worker="cli", progress=_bar_progress(bar))
+        state.session.refresh(run)
+        if run.status == RunStatus.WAITING.value:
+            changeset = runs.load_changeset(run)
+            _print_plan(changeset, show)
+            click.echo(f"{changeset.count} changes exceed the approval threshold.")
+            if not yes and not click.confirm("Approve and apply them?", default=False):
+                runs.reject(org, run.id, actor)
+                raise click.ClickException("Rejected: nothing was changed.")
+            runs.approve(org, run.id, actor, enqueue=False)
+            with click.progressbar(length=1, label="Applying", show_pos=True) as bar:
+                runs.apply_approved(run.id, worker="cli", progress=_bar_progress(bar))
+            state.session.refresh(run)
+        else:
+            _print_plan(runs.load_changeset(run), show)
+    except FileValidationError as exc:
+        for error in exc.errors:
+            click.echo(str(error), err=True)
+        raise click.ClickException(f"{exc.error_count} error(s); nothing was changed.") from None
+    except CSVDirectoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    if run.status == RunStatus.ERROR.value:
+        raise click.ClickException(run.error_reason or "The run failed.")
+    click.echo(f"Run {run.id}: {run.status_label}.")
+
+
+def _bar_progress(bar):  # type: ignore[no-untyped-def]
+    def update(done: int, total: int) -> None:
+        bar.length = max(total, 1)
+        bar.update(done - bar.pos)
+
+    return update
+
+
+@csvdirectory_cli.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option("--name", default=None, help="Worker name (default: RQ's).")
+@with_appcontext
+def worker_command(burst: bool, name: str | None) -> None:
+    """Run an RQ worker for the sync jobs, inside this app."""
+    state = get_state()
+    if state.runner.mode != "rq":
+        raise click.ClickException("CSVDIRECTORY_JOBS_MODE is not 'rq': no worker is needed.")
+    runs.reap_stuck_runs()
+    state.runner.make_worker(name=name).work(burst=burst)
+
+
+@csvdirectory_cli.command("create-tables")
+@with_appcontext
+def create_tables_command() -> None:
+    """Create the extension's tables (hosts without Alembic)."""
+    get_state().extension.create_all(current_app)
+    click.echo("flask-csvdirectory tables are ready.")
+
+
+@csvdirectory_cli.command("rotate-keys")
+@with_appcontext
+def rotate_keys_command() -> None:
+    """Re-encrypt every stored file with the first key of CSVDIRECTORY_ENCRYPTION_KEYS."""
+    state = get_state()
+    count = state.store.rotate(state.session)
+    state.session.commit()
+    click.echo(f"Re-encrypted {count} stored file(s).")
+
+
+@csvdirectory_cli.command("purge")
+@with_appcontext
+def purge_command() -> None:
+    """Drop stored file contents older than CSVDIRECTORY_FILE_RETENTION (finished runs)."""
+    state = get_state()
+    count = state.store.purge(state.session, utcnow() - state.config["FILE_RETENTION"])
+    state.session.commit()
+    click.echo(f"Purged {count} stored file(s).")
+
+
+@csvdirectory_cli.command("reap")
+@with_appcontext
+def reap_command() -> None:
+    """Mark runs whose job died as Error while processing."""
+    click.echo(f"{runs.reap_stuck_runs()} stuck run(s) marked Error while processing.")

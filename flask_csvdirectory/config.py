@@ -1,0 +1,99 @@
+"""Every ``CSVDIRECTORY_*`` configuration key, with its default and what it does.
+
+``init_app`` applies the defaults with ``app.config.setdefault`` and reads them once into the
+extension's state; :func:`config_value` refuses a key that is not listed here, so a typo fails
+loudly instead of silently using a default. ``docs/configuration.md`` documents the same keys.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+
+from .errors import ConfigurationError
+
+PREFIX = "CSVDIRECTORY_"
+
+#: key (without prefix) -> (default, one-line doc)
+DEFAULTS: dict[str, tuple[Any, str]] = {
+    "URL_PREFIX": (
+        "/settings/integrations/csv-import",
+        "Where the admin dashboard pages are mounted.",
+    ),
+    "API_URL_PREFIX": ("/api/csv-directory/v1", "Where the JSON API is mounted."),
+    "SCIM_URL_PREFIX": ("/scim/v2", "Where the SCIM 2.0 endpoints are mounted."),
+    "ENABLE_DASHBOARD": (True, "Register the admin dashboard blueprint."),
+    "ENABLE_API": (True, "Register the JSON API blueprint."),
+    "ENABLE_SCIM": (True, "Register the SCIM 2.0 blueprint."),
+    "BASE_TEMPLATE": (
+        "base.html",
+        "The host's layout the dashboard pages extend (blocks: title, content).",
+    ),
+    "JOBS_MODE": (
+        "inprocess",
+        "How jobs run: 'rq' (RQ workers), 'inprocess' (a background thread, the embedded "
+        "default) or 'sync' (inline, for tests and the CLI).",
+    ),
+    "REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis for RQ jobs (JOBS_MODE='rq')."),
+    "QUEUE_NAME": ("csvdirectory", "The RQ queue the jobs go to."),
+    "JOB_TIMEOUT": (3600, "Seconds an RQ job may run before RQ stops it."),
+    "STUCK_AFTER": (
+        timedelta(minutes=10),
+        "A run whose job sent no heartbeat for this long is marked Error while processing.",
+    ),
+    "ENCRYPTION_KEYS": (
+        (),
+        "Fernet keys (urlsafe base64, newest first) that encrypt stored files. Empty: a key is "
+        "derived from SECRET_KEY. Rotate by putting a new key first, then run "
+        "'flask csvdirectory rotate-keys'.",
+    ),
+    "MIN_SYNC_INTERVAL": (
+        timedelta(hours=12),
+        "One upload+sync per organization per this interval (a run that ended in Error while "
+        "processing does not count).",
+    ),
+    "MAX_UPLOAD_BYTES": (100 * 1024 * 1024, "Largest accepted size of each uploaded file."),
+    "DEFAULT_APPROVAL_THRESHOLD": (
+        50,
+        "Change count above which a run waits for approval, until an admin sets another.",
+    ),
+    "DEFAULT_APPROVAL_PERCENT": (
+        None,
+        "Optional: a run also waits when its changes exceed this percentage of the directory.",
+    ),
+    "MAX_ROW_ERRORS": (1000, "Row errors kept and shown per file (all are counted)."),
+    "DEFAULT_ORGANIZATION": (
+        "default",
+        "The organization key of single-organization hosts (no organization_loader).",
+    ),
+    "FILE_RETENTION": (
+        timedelta(days=90),
+        "Stored upload files older than this are purged by 'flask csvdirectory purge'.",
+    ),
+    "RUNS_PER_PAGE": (25, "Runs per page of the history and of the API listing."),
+}
+
+
+def apply_defaults(app: Flask) -> None:
+    """Set every missing ``CSVDIRECTORY_*`` key of ``app.config`` to its default."""
+    for key, (default, _doc) in DEFAULTS.items():
+        app.config.setdefault(PREFIX + key, default)
+    unknown = sorted(
+        key for key in app.config if key.startswith(PREFIX) and key[len(PREFIX) :] not in DEFAULTS
+    )
+    if unknown:
+        raise ConfigurationError(f"Unknown configuration key(s): {', '.join(unknown)}")
+    mode = app.config[PREFIX + "JOBS_MODE"]
+    if mode not in ("rq", "inprocess", "sync"):
+        raise ConfigurationError(
+            f"CSVDIRECTORY_JOBS_MODE must be 'rq', 'inprocess' or 'sync', not {mode!r}"
+        )
+
+
+def config_value(app: Flask, key: str) -> Any:
+    """The value of ``CSVDIRECTORY_<key>`` for ``app``; refuses keys that do not exist."""
+    if key not in DEFAULTS:
+        raise ConfigurationError(f"{PREFIX}{key} is not a flask-csvdirectory setting")
+    return app.config.get(PREFIX + key, DEFAULTS[key][0])

@@ -1,0 +1,234 @@
+"""The extension object: ``CSVDirectory(app=None, adapter=None)`` and ``init_app``.
+
+Per-app state lives in ``app.extensions["csvdirectory"]`` (a :class:`CSVDirectoryState`); the
+extension object itself holds only what the host configured on it (the adapter and the host
+callbacks), so one object can serve several apps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, current_app
+from flask_login import current_user
+
+from .adapter import DirectoryAdapter
+from .config import DEFAULTS, PREFIX, apply_defaults
+from .errors import ConfigurationError
+from .storage import FileStore, derive_key
+
+if TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.orm import Session
+
+    from .jobs import JobRunner
+    from .runs import Actor
+
+EXTENSION_KEY = "csvdirectory"
+
+
+@dataclass
+class CSVDirectoryState:
+    """What the extension knows about one app; ``get_state()`` returns it."""
+
+    extension: CSVDirectory
+    adapter: DirectoryAdapter
+    db: SQLAlchemy
+    store: FileStore
+    runner: JobRunner
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def session(self) -> Session:
+        """The host's Flask-SQLAlchemy session (the extension's tables share it)."""
+        return self.db.session
+
+
+def get_state(app: Flask | None = None) -> CSVDirectoryState:
+    """The extension's state of ``app`` (default: the current app)."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        return app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise ConfigurationError(
+            "flask-csvdirectory is not registered on this app. "
+            "Did you forget to call csvdirectory.init_app(app)?"
+        ) from None
+
+
+class CSVDirectory:
+    """Directory integration by CSV import, for a Flask app.
+
+    ::
+
+        csvdirectory = CSVDirectory(adapter=SQLAlchemyDirectoryAdapter(db, ...))
+        csvdirectory.init_app(app)   # or CSVDirectory(app, adapter=...)
+
+    The app must have Flask-SQLAlchemy (``app.extensions["sqlalchemy"]``) and Flask-Login
+    registered first. Host callbacks are set with decorators: :meth:`organization_loader`,
+    :meth:`admin_checker`, :meth:`actor_loader`.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        adapter: DirectoryAdapter | None = None,
+        *,
+        db: SQLAlchemy | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.db = db
+        self._organization_loader: Callable[[], str] | None = None
+        self._admin_checker: Callable[[Any], bool] | None = None
+        self._actor_loader: Callable[[Any], Actor] | None = None
+        if app is not None:
+            self.init_app(app)
+
+    # -- registration ---------------------------------------------------------------------
+
+    def init_app(self, app: Flask, adapter: DirectoryAdapter | None = None) -> None:
+        """Register the extension on ``app``: config defaults, state, blueprints, CLI."""
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A 'CSVDirectory' instance has already been registered on this Flask app. "
+                "Import and use that instance instead."
+            )
+        adapter = adapter or self.adapter
+        if adapter is None:
+            raise ConfigurationError(
+                "CSVDirectory needs an adapter: CSVDirectory(app, adapter=...) or "
+                "init_app(app, adapter=...)"
+            )
+        db = self.db or app.extensions.get("sqlalchemy")
+        if db is None:
+            raise ConfigurationError(
+                "flask-csvdirectory stores its runs with Flask-SQLAlchemy: call db.init_app(app) "
+                "before csvdirectory.init_app(app), or pass db=..."
+            )
+        apply_defaults(app)
+        config = {key: app.config[PREFIX + key] for key in DEFAULTS}
+
+        from .jobs import JobRunner
+
+        keys = list(config["ENCRYPTION_KEYS"]) or _derived_keys(app)
+        state = CSVDirectoryState(
+            extension=self,
+            adapter=adapter,
+            db=db,
+            store=FileStore(keys),
+            runner=JobRunner(
+                app,
+                config["JOBS_MODE"],
+                redis_url=config["REDIS_URL"],
+                queue_name=config["QUEUE_NAME"],
+                job_timeout=int(config["JOB_TIMEOUT"]),
+            ),
+            config=config,
+        )
+        app.extensions[EXTENSION_KEY] = state
+        self._register_blueprints(app, config)
+        from .cli import csvdirectory_cli
+
+        app.cli.add_command(csvdirectory_cli)
+
+    def _register_blueprints(self, app: Flask, config: dict[str, Any]) -> None:
+        if config["ENABLE_DASHBOARD"]:
+            from .web.dashboard import create_blueprint as dashboard
+
+            app.register_blueprint(dashboard(config), url_prefix=config["URL_PREFIX"])
+        # The API and SCIM authenticate with bearer tokens, not cookies: a host's CSRFProtect
+        # (register it before this extension) must not guard them.
+        csrf = app.extensions.get("csrf")
+        if config["ENABLE_API"]:
+            from .web.api import create_blueprint as api
+
+            blueprint = api(config)
+            if csrf is not None:
+                csrf.exempt(blueprint)
+            app.register_blueprint(blueprint, url_prefix=config["API_URL_PREFIX"])
+        if config["ENABLE_SCIM"]:
+            from .web.scim import create_blueprint as scim
+
+            blueprint = scim(config)
+            if csrf is not None:
+                csrf.exempt(blueprint)
+            app.register_blueprint(blueprint, url_prefix=config["SCIM_URL_PREFIX"])
+
+    def create_all(self, app: Flask | None = None) -> None:
+        """Create the extension's tables (for hosts without Alembic; see docs/operations)."""
+        from .models import metadata
+
+        state = get_state(app)
+        metadata.create_all(state.db.engine)
+
+    # -- host callbacks (decorator setters, as Flask-Login's user_loader) -----------------
+
+    def organization_loader(self, callback: Callable[[], str]) -> Callable[[], str]:
+        """Set the callback giving the organization key of the current request (dashboard).
+
+        Without one, every request belongs to ``CSVDIRECTORY_DEFAULT_ORGANIZATION``.
+        """
+        self._organization_loader = callback
+        return callback
+
+    def admin_checker(self, callback: Callable[[Any], bool]) -> Callable[[Any], bool]:
+        """Set the callback telling whether a signed-in user may use the dashboard pages.
+
+        Without one, a user is an admin when ``user.is_admin`` is true.
+        """
+        self._admin_checker = callback
+        return callback
+
+    def actor_loader(self, callback: Callable[[Any], Actor]) -> Callable[[Any], Actor]:
+        """Set the callback turning a signed-in user into an :class:`~.runs.Actor` (id, name).
+
+        Without one: ``user.get_id()`` and the first of ``name``, ``full_name``, ``email``.
+        """
+        self._actor_loader = callback
+        return callback
+
+    # -- what the web layer asks -----------------------------------------------------------
+
+    def current_organization(self) -> str:
+        """The organization key of the current request."""
+        if self._organization_loader is not None:
+            return str(self._organization_loader())
+        return str(get_state().config["DEFAULT_ORGANIZATION"])
+
+    def is_admin(self, user: Any = None) -> bool:
+        """Whether ``user`` (default: the current user) may use the dashboard pages."""
+        user = current_user if user is None else user
+        if not getattr(user, "is_authenticated", False):
+            return False
+        if self._admin_checker is not None:
+            return bool(self._admin_checker(user))
+        return bool(getattr(user, "is_admin", False))
+
+    def actor(self, user: Any = None) -> Actor:
+        """The :class:`~.runs.Actor` for ``user`` (default: the current user)."""
+        from .runs import Actor
+
+        user = current_user if user is None else user
+        if self._actor_loader is not None:
+            return self._actor_loader(user)
+        name = next(
+            (
+                str(value)
+                for attr in ("name", "full_name", "email")
+                if (value := getattr(user, attr, None))
+            ),
+            "unknown",
+        )
+        return Actor(id=str(user.get_id()), name=name)
+
+
+def _derived_keys(app: Flask) -> list[bytes]:
+    secret = app.config.get("SECRET_KEY")
+    if not secret:
+        raise ConfigurationError(
+            "Set CSVDIRECTORY_ENCRYPTION_KEYS (Fernet keys) or the app's SECRET_KEY: uploaded "
+            "files are encrypted at rest."
+        )
+    return [derive_key(secret)]

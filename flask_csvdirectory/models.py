@@ -1,0 +1,252 @@
+"""The extension's own tables: settings, sync runs, stored files, API tokens, idempotency keys.
+
+They live on their own SQLAlchemy ``MetaData`` (:data:`metadata`), not on the host's models, and
+are used through the host's Flask-SQLAlchemy session, so they share its engine and transactions.
+Create them with ``csvdirectory.create_all()`` or include :data:`metadata` in the host's Alembic
+``target_metadata``. Every row carries the organization key it belongs to.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC (every timestamp the extension stores)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored naive-UTC and always read back timezone-aware (SQLite drops zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use flask_csvdirectory.models.utcnow()")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the extension's tables (separate from the host's)."""
+
+    metadata = metadata
+
+
+class RunStatus(enum.StrEnum):
+    """The six statuses of a sync run, with the product's exact labels."""
+
+    PROCESSING = "File Processing"
+    WAITING = "Waiting for Approval"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    AUTO_APPROVED = "Auto-Approved"
+    ERROR = "Error while processing"
+
+
+class Channel(enum.StrEnum):
+    """Where an upload came from."""
+
+    DASHBOARD = "dashboard"
+    API = "api"
+    CLI = "cli"
+
+
+class Phase(enum.StrEnum):
+    """What a run's job is doing now (for live progress)."""
+
+    QUEUED = "queued"
+    READING = "reading"
+    PLANNING = "planning"
+    APPLYING = "applying"
+    DONE = "done"
+
+
+class IntegrationSettings(Base):
+    """Per-organization settings; also the row an upload locks so two cannot both pass."""
+
+    __tablename__ = "csvdirectory_settings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org: Mapped[str] = mapped_column(String(255), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    approval_threshold: Mapped[int] = mapped_column(Integer)
+    approval_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    intake_counter: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class SyncRun(Base):
+    """One upload+sync: its files, status, plan counts, decision, timings and errors."""
+
+    __tablename__ = "csvdirectory_runs"
+    __table_args__ = (
+        Index("ix_csvdirectory_runs_org_created", "org", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: uuid.uuid4().hex)
+    org: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32), default=RunStatus.PROCESSING.value)
+    phase: Mapped[str] = mapped_column(String(16), default=Phase.QUEUED.value)
+    channel: Mapped[str] = mapped_column(String(16))
+    uploaded_by_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    uploaded_by_name: Mapped[str] = mapped_column(String(255), default="")
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    decided_by_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    decided_by_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    planned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+
+    users_filename: Mapped[str] = mapped_column(String(255), default="Users.csv")
+    employees_filename: Mapped[str] = mapped_column(String(255), default="Employees.csv")
+    users_size: Mapped[int] = mapped_column(Integer, default=0)
+    employees_size: Mapped[int] = mapped_column(Integer, default=0)
+    users_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    employees_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    change_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    change_counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    directory_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    threshold_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    replans: Mapped[int] = mapped_column(Integer, default=0)
+    notice: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    error_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    row_errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+    files: Mapped[list[StoredFile]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", lazy="select"
+    )
+
+    @property
+    def status_enum(self) -> RunStatus:
+        """The status as a :class:`RunStatus`."""
+        return RunStatus(self.status)
+
+    @property
+    def status_label(self) -> str:
+        """The status as the product shows it: "Approved by Jane Doe", "Auto-Approved", ..."""
+        status = self.status_enum
+        if status in (RunStatus.APPROVED, RunStatus.REJECTED) and self.decided_by_name:
+            return f"{status.value} by {self.decided_by_name}"
+        return status.value
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether nothing more will happen to this run."""
+        return self.finished_at is not None
+
+    @property
+    def is_waiting(self) -> bool:
+        """Whether an admin can approve or reject this run now."""
+        return self.status == RunStatus.WAITING.value
+
+    def file(self, role: str) -> StoredFile | None:
+        """The stored file of ``role`` ("users", "employees", "changeset")."""
+        return next((f for f in self.files if f.role == role), None)
+
+
+class StoredFile(Base):
+    """An uploaded file or a planned change set, encrypted (Fernet) at rest."""
+
+    __tablename__ = "csvdirectory_files"
+    __table_args__ = (UniqueConstraint("run_id", "role", name="uq_csvdirectory_files_run_role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org: Mapped[str] = mapped_column(String(255))
+    run_id: Mapped[str] = mapped_column(ForeignKey("csvdirectory_runs.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+    run: Mapped[SyncRun] = relationship(back_populates="files")
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API and SCIM, scoped to one organization; stored hashed."""
+
+    __tablename__ = "csvdirectory_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    @property
+    def active(self) -> bool:
+        """Whether the token still authenticates."""
+        return self.revoked_at is None
+
+
+class IdempotentResponse(Base):
+    """The first response to an API request sent with an ``Idempotency-Key`` header."""
+
+    __tablename__ = "csvdirectory_idempotency"
+    __table_args__ = (UniqueConstraint("org", "key", name="uq_csvdirectory_idempotency_org_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

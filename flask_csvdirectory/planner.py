@@ -1,0 +1,380 @@
+"""The planner: what a sync of Users.csv + Employees.csv does to a directory snapshot.
+
+Pure functions, no I/O: :func:`check_pair` finds the problems that need both files and the
+directory (run it after both files parsed cleanly), :func:`plan` turns consistent rows into a
+:class:`~flask_csvdirectory.changes.ChangeSet`. The CSV is authoritative: planning the same rows
+again against the directory the plan produced gives an empty change set.
+
+Matching rules (shared by both functions):
+
+- a team is matched by :func:`~flask_csvdirectory.records.normalize_team`; an existing team keeps
+  its canonical name, a new team is named as Employees.csv first writes it;
+- an Employees.csv row is the person whose ``external_id`` is the row's ``employee_id`` (when
+  set), else the person with the row's email, else a new person;
+- emails are compared normalised (a case-only difference is not a change).
+
+Both functions are one pass over each input with dict lookups (no per-row scans).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .changes import Change, ChangeKind, ChangeSet
+from .records import (
+    ALL_TEAMS,
+    AccessRecord,
+    DirectorySnapshot,
+    PersonRecord,
+    Role,
+    normalize_email,
+    normalize_team,
+)
+from .rows import EMPLOYEES_FILE, USERS_FILE, EmployeeRow, RowError, UserRow
+
+__all__ = ["check_pair", "plan"]
+
+
+@dataclass(slots=True)
+class _Match:
+    """An Employees.csv row and the existing person it resolves to (``None``: a new person)."""
+
+    row: EmployeeRow
+    person: PersonRecord | None
+    by: str  # the column the row matched by: "employee_id" or "email" ("" when new)
+
+
+def _resolve(row: EmployeeRow, snapshot: DirectorySnapshot) -> _Match:
+    """Which existing person ``row`` is: by employee_id, else by email, else nobody."""
+    if row.employee_id:
+        person = snapshot.by_external_id.get(row.employee_id)
+        if person is not None:
+            return _Match(row, person, "employee_id")
+    person = snapshot.by_email.get(row.email)
+    return _Match(row, person, "email" if person is not None else "")
+
+
+# -- cross-file checks ----------------------------------------------------------------------
+
+
+def check_pair(
+    users: Sequence[UserRow], employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
+) -> list[RowError]:
+    """The problems that need both files and the directory; empty when :func:`plan` may run.
+
+    - Users.csv lists no Admin (reported on Users.csv line 1, column ``role``);
+    - a manager scope names a team that is neither in the directory nor in Employees.csv;
+    - two Employees.csv rows are the same person (by employee_id and by email, say), or repeat an
+      email or an employee_id;
+    - a row gives a person the email another existing person has now. When that other person
+      changes email too (a swap or a chain) it is still reported: the sync does not order them.
+
+    Errors come sorted by file, line and column.
+    """
+    errors: list[RowError] = []
+    errors.extend(_check_users(users, employees, snapshot))
+    errors.extend(_check_employees(employees, snapshot))
+    errors.sort(key=lambda e: (e.file, e.line, e.column or "", e.value or ""))
+    return errors
+
+
+def _check_users(
+    users: Sequence[UserRow], employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
+) -> list[RowError]:
+    errors: list[RowError] = []
+    if not any(user.role is Role.ADMIN for user in users):
+        errors.append(
+            RowError(USERS_FILE, 1, "role", None, "Users.csv must list at least one Admin.")
+        )
+    known: set[str] = set(snapshot.team_by_name)
+    seen_raw: set[str] = set()
+    for row in employees:
+        if row.team not in seen_raw:  # few distinct spellings: normalise each once
+            seen_raw.add(row.team)
+            known.add(normalize_team(row.team))
+    for user in users:
+        for team in user.teams:
+            if team != ALL_TEAMS and normalize_team(team) not in known:
+                errors.append(
+                    RowError(
+                        USERS_FILE,
+                        user.line,
+                        "teams",
+                        team,
+                        f"Team {team!r} is neither in the directory nor in Employees.csv.",
+                    )
+                )
+    return errors
+
+
+def _check_employees(
+    employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
+) -> list[RowError]:
+    errors: list[RowError] = []
+    line_of_person: dict[str, int] = {}  # person key -> first row line resolving to it
+    line_of_email: dict[str, int] = {}
+    line_of_id: dict[str, int] = {}
+    matches: list[_Match] = []
+    for row in employees:
+        match = _resolve(row, snapshot)
+        person = match.person
+        if person is not None and person.key in line_of_person:
+            value = row.employee_id if match.by == "employee_id" else row.email
+            errors.append(
+                RowError(
+                    EMPLOYEES_FILE,
+                    row.line,
+                    match.by,
+                    value,
+                    f"This row is the same person ({person.email}) as line "
+                    f"{line_of_person[person.key]}.",
+                )
+            )
+            continue
+        if row.email in line_of_email:
+            errors.append(
+                RowError(
+                    EMPLOYEES_FILE,
+                    row.line,
+                    "email",
+                    row.email,
+                    f"Email already used on line {line_of_email[row.email]}.",
+                )
+            )
+            continue
+        if row.employee_id and row.employee_id in line_of_id:
+            errors.append(
+                RowError(
+                    EMPLOYEES_FILE,
+                    row.line,
+                    "employee_id",
+                    row.employee_id,
+                    f"Employee ID already used on line {line_of_id[row.employee_id]}.",
+                )
+            )
+            continue
+        if person is not None:
+            line_of_person[person.key] = row.line
+        line_of_email[row.email] = row.line
+        if row.employee_id:
+            line_of_id[row.employee_id] = row.line
+        matches.append(match)
+
+    # Email uniqueness after the sync. Only a row matched by employee_id can carry an email that
+    # belongs to somebody else (a row matched by email has its person's email; a new row's email
+    # is nobody's). The holder keeps the email unless a row matches them; either way it is an
+    # error, since applying a swap or a chain would need an order the sync does not attempt.
+    for match in matches:
+        person = match.person
+        if person is None or match.by != "employee_id":
+            continue
+        holder = snapshot.by_email.get(match.row.email)
+        if holder is None or holder.key == person.key:
+            continue
+        if holder.key in line_of_person:
+            message = (
+                f"This email belongs to another person, whom line {line_of_person[holder.key]} "
+                "gives a new email: swapping or chaining emails in one import is not supported "
+                "(import the change in two steps)."
+            )
+        else:
+            message = "This email belongs to another person, who keeps it."
+        errors.append(RowError(EMPLOYEES_FILE, match.row.line, "email", match.row.email, message))
+    return errors
+
+
+# -- the plan ---------------------------------------------------------------------------------
+
+
+def plan(
+    users: Sequence[UserRow], employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
+) -> ChangeSet:
+    """The changes that make ``snapshot`` say what the two files say, in apply order.
+
+    Call it only when :func:`check_pair` found nothing. The result is sorted by kind (apply
+    order), then subject, then key, so equal inputs give equal fingerprints.
+    """
+    changes: list[Change] = []
+    user_emails = {normalize_email(user.email) for user in users}
+
+    # Team names: normalised -> canonical (existing first, then as Employees.csv first writes).
+    canonical: dict[str, str] = {norm: team.name for norm, team in snapshot.team_by_name.items()}
+    team_of_raw: dict[str, tuple[str, str]] = {}  # raw spelling -> (canonical, normalised)
+    existing_teams = snapshot.team_by_name
+
+    def canonical_team(raw: str) -> tuple[str, str]:
+        found = team_of_raw.get(raw)
+        if found is None:
+            norm = normalize_team(raw)
+            name = canonical.get(norm)
+            if name is None:
+                name = canonical[norm] = raw.strip()
+                changes.append(Change(ChangeKind.TEAM_CREATED, name, after={"name": name}))
+            found = team_of_raw[raw] = (name, norm)
+        return found
+
+    final_email: dict[str, str] = {}  # key of each matched person -> their email after the sync
+    for row in employees:
+        team, team_norm = canonical_team(row.team)
+        match = _resolve(row, snapshot)
+        person = match.person
+        if person is None:
+            changes.append(
+                Change(
+                    ChangeKind.EMPLOYEE_CREATED,
+                    row.email,
+                    after={
+                        "email": row.email,
+                        "first_name": row.first_name,
+                        "last_name": row.last_name,
+                        "title": row.title or "",
+                        "team": team,
+                        "external_id": row.employee_id,
+                        "extra": dict(row.extra),
+                    },
+                )
+            )
+            continue
+        key = person.key
+        final_email[key] = row.email
+        if not person.active:
+            changes.append(
+                Change(
+                    ChangeKind.EMPLOYEE_REACTIVATED,
+                    row.email,
+                    key,
+                    {"active": False},
+                    {"active": True},
+                )
+            )
+        update = _person_update(person, row)
+        if update is not None:
+            changes.append(Change(ChangeKind.EMPLOYEE_UPDATED, row.email, key, *update))
+        current = person.team
+        if current != team and (current is None or normalize_team(current) != team_norm):
+            shown = current
+            if current is not None:
+                existing = existing_teams.get(normalize_team(current))
+                shown = existing.name if existing is not None else current
+            changes.append(
+                Change(ChangeKind.EMPLOYEE_MOVED, row.email, key, {"team": shown}, {"team": team})
+            )
+
+    for person in snapshot.people:
+        if (
+            person.active
+            and person.key not in final_email
+            and normalize_email(person.email) not in user_emails
+        ):
+            changes.append(
+                Change(
+                    ChangeKind.EMPLOYEE_DEACTIVATED,
+                    person.email,
+                    person.key,
+                    {"active": True},
+                    {"active": False},
+                )
+            )
+
+    changes.extend(_plan_access(users, user_emails, snapshot, final_email, canonical))
+    changes.sort(key=lambda change: (change.kind.order, change.subject, change.key or ""))
+    return ChangeSet(changes)
+
+
+def _person_update(
+    person: PersonRecord, row: EmployeeRow
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(before, after)`` with the fields ``row`` changes on ``person``, or ``None``."""
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    if person.email != row.email and normalize_email(person.email) != row.email:
+        before["email"], after["email"] = person.email, row.email
+    if person.first_name != row.first_name:
+        before["first_name"], after["first_name"] = person.first_name, row.first_name
+    if person.last_name != row.last_name:
+        before["last_name"], after["last_name"] = person.last_name, row.last_name
+    if row.title is not None and person.title != row.title:
+        before["title"], after["title"] = person.title, row.title
+    if row.employee_id and person.external_id != row.employee_id:
+        before["external_id"], after["external_id"] = person.external_id, row.employee_id
+    if row.extra:
+        current = person.extra
+        changed = {k: v for k, v in row.extra.items() if current.get(k) != v}
+        if changed:
+            before["extra"] = {k: current.get(k) for k in changed}
+            after["extra"] = changed
+    return (before, after) if after else None
+
+
+def _plan_access(
+    users: Sequence[UserRow],
+    user_emails: set[str],
+    snapshot: DirectorySnapshot,
+    final_email: dict[str, str],
+    canonical: dict[str, str],
+) -> list[Change]:
+    """Grants, changes and revocations, keyed by the email each person has after the sync."""
+    changes: list[Change] = []
+
+    # Existing access, re-keyed to its person's email after the sync.
+    current: dict[str, tuple[AccessRecord, str | None]] = {}
+    for access in snapshot.access:
+        email = normalize_email(access.email)
+        key = access.person_key
+        if key is None:
+            holder = snapshot.by_email.get(email)
+            key = holder.key if holder is not None else None
+        if key is not None and key in final_email:
+            email = final_email[key]
+        current[email] = (access, key)
+
+    emails_after = {email: key for key, email in final_email.items()}
+    for user in users:
+        email = normalize_email(user.email)
+        if user.role is Role.ADMIN or ALL_TEAMS in user.teams:
+            teams = [ALL_TEAMS]
+        else:
+            teams = sorted({canonical.get(normalize_team(t), t) for t in user.teams})
+        existing = current.get(email)
+        if existing is None:
+            key = emails_after.get(email)
+            if key is None:
+                holder = snapshot.by_email.get(email)
+                # A holder whose email changes gives it up: a new account will get it.
+                if holder is not None and holder.key not in final_email:
+                    key = holder.key
+            changes.append(
+                Change(
+                    ChangeKind.ACCESS_GRANTED,
+                    email,
+                    key,
+                    after={"role": user.role.value, "teams": teams, "name": user.name},
+                )
+            )
+            continue
+        access, key = existing
+        old_teams = sorted(access.teams)
+        if access.role != user.role or old_teams != teams:
+            changes.append(
+                Change(
+                    ChangeKind.ACCESS_CHANGED,
+                    email,
+                    key,
+                    {"role": Role(access.role).value, "teams": old_teams},
+                    {"role": user.role.value, "teams": teams},
+                )
+            )
+
+    for email, (access, key) in current.items():
+        if email not in user_emails:
+            changes.append(
+                Change(
+                    ChangeKind.ACCESS_REVOKED,
+                    email,
+                    key,
+                    before={"role": Role(access.role).value, "teams": sorted(access.teams)},
+                )
+            )
+    return changes

@@ -1,0 +1,590 @@
+"""The run state machine: intake, processing, approval, apply, failure, and the sync window.
+
+::
+
+    start_run ──> File Processing ──(job: process)──> count <= threshold ──> apply ──> Auto-Approved
+                                                  └─> count >  threshold ──> Waiting for Approval
+    Waiting for Approval ──approve──> Approved by NAME ──(job: apply_approved: re-plan)──> applied
+                                                                       └─ plan differs ──> Waiting
+    Waiting for Approval ──reject──> Rejected by NAME
+    any failure ──> Error while processing (reason shown; the directory is unchanged)
+
+Functions take the organization and the acting person explicitly; none needs a request, so the
+web layer, the API, the CLI and the jobs all call the same code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from . import signals
+from .adapter import ProgressCallback
+from .changes import ChangeSet, exceeds_threshold
+from .errors import (
+    FileTooLarge,
+    FileValidationError,
+    IntegrationDisabled,
+    MissingFile,
+    RunNotFound,
+    RunStateError,
+    WindowClosed,
+)
+from .extension import get_state
+from .models import Channel, IntegrationSettings, Phase, RunStatus, SyncRun, utcnow
+from .pipeline import PlanOutcome, build_plan, plan_pair, read_pair
+from .rows import EMPLOYEES_FILE, USERS_FILE, RowError
+
+#: How many row errors a run keeps (all are counted in ``error_count``).
+STORED_ERRORS = 2000
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something: an id (the host's user id, or a token's) and a display name."""
+
+    id: str | None
+    name: str
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its name as sent and its bytes."""
+
+    filename: str
+    data: bytes
+
+
+# -- settings and the window ------------------------------------------------------------------
+
+
+def get_settings(org: str) -> IntegrationSettings:
+    """The organization's settings row, created (disabled, default threshold) when missing."""
+    state = get_state()
+    session = state.session
+    settings = session.scalar(select(IntegrationSettings).where(IntegrationSettings.org == org))
+    if settings is None:
+        settings = IntegrationSettings(
+            org=org,
+            enabled=False,
+            approval_threshold=state.config["DEFAULT_APPROVAL_THRESHOLD"],
+            approval_percent=state.config["DEFAULT_APPROVAL_PERCENT"],
+            intake_counter=0,
+        )
+        session.add(settings)
+        session.commit()
+    return settings
+
+
+def update_settings(
+    org: str,
+    actor: Actor,
+    *,
+    enabled: bool | None = None,
+    approval_threshold: int | None = None,
+    approval_percent: float | None | bool = False,
+) -> IntegrationSettings:
+    """Change the organization's settings (``approval_percent=None`` clears the percentage)."""
+    settings = get_settings(org)
+    if enabled is not None:
+        settings.enabled = enabled
+    if approval_threshold is not None:
+        if approval_threshold < 0:
+            raise ValueError("The approval threshold cannot be negative")
+        settings.approval_threshold = approval_threshold
+    if approval_percent is not False:
+        if approval_percent is not None and not 0 <= float(approval_percent) <= 100:
+            raise ValueError("The approval percentage must be between 0 and 100")
+        settings.approval_percent = approval_percent  # type: ignore[assignment]
+    settings.updated_at = utcnow()
+    settings.updated_by = actor.name
+    get_state().session.commit()
+    return settings
+
+
+def window_opens_at(org: str, now: datetime | None = None) -> datetime | None:
+    """When the next upload may start, or ``None`` when it may start now.
+
+    A run counts against the window unless it ended in Error while processing.
+    """
+    return _window_opens_at(get_state().session, org, now or utcnow())
+
+
+def _window_opens_at(session: Session, org: str, now: datetime) -> datetime | None:
+    interval: timedelta = get_state().config["MIN_SYNC_INTERVAL"]
+    last = session.scalar(
+        select(func.max(SyncRun.created_at)).where(
+            SyncRun.org == org,
+            SyncRun.status != RunStatus.ERROR.value,
+            SyncRun.created_at > now - interval,
+        )
+    )
+    if last is None:
+        return None
+    if last.tzinfo is None:  # func.max bypasses the column type on some backends
+        last = last.replace(tzinfo=now.tzinfo)
+    return last + interval
+
+
+# -- intake ---------------------------------------------------------------------------------
+
+
+def check_uploads(users: Upload | None, employees: Upload | None) -> tuple[Upload, Upload]:
+    """Refuse a missing, empty or oversized file before anything starts."""
+    missing = [
+        name
+        for name, upload in ((USERS_FILE, users), (EMPLOYEES_FILE, employees))
+        if upload is None or not upload.data
+    ]
+    if missing:
+        raise MissingFile(
+            f"Both files are required together; missing or empty: {', '.join(missing)}. "
+            "Nothing was started."
+        )
+    limit = get_state().config["MAX_UPLOAD_BYTES"]
+    for name, upload in ((USERS_FILE, users), (EMPLOYEES_FILE, employees)):
+        assert upload is not None
+        if len(upload.data) > limit:
+            raise FileTooLarge(
+                f"{name} ({upload.filename}) is {len(upload.data):,} bytes; the limit is "
+                f"{limit:,} bytes. Nothing was started."
+            )
+    assert users is not None and employees is not None
+    return users, employees
+
+
+def start_run(
+    org: str,
+    users: Upload | None,
+    employees: Upload | None,
+    actor: Actor,
+    channel: Channel = Channel.DASHBOARD,
+    *,
+    token_id: int | None = None,
+    enqueue: bool = True,
+) -> SyncRun:
+    """Accept an upload: check it, store both files encrypted, create the run, start its job.
+
+    Raises :class:`MissingFile`, :class:`FileTooLarge`, :class:`IntegrationDisabled` or
+    :class:`WindowClosed` (nothing is stored then). Two simultaneous uploads of one organization
+    serialise on the settings row, so only one passes the window check.
+    """
+    state = get_state()
+    session = state.session
+    users, employees = check_uploads(users, employees)
+    settings = get_settings(org)
+    if not settings.enabled:
+        raise IntegrationDisabled(
+            "The CSV import integration is disabled for this organization; an admin can enable "
+            "it in Settings > Integrations > CSV Import."
+        )
+    now = utcnow()
+    # Lock: the UPDATE takes the settings row (PostgreSQL) or the write lock (SQLite) until
+    # commit, so a concurrent upload waits here and then sees this run in the window check.
+    session.execute(
+        update(IntegrationSettings)
+        .where(IntegrationSettings.org == org)
+        .values(intake_counter=IntegrationSettings.intake_counter + 1)
+    )
+    opens_at = _window_opens_at(session, org, now)
+    if opens_at is not None:
+        session.rollback()
+        raise WindowClosed(
+            f"One upload+sync per {_describe(state.config['MIN_SYNC_INTERVAL'])} is allowed; "
+            f"the next can start at {opens_at:%Y-%m-%d %H:%M} UTC.",
+            opens_at,
+        )
+    run = SyncRun(
+        org=org,
+        status=RunStatus.PROCESSING.value,
+        phase=Phase.QUEUED.value,
+        channel=Channel(channel).value,
+        uploaded_by_id=actor.id,
+        uploaded_by_name=actor.name,
+        token_id=token_id,
+        created_at=now,
+        heartbeat_at=now,
+        users_filename=users.filename or USERS_FILE,
+        employees_filename=employees.filename or EMPLOYEES_FILE,
+        users_size=len(users.data),
+        employees_size=len(employees.data),
+        timings={},
+    )
+    session.add(run)
+    state.store.put(session, run, "users", run.users_filename, users.data)
+    state.store.put(session, run, "employees", run.employees_filename, employees.data)
+    run.job_id = f"csvdirectory-process-{run.id}"
+    session.commit()
+    signals.run_created.send(current_app._get_current_object(), run=run)
+    if enqueue:
+        from .jobs import process_run
+
+        state.runner.enqueue(process_run, run.id, run.job_id)
+    return run
+
+
+def dry_run(org: str, users: Upload | None, employees: Upload | None) -> PlanOutcome:
+    """Validate and plan without creating a run or touching the window.
+
+    Raises :class:`FileValidationError` (with every row error) on bad files.
+    """
+    state = get_state()
+    users, employees = check_uploads(users, employees)
+    return build_plan(
+        users.data,
+        employees.data,
+        state.adapter.snapshot(org),
+        extra_columns=state.adapter.extra_columns,
+        max_errors=state.config["MAX_ROW_ERRORS"],
+    )
+
+
+# -- the jobs' bodies -------------------------------------------------------------------------
+
+
+def process(
+    run_id: str, worker: str | None = None, progress: ProgressCallback | None = None
+) -> None:
+    """Read, validate and plan a run; apply it at once or leave it waiting for approval.
+
+    Idempotent: a run that is no longer in File Processing is left alone.
+    """
+    state = get_state()
+    session = state.session
+    run = session.get(SyncRun, run_id)
+    if run is None or run.status != RunStatus.PROCESSING.value or run.is_finished:
+        return
+    started = time.perf_counter()
+    run.started_at = utcnow()
+    run.worker = worker
+    _enter_phase(run, Phase.READING)
+    try:
+        pair = read_pair(
+            state.store.get(run, "users"),
+            state.store.get(run, "employees"),
+            extra_columns=state.adapter.extra_columns,
+            max_errors=state.config["MAX_ROW_ERRORS"],
+        )
+        run.users_rows = pair.users.row_count
+        run.employees_rows = pair.employees.row_count
+        read_seconds = time.perf_counter() - started
+        _enter_phase(run, Phase.PLANNING)
+        snapshot = state.adapter.snapshot(run.org)
+        changeset = plan_pair(pair, snapshot)
+    except FileValidationError as exc:
+        _fail(run, _validation_reason(exc), errors=exc.errors, error_count=exc.error_count)
+        return
+    except Exception as exc:
+        _fail(run, f"Processing failed: {type(exc).__name__}: {exc}")
+        raise
+    settings = get_settings(run.org)
+    run.threshold = settings.approval_threshold
+    run.threshold_percent = settings.approval_percent
+    _record_plan(run, changeset, snapshot.size)
+    run.timings = {
+        "read_seconds": round(read_seconds, 3),
+        "plan_seconds": round(time.perf_counter() - started - read_seconds, 3),
+    }
+    if exceeds_threshold(
+        changeset.count,
+        threshold=run.threshold,
+        percent=run.threshold_percent,
+        directory_size=snapshot.size,
+    ):
+        _wait_for_approval(run, changeset)
+    else:
+        _apply(run, changeset, RunStatus.AUTO_APPROVED, progress)
+
+
+def apply_approved(
+    run_id: str, worker: str | None = None, progress: ProgressCallback | None = None
+) -> None:
+    """Apply an approved run. It re-plans first: when the directory changed since the plan was
+    approved, the new plan goes back to Waiting for Approval instead of applying stale changes."""
+    state = get_state()
+    session = state.session
+    run = session.get(SyncRun, run_id)
+    if run is None or run.status != RunStatus.APPROVED.value or run.is_finished:
+        return
+    run.worker = worker
+    _enter_phase(run, Phase.PLANNING)
+    try:
+        pair = read_pair(
+            state.store.get(run, "users"),
+            state.store.get(run, "employees"),
+            extra_columns=state.adapter.extra_columns,
+            max_errors=state.config["MAX_ROW_ERRORS"],
+        )
+        snapshot = state.adapter.snapshot(run.org)
+        changeset = plan_pair(pair, snapshot)
+    except FileValidationError as exc:
+        _fail(
+            run,
+            "The directory changed since approval and the files no longer fit it: "
+            + _validation_reason(exc),
+            errors=exc.errors,
+            error_count=exc.error_count,
+        )
+        return
+    except Exception as exc:
+        _fail(run, f"Re-planning failed: {type(exc).__name__}: {exc}")
+        raise
+    if changeset.fingerprint() != run.fingerprint:
+        _record_plan(run, changeset, snapshot.size)
+        run.replans += 1
+        run.decided_by_id = run.decided_by_name = None
+        run.decided_at = None
+        run.notice = (
+            "The directory changed after this plan was made, so the approved plan was not "
+            "applied. This is the new plan: review it and approve again."
+        )
+        _wait_for_approval(run, changeset)
+        return
+    _apply(run, changeset, RunStatus.APPROVED, progress)
+
+
+# -- decisions --------------------------------------------------------------------------------
+
+
+def approve(org: str, run_id: str, actor: Actor, *, enqueue: bool = True) -> SyncRun:
+    """Approve a waiting run: record who, then start the apply job (unless ``enqueue`` is
+    false: the caller then runs :func:`apply_approved` itself)."""
+    state = get_state()
+    run = _lock_waiting(org, run_id, "approve")
+    run.status = RunStatus.APPROVED.value
+    run.decided_by_id, run.decided_by_name, run.decided_at = actor.id, actor.name, utcnow()
+    run.phase = Phase.QUEUED.value
+    run.heartbeat_at = utcnow()
+    run.job_id = f"csvdirectory-apply-{run.id}-{run.replans}"
+    state.session.commit()
+    if enqueue:
+        from .jobs import apply_run
+
+        state.runner.enqueue(apply_run, run.id, run.job_id)
+    return run
+
+
+def reject(org: str, run_id: str, actor: Actor) -> SyncRun:
+    """Reject a waiting run: nothing is applied; record who."""
+    run = _lock_waiting(org, run_id, "reject")
+    now = utcnow()
+    run.status = RunStatus.REJECTED.value
+    run.decided_by_id, run.decided_by_name, run.decided_at = actor.id, actor.name, now
+    run.phase = Phase.DONE.value
+    run.finished_at = now
+    get_state().session.commit()
+    signals.run_rejected.send(current_app._get_current_object(), run=run)
+    return run
+
+
+def _lock_waiting(org: str, run_id: str, action: str) -> SyncRun:
+    session = get_state().session
+    run = session.scalar(
+        select(SyncRun).where(SyncRun.id == run_id, SyncRun.org == org).with_for_update()
+    )
+    if run is None:
+        raise RunNotFound()
+    if not run.is_waiting:
+        session.rollback()
+        raise RunStateError(f"Only a run Waiting for Approval can be {action}d; this one is "
+                            f"{run.status_label}.")
+    return run
+
+
+# -- reading runs -----------------------------------------------------------------------------
+
+
+def get_run(org: str, run_id: str) -> SyncRun:
+    """The run ``run_id`` of ``org``; :class:`RunNotFound` for any other organization's."""
+    run = get_state().session.scalar(
+        select(SyncRun).where(SyncRun.id == run_id, SyncRun.org == org)
+    )
+    if run is None:
+        raise RunNotFound()
+    return run
+
+
+def list_runs(
+    org: str, *, status: RunStatus | None = None, page: int = 1, per_page: int = 25
+) -> tuple[list[SyncRun], int]:
+    """One page of the organization's runs, newest first, and the total count."""
+    session = get_state().session
+    query = select(SyncRun).where(SyncRun.org == org)
+    if status is not None:
+        query = query.where(SyncRun.status == RunStatus(status).value)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    runs = session.scalars(
+        query.order_by(SyncRun.created_at.desc(), SyncRun.id.desc())
+        .limit(per_page)
+        .offset((max(page, 1) - 1) * per_page)
+    ).all()
+    return list(runs), total
+
+
+def load_changeset(run: SyncRun) -> ChangeSet:
+    """The run's planned change set (empty before planning)."""
+    if run.file("changeset") is None:
+        return ChangeSet()
+    return ChangeSet.from_bytes(get_state().store.get(run, "changeset"))
+
+
+def row_errors(run: SyncRun) -> list[RowError]:
+    """The run's row errors (file, line, column, value, message)."""
+    return [RowError.from_dict(error) for error in run.row_errors or []]
+
+
+def progress(run: SyncRun) -> tuple[int, int]:
+    """(done, total) of the current phase: live from the job while it applies."""
+    live = get_state().runner.progress(run)
+    return live if live is not None else (run.progress_done, run.progress_total)
+
+
+# -- failure and stuck runs -------------------------------------------------------------------
+
+
+def mark_failed_if_unfinished(run_id: str, reason: str) -> bool:
+    """End an unfinished run in Error while processing (job callbacks, the stuck-run reaper)."""
+    session = get_state().session
+    session.rollback()
+    run = session.get(SyncRun, run_id)
+    if run is None or run.is_finished or run.is_waiting:
+        return False
+    _fail(run, reason)
+    return True
+
+
+def reap_stuck_runs(org: str | None = None) -> int:
+    """Fail runs whose job died: unfinished, silent past ``CSVDIRECTORY_STUCK_AFTER`` (or, on
+    RQ, whose job is gone) and not still queued. Returns how many were failed."""
+    state = get_state()
+    session = state.session
+    query = select(SyncRun).where(
+        SyncRun.finished_at.is_(None),
+        SyncRun.status.in_([RunStatus.PROCESSING.value, RunStatus.APPROVED.value]),
+    )
+    if org is not None:
+        query = query.where(SyncRun.org == org)
+    now = utcnow()
+    reaped = 0
+    for run in session.scalars(query).all():
+        if state.runner.is_stuck(run, now, state.config["STUCK_AFTER"]):
+            _fail(
+                run,
+                "The job processing this run stopped without finishing (its worker died or "
+                "was restarted). Nothing was applied; upload the files again.",
+            )
+            reaped += 1
+    return reaped
+
+
+# -- internals --------------------------------------------------------------------------------
+
+
+def _enter_phase(run: SyncRun, phase: Phase) -> None:
+    run.phase = phase.value
+    run.heartbeat_at = utcnow()
+    get_state().session.commit()
+
+
+def _record_plan(run: SyncRun, changeset: ChangeSet, directory_size: int) -> None:
+    state = get_state()
+    state.store.put(state.session, run, "changeset", "changes.json.z", changeset.to_bytes())
+    run.change_count = changeset.count
+    run.change_counts = changeset.counts()
+    run.fingerprint = changeset.fingerprint()
+    run.directory_size = directory_size
+    run.planned_at = utcnow()
+
+
+def _wait_for_approval(run: SyncRun, changeset: ChangeSet) -> None:
+    run.status = RunStatus.WAITING.value
+    run.phase = Phase.DONE.value
+    run.heartbeat_at = utcnow()
+    get_state().session.commit()
+    signals.run_waiting_for_approval.send(
+        current_app._get_current_object(), run=run, changeset=changeset
+    )
+
+
+def _apply(
+    run: SyncRun,
+    changeset: ChangeSet,
+    final_status: RunStatus,
+    progress: ProgressCallback | None = None,
+) -> None:
+    state = get_state()
+    session = state.session
+    run.progress_done, run.progress_total = 0, changeset.count
+    _enter_phase(run, Phase.APPLYING)
+    run_id, org = run.id, run.org
+    started = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        state.runner.report(run_id, done, total)
+        if progress is not None:
+            progress(done, total)
+
+    try:
+        state.adapter.apply(org, changeset, progress=report)
+    except Exception as exc:
+        session.rollback()
+        run = session.get(SyncRun, run_id)  # type: ignore[assignment]
+        _fail(
+            run,
+            f"Applying the changes failed, so none was applied: {type(exc).__name__}: {exc}",
+        )
+        raise
+    finally:
+        state.runner.report(run_id, None, None)
+    session.expire_all()
+    run = session.get(SyncRun, run_id)  # type: ignore[assignment]
+    now = utcnow()
+    run.status = final_status.value
+    run.phase = Phase.DONE.value
+    run.progress_done = run.progress_total = changeset.count
+    run.timings = {**(run.timings or {}), "apply_seconds": round(time.perf_counter() - started, 3)}
+    run.finished_at = now
+    run.heartbeat_at = now
+    session.commit()
+    signals.run_applied.send(current_app._get_current_object(), run=run, changeset=changeset)
+
+
+def _fail(
+    run: SyncRun,
+    reason: str,
+    *,
+    errors: list[RowError] | None = None,
+    error_count: int | None = None,
+) -> None:
+    session = get_state().session
+    now = utcnow()
+    run.status = RunStatus.ERROR.value
+    run.phase = Phase.DONE.value
+    run.error_reason = reason
+    if errors is not None:
+        run.row_errors = [error.to_dict() for error in errors[:STORED_ERRORS]]
+        run.error_count = error_count if error_count is not None else len(errors)
+    run.finished_at = now
+    run.heartbeat_at = now
+    session.commit()
+    signals.run_failed.send(current_app._get_current_object(), run=run, reason=reason)
+
+
+def _validation_reason(exc: FileValidationError) -> str:
+    files = sorted({error.file for error in exc.errors})
+    count = exc.error_count
+    noun = "error" if count == 1 else "errors"
+    return (
+        f"{' and '.join(files) or 'The files'} had {count} {noun}; nothing was applied. "
+        f"First: {exc.errors[0] if exc.errors else 'unknown'}"
+    )
+
+
+def _describe(interval: timedelta) -> str:
+    hours = interval.total_seconds() / 3600
+    return f"{hours:g} hours" if hours >= 1 else f"{interval.total_seconds():g} seconds"

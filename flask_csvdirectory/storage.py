@@ -1,0 +1,120 @@
+"""The encrypted file store: uploaded files and planned change sets, Fernet-encrypted at rest.
+
+Bytes are encrypted in memory before they reach the database and decrypted in memory when a job
+reads them; plaintext never touches the disk. :class:`~cryptography.fernet.MultiFernet` lets keys
+rotate: the first key encrypts, every key decrypts, and :meth:`FileStore.rotate` re-encrypts old
+rows with the newest key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from .errors import ConfigurationError, CSVDirectoryError
+from .models import StoredFile, SyncRun, utcnow
+
+
+def derive_key(secret: str | bytes) -> bytes:
+    """A Fernet key derived from the app's ``SECRET_KEY`` (HKDF-SHA256), for hosts that set no
+    ``CSVDIRECTORY_ENCRYPTION_KEYS``."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    raw = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"flask-csvdirectory", info=b"file-store"
+    ).derive(secret)
+    return base64.urlsafe_b64encode(raw)
+
+
+class FileStore:
+    """Encrypts, stores and reads back the files of sync runs."""
+
+    def __init__(self, keys: Sequence[str | bytes]) -> None:
+        if not keys:
+            raise ConfigurationError(
+                "No encryption key: set CSVDIRECTORY_ENCRYPTION_KEYS or the app's SECRET_KEY"
+            )
+        try:
+            self._fernet = MultiFernet([Fernet(key) for key in keys])
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                "CSVDIRECTORY_ENCRYPTION_KEYS must be Fernet keys "
+                "(make one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')"
+            ) from exc
+
+    def encrypt(self, data: bytes) -> bytes:
+        """Encrypt with the newest key."""
+        return self._fernet.encrypt(data)
+
+    def decrypt(self, token: bytes) -> bytes:
+        """Decrypt with whichever configured key made ``token``."""
+        try:
+            return self._fernet.decrypt(token)
+        except InvalidToken as exc:
+            raise CSVDirectoryError(
+                "A stored file cannot be decrypted: its key is no longer in "
+                "CSVDIRECTORY_ENCRYPTION_KEYS"
+            ) from exc
+
+    def put(self, session: Session, run: SyncRun, role: str, filename: str, data: bytes) -> None:
+        """Store ``data`` encrypted as the ``role`` file of ``run`` (replacing an older one)."""
+        existing = run.file(role)
+        if existing is not None:
+            run.files.remove(existing)
+            session.flush()
+        run.files.append(
+            StoredFile(
+                org=run.org,
+                role=role,
+                filename=filename,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                ciphertext=self.encrypt(data),
+            )
+        )
+
+    def get(self, run: SyncRun, role: str) -> bytes:
+        """The decrypted bytes of the ``role`` file of ``run``."""
+        stored = run.file(role)
+        if stored is None or stored.ciphertext is None:
+            raise CSVDirectoryError(f"The {role} file of this run is no longer stored")
+        return self.decrypt(stored.ciphertext)
+
+    def rotate(self, session: Session) -> int:
+        """Re-encrypt every stored file with the newest key; return how many were rewritten."""
+        rewritten = 0
+        ids = session.scalars(select(StoredFile.id).where(StoredFile.ciphertext.is_not(None)))
+        for file_id in list(ids):
+            token = session.scalar(select(StoredFile.ciphertext).where(StoredFile.id == file_id))
+            session.execute(
+                update(StoredFile)
+                .where(StoredFile.id == file_id)
+                .values(ciphertext=self._fernet.rotate(token))
+            )
+            rewritten += 1
+        return rewritten
+
+    @staticmethod
+    def purge(session: Session, older_than: datetime) -> int:
+        """Drop the contents of files of finished runs stored before ``older_than`` (their
+        metadata stays). Files of runs still waiting or processing are kept."""
+        finished = select(SyncRun.id).where(SyncRun.finished_at.is_not(None))
+        result = session.execute(
+            update(StoredFile)
+            .where(
+                StoredFile.created_at < older_than,
+                StoredFile.ciphertext.is_not(None),
+                StoredFile.run_id.in_(finished),
+            )
+            .values(ciphertext=None, purged_at=utcnow())
+        )
+        return result.rowcount or 0

@@ -1,0 +1,306 @@
+"""Helpers for tests, the extension's and a host's.
+
+:class:`InMemoryAdapter` is a complete :class:`~flask_csvdirectory.adapter.DirectoryAdapter`
+over plain dicts: people, teams and dashboard access per organization. It enforces what a
+database would (unique emails and team names, people in existing teams, access for existing
+teams) so a wrong plan fails loudly, and it can be told to fail after a number of writes
+(``fail_after``) to test that a sync is all or nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .adapter import DirectoryAdapter, ExtraColumn
+from .records import (
+    ALL_TEAMS,
+    AccessRecord,
+    DirectorySnapshot,
+    PersonRecord,
+    Role,
+    TeamRecord,
+    normalize_email,
+    normalize_team,
+)
+
+__all__ = ["InMemoryAdapter", "InjectedFailure"]
+
+#: The fields :meth:`InMemoryAdapter.update_person` accepts.
+_PERSON_FIELDS = frozenset(
+    {"email", "first_name", "last_name", "title", "external_id", "extra", "team", "active"}
+)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by :class:`InMemoryAdapter` when its ``fail_after`` budget of writes is spent."""
+
+
+@dataclass(slots=True)
+class _Access:
+    role: Role
+    teams: tuple[str, ...]
+    name: str = ""
+
+
+@dataclass(slots=True)
+class _Org:
+    """One organization's directory. Records are immutable, so a shallow copy is a snapshot."""
+
+    people: dict[str, PersonRecord] = field(default_factory=dict)
+    teams: dict[str, TeamRecord] = field(default_factory=dict)  # normalised name -> team
+    access: dict[str, _Access] = field(default_factory=dict)  # person key -> access
+    email_index: dict[str, str] = field(default_factory=dict)  # normalised email -> person key
+
+    def copy(self) -> _Org:
+        return _Org(dict(self.people), dict(self.teams), dict(self.access), dict(self.email_index))
+
+
+class InMemoryAdapter(DirectoryAdapter):
+    """An in-memory host directory implementing the whole adapter contract.
+
+    ``fail_after``: when set, the write primitive called after that many successful writes
+    raises :class:`InjectedFailure` (``fail_after=0`` fails the first write). ``writes`` counts
+    the writes made so far. Keys are stringified integers, shared across organizations.
+    """
+
+    def __init__(
+        self,
+        *,
+        fail_after: int | None = None,
+        extra_columns: Sequence[ExtraColumn] = (),
+    ) -> None:
+        self.fail_after = fail_after
+        self.writes = 0
+        self.extra_columns = tuple(extra_columns)
+        self._orgs: dict[str, _Org] = {}
+        self._next_key = 1
+
+    # -- setting up -------------------------------------------------------------------------
+
+    def seed(
+        self,
+        org: str,
+        *,
+        people: Iterable[PersonRecord] = (),
+        teams: Iterable[TeamRecord | str] = (),
+        access: Iterable[AccessRecord] = (),
+    ) -> None:
+        """Add records as they are (keys kept; teams may be given by name). Not a counted write.
+
+        Access records find their person by ``person_key``, else by email; a missing person is
+        created as a dashboard-only account.
+        """
+        state = self._org(org)
+        for team in teams:
+            record = team if isinstance(team, TeamRecord) else TeamRecord(self._new_key(), team)
+            self._reserve(record.key)
+            state.teams[normalize_team(record.name)] = record
+        for person in people:
+            self._reserve(person.key)
+            if person.team is not None:
+                self._team(state, person.team)
+            self._index(state, person)
+            state.people[person.key] = replace(person, extra=dict(person.extra))
+        for record in access:
+            key = record.person_key
+            if key is None or key not in state.people:
+                key = state.email_index.get(normalize_email(record.email))
+            if key is None:
+                key = self._dashboard_person(state, record.email, record.name).key
+            state.access[key] = _Access(record.role, self._scope(state, record), record.name)
+
+    @classmethod
+    def from_snapshot(
+        cls, snapshot: DirectorySnapshot, org: str = "default", **kwargs: Any
+    ) -> InMemoryAdapter:
+        """An adapter holding ``snapshot`` as organization ``org``."""
+        adapter = cls(**kwargs)
+        adapter.seed(org, people=snapshot.people, teams=snapshot.teams, access=snapshot.access)
+        return adapter
+
+    # -- domain operations ------------------------------------------------------------------
+
+    def snapshot(self, org: str) -> DirectorySnapshot:
+        """The organization's directory as fresh records (extra dicts copied)."""
+        state = self._org(org)
+        people = [replace(p, extra=dict(p.extra)) for p in state.people.values()]
+        access = [
+            AccessRecord(state.people[key].email, a.role, a.teams, a.name, key)
+            for key, a in state.access.items()
+        ]
+        return DirectorySnapshot.build(people, list(state.teams.values()), access)
+
+    # -- storage primitives -----------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, org: str) -> Iterator[None]:
+        """Keep the block's writes if it ends normally; restore the state if it raises."""
+        saved = self._org(org).copy()
+        next_key = self._next_key
+        try:
+            yield
+        except BaseException:
+            self._orgs[org] = saved
+            self._next_key = next_key
+            raise
+
+    def create_team(self, org: str, name: str) -> TeamRecord:
+        """Create team ``name``; a team of the same normalised name must not exist."""
+        self._write()
+        state = self._org(org)
+        norm = normalize_team(name)
+        if norm in state.teams:
+            raise ValueError(f"team {name!r} exists already")
+        record = state.teams[norm] = TeamRecord(self._new_key(), name)
+        return record
+
+    def create_person(self, org: str, values: Mapping[str, Any]) -> PersonRecord:
+        """Create an active person from ``employee_created`` values."""
+        self._write()
+        state = self._org(org)
+        team = values.get("team")
+        person = PersonRecord(
+            key=self._new_key(),
+            email=values["email"],
+            first_name=values.get("first_name", ""),
+            last_name=values.get("last_name", ""),
+            title=values.get("title") or "",
+            team=self._team(state, team).name if team is not None else None,
+            active=True,
+            external_id=values.get("external_id"),
+            extra=dict(values.get("extra") or {}),
+        )
+        self._index(state, person)
+        state.people[person.key] = person
+        return person
+
+    def update_person(self, org: str, key: str, values: Mapping[str, Any]) -> None:
+        """Set the given fields; ``extra`` is merged, ``team`` is a team name (or ``None``)."""
+        self._write()
+        state = self._org(org)
+        person = self._person(state, key)
+        unknown = set(values) - _PERSON_FIELDS
+        if unknown:
+            raise ValueError(f"unknown person fields {sorted(unknown)}")
+        changes = dict(values)
+        if "team" in changes and changes["team"] is not None:
+            changes["team"] = self._team(state, changes["team"]).name
+        if "extra" in changes:
+            changes["extra"] = {**person.extra, **(changes["extra"] or {})}
+        updated = replace(person, **changes)
+        if "email" in changes:
+            del state.email_index[normalize_email(person.email)]
+            try:
+                self._index(state, updated)
+            except ValueError:
+                state.email_index[normalize_email(person.email)] = key
+                raise
+        state.people[key] = updated
+
+    def set_access(
+        self, org: str, email: str, role: Role, teams: tuple[str, ...], name: str = ""
+    ) -> None:
+        """Give ``email`` dashboard access, creating a dashboard-only person when needed."""
+        self._write()
+        state = self._org(org)
+        key = state.email_index.get(normalize_email(email))
+        if key is None:
+            key = self._dashboard_person(state, email, name).key
+        record = AccessRecord(email, Role(role), tuple(teams), name)
+        state.access[key] = _Access(record.role, self._scope(state, record), name)
+
+    def revoke_access(self, org: str, email: str) -> None:
+        """Remove the access of the person with ``email`` (who must have some)."""
+        self._write()
+        state = self._org(org)
+        key = state.email_index.get(normalize_email(email))
+        if key is None or key not in state.access:
+            raise LookupError(f"no dashboard access for {email!r}")
+        del state.access[key]
+
+    # -- single-record operations -----------------------------------------------------------
+
+    def get_person(self, org: str, key: str) -> PersonRecord | None:
+        """The person with ``key``, or ``None``."""
+        return self._org(org).people.get(key)
+
+    def delete_person(self, org: str, key: str) -> None:
+        """Remove a person and their access for good."""
+        self._write()
+        state = self._org(org)
+        person = self._person(state, key)
+        del state.people[key]
+        del state.email_index[normalize_email(person.email)]
+        state.access.pop(key, None)
+
+    def delete_team(self, org: str, name: str) -> None:
+        """Remove a team nobody is in and no access scope names."""
+        self._write()
+        state = self._org(org)
+        team = self._team(state, name)
+        if any(p.team == team.name for p in state.people.values()):
+            raise ValueError(f"team {team.name!r} is not empty")
+        if any(team.name in a.teams for a in state.access.values()):
+            raise ValueError(f"team {team.name!r} is in a dashboard scope")
+        del state.teams[normalize_team(name)]
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _org(self, org: str) -> _Org:
+        state = self._orgs.get(org)
+        if state is None:
+            state = self._orgs[org] = _Org()
+        return state
+
+    def _write(self) -> None:
+        if self.fail_after is not None and self.writes >= self.fail_after:
+            raise InjectedFailure(f"injected failure after {self.writes} writes")
+        self.writes += 1
+
+    def _new_key(self) -> str:
+        key = str(self._next_key)
+        self._next_key += 1
+        return key
+
+    def _reserve(self, key: str) -> None:
+        """Keep generated keys clear of a seeded numeric key."""
+        if key.isdigit():
+            self._next_key = max(self._next_key, int(key) + 1)
+
+    @staticmethod
+    def _person(state: _Org, key: str) -> PersonRecord:
+        try:
+            return state.people[key]
+        except KeyError:
+            raise LookupError(f"no person with key {key!r}") from None
+
+    @staticmethod
+    def _team(state: _Org, name: str) -> TeamRecord:
+        try:
+            return state.teams[normalize_team(name)]
+        except KeyError:
+            raise LookupError(f"no team {name!r}") from None
+
+    @staticmethod
+    def _index(state: _Org, person: PersonRecord) -> None:
+        email = normalize_email(person.email)
+        holder = state.email_index.get(email)
+        if holder is not None and holder != person.key:
+            raise ValueError(f"email {person.email!r} is already person {holder}'s")
+        state.email_index[email] = person.key
+
+    def _scope(self, state: _Org, record: AccessRecord) -> tuple[str, ...]:
+        """Admins see every team; a manager's teams must exist (canonical names, sorted)."""
+        if record.role is Role.ADMIN or ALL_TEAMS in record.teams:
+            return (ALL_TEAMS,)
+        return tuple(sorted({self._team(state, t).name for t in record.teams}))
+
+    def _dashboard_person(self, state: _Org, email: str, name: str) -> PersonRecord:
+        first, _, last = name.strip().partition(" ")
+        person = PersonRecord(self._new_key(), email, first_name=first, last_name=last.strip())
+        self._index(state, person)
+        state.people[person.key] = person
+        return person

@@ -1,0 +1,126 @@
+"""Fixtures over both stacks.
+
+- embedded: SQLite in a temporary file, jobs inline (``sync``) or on the in-process thread;
+- real: PostgreSQL at 127.0.0.1:5432 (database ``test``) and Redis at 127.0.0.1:6379.
+
+``@pytest.mark.settings(KEY=value)`` adds Flask config to the ``app`` fixture. Real-stack tests
+skip with a reason when a service is down, unless ``CSVDIRECTORY_REQUIRE_SERVICES=1`` (CI sets
+it), where a missing service is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_csvdirectory import runs
+from flask_csvdirectory.models import metadata as csvdirectory_metadata
+
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_SERVICES = os.environ.get("CSVDIRECTORY_REQUIRE_SERVICES") == "1"
+ADMIN = runs.Actor(id="1", name="Ada Admin")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_services() -> None:
+    """Skip (or fail, in CI) when PostgreSQL or Redis is down."""
+    missing = [
+        name
+        for name, port in (("PostgreSQL", 5432), ("Redis", 6379))
+        if not _reachable("127.0.0.1", port)
+    ]
+    if missing:
+        message = f"{' and '.join(missing)} not running on 127.0.0.1"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _reset_postgres(app: Flask) -> None:
+    from example_app.models import db
+
+    with app.app_context():
+        db.session.remove()
+        csvdirectory_metadata.drop_all(db.engine)
+        db.drop_all()
+        db.create_all()
+        csvdirectory_metadata.create_all(db.engine)
+
+
+def build_app(stack: str, tmp_path: Path, **config: Any) -> Flask:
+    """The example platform on ``stack`` ("sqlite" or "postgres"), empty but for its admin."""
+    from example_app import create_app
+
+    base: dict[str, Any] = {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "WTF_CSRF_ENABLED": False,
+        "CSVDIRECTORY_JOBS_MODE": "sync",
+        "EXAMPLE_SEED": False,
+    }
+    if stack == "postgres":
+        require_services()
+        base["SQLALCHEMY_DATABASE_URI"] = POSTGRES_URL
+        base["CSVDIRECTORY_REDIS_URL"] = REDIS_URL
+    else:
+        base["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    base.update(config)
+    app = create_app(base)
+    if stack == "postgres":
+        _reset_postgres(app)
+    with app.app_context():
+        from example_app import seed
+
+        seed()
+    return app
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def stack(request: pytest.FixtureRequest) -> str:
+    """Both stacks: tests using it run once on SQLite and once on PostgreSQL."""
+    return request.param
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    """The example platform on SQLite (or on the ``stack`` fixture's stack when a test uses it),
+    with inline jobs and the integration enabled."""
+    marker = request.node.get_closest_marker("settings")
+    config = dict(marker.kwargs) if marker else {}
+    stack = request.getfixturevalue("stack") if "stack" in request.fixturenames else "sqlite"
+    app = build_app(stack, tmp_path, **config)
+    with app.app_context():
+        runs.update_settings("default", ADMIN, enabled=True)
+    yield app
+    from example_app.models import db
+
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def redis_conn() -> Iterator[Any]:
+    """A real Redis connection on a test database, flushed before and after."""
+    require_services()
+    from redis import Redis
+
+    conn = Redis.from_url(REDIS_URL)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
