@@ -154,6 +154,15 @@ class DirectoryAdapter(abc.ABC):
         """Remove an empty team for good (SCIM DELETE). The default refuses."""
         raise NotImplementedError(f"{type(self).__name__} does not delete teams")
 
+    # -- SCIM additions: single-record writes outside change sets ----------------------------
+    # delete_person, delete_team and rename_team are complete operations: an adapter whose
+    # storage has transactions commits them itself (they are not called inside transaction()).
+
+    def rename_team(self, org: str, name: str, new_name: str) -> None:
+        """Rename team ``name`` to ``new_name``, keeping its key, members and dashboard scopes
+        (SCIM PATCH/PUT of a group's displayName). The default refuses."""
+        raise NotImplementedError(f"{type(self).__name__} does not rename teams")
+
 
 _PERSON_UPDATES = frozenset(
     {

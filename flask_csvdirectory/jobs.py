@@ -35,7 +35,8 @@ def _app_context() -> Iterator[Flask]:
         return
     from flask.cli import ScriptInfo
 
-    app = ScriptInfo().load_app()
+    # a bare `rq worker`: the same app the web process runs, named by FLASK_APP
+    app = ScriptInfo(app_import_path=os.environ.get("FLASK_APP")).load_app()
     with app.app_context():
         yield app
 

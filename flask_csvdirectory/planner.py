@@ -19,7 +19,6 @@ Both functions are one pass over each input with dict lookups (no per-row scans)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .changes import Change, ChangeKind, ChangeSet
@@ -35,25 +34,6 @@ from .records import (
 from .rows import EMPLOYEES_FILE, USERS_FILE, EmployeeRow, RowError, UserRow
 
 __all__ = ["check_pair", "plan"]
-
-
-@dataclass(slots=True)
-class _Match:
-    """An Employees.csv row and the existing person it resolves to (``None``: a new person)."""
-
-    row: EmployeeRow
-    person: PersonRecord | None
-    by: str  # the column the row matched by: "employee_id" or "email" ("" when new)
-
-
-def _resolve(row: EmployeeRow, snapshot: DirectorySnapshot) -> _Match:
-    """Which existing person ``row`` is: by employee_id, else by email, else nobody."""
-    if row.employee_id:
-        person = snapshot.by_external_id.get(row.employee_id)
-        if person is not None:
-            return _Match(row, person, "employee_id")
-    person = snapshot.by_email.get(row.email)
-    return _Match(row, person, "email" if person is not None else "")
 
 
 # -- cross-file checks ----------------------------------------------------------------------
@@ -113,65 +93,69 @@ def _check_employees(
     employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
 ) -> list[RowError]:
     errors: list[RowError] = []
-    line_of_person: dict[str, int] = {}  # person key -> first row line resolving to it
+    by_external_id = snapshot.by_external_id.get
+    by_email = snapshot.by_email.get
+    line_of_person: dict[str, int] = {}  # person key -> line of the first row resolving to it
     line_of_email: dict[str, int] = {}
     line_of_id: dict[str, int] = {}
-    matches: list[_Match] = []
+    # Rows matched by employee_id that give their person another email: checked once every row
+    # is resolved (a row matched by email keeps its person's email; a new row's email is free).
+    new_emails: list[tuple[EmployeeRow, PersonRecord]] = []
     for row in employees:
-        match = _resolve(row, snapshot)
-        person = match.person
+        email, employee_id = row.email, row.employee_id
+        person = by_external_id(employee_id) if employee_id else None
+        by = "employee_id"
+        if person is None:
+            person, by = by_email(email), "email"
+        elif person.email != email and normalize_email(person.email) != email:
+            new_emails.append((row, person))
         if person is not None and person.key in line_of_person:
-            value = row.employee_id if match.by == "employee_id" else row.email
             errors.append(
                 RowError(
                     EMPLOYEES_FILE,
                     row.line,
-                    match.by,
-                    value,
+                    by,
+                    employee_id if by == "employee_id" else email,
                     f"This row is the same person ({person.email}) as line "
                     f"{line_of_person[person.key]}.",
                 )
             )
             continue
-        if row.email in line_of_email:
+        if email in line_of_email:
             errors.append(
                 RowError(
                     EMPLOYEES_FILE,
                     row.line,
                     "email",
-                    row.email,
-                    f"Email already used on line {line_of_email[row.email]}.",
+                    email,
+                    f"Email already used on line {line_of_email[email]}.",
                 )
             )
             continue
-        if row.employee_id and row.employee_id in line_of_id:
+        if employee_id and employee_id in line_of_id:
             errors.append(
                 RowError(
                     EMPLOYEES_FILE,
                     row.line,
                     "employee_id",
-                    row.employee_id,
-                    f"Employee ID already used on line {line_of_id[row.employee_id]}.",
+                    employee_id,
+                    f"Employee ID already used on line {line_of_id[employee_id]}.",
                 )
             )
             continue
         if person is not None:
             line_of_person[person.key] = row.line
-        line_of_email[row.email] = row.line
-        if row.employee_id:
-            line_of_id[row.employee_id] = row.line
-        matches.append(match)
+        line_of_email[email] = row.line
+        if employee_id:
+            line_of_id[employee_id] = row.line
 
-    # Email uniqueness after the sync. Only a row matched by employee_id can carry an email that
-    # belongs to somebody else (a row matched by email has its person's email; a new row's email
-    # is nobody's). The holder keeps the email unless a row matches them; either way it is an
-    # error, since applying a swap or a chain would need an order the sync does not attempt.
-    for match in matches:
-        person = match.person
-        if person is None or match.by != "employee_id":
-            continue
-        holder = snapshot.by_email.get(match.row.email)
-        if holder is None or holder.key == person.key:
+    # After the sync every email must be unique. The other holder of the email keeps it unless
+    # a row matches them; either way it is an error, since a swap or a chain of email changes
+    # would need an apply order the sync does not attempt.
+    reported = {e.line for e in errors}
+    for row, person in new_emails:
+        holder = by_email(row.email)
+        if holder is None or holder.key == person.key or row.line in reported:
             continue
         if holder.key in line_of_person:
             message = (
@@ -181,7 +165,7 @@ def _check_employees(
             )
         else:
             message = "This email belongs to another person, who keeps it."
-        errors.append(RowError(EMPLOYEES_FILE, match.row.line, "email", match.row.email, message))
+        errors.append(RowError(EMPLOYEES_FILE, row.line, "email", row.email, message))
     return errors
 
 
@@ -196,79 +180,84 @@ def plan(
     Call it only when :func:`check_pair` found nothing. The result is sorted by kind (apply
     order), then subject, then key, so equal inputs give equal fingerprints.
     """
-    changes: list[Change] = []
+    buckets: dict[ChangeKind, list[Change]] = {kind: [] for kind in ChangeKind}
     user_emails = {normalize_email(user.email) for user in users}
 
     # Team names: normalised -> canonical (existing first, then as Employees.csv first writes).
-    canonical: dict[str, str] = {norm: team.name for norm, team in snapshot.team_by_name.items()}
-    team_of_raw: dict[str, tuple[str, str]] = {}  # raw spelling -> (canonical, normalised)
     existing_teams = snapshot.team_by_name
+    canonical: dict[str, str] = {norm: team.name for norm, team in existing_teams.items()}
+    team_of_raw: dict[str, tuple[str, str]] = {}  # raw spelling -> (canonical, normalised)
 
     def canonical_team(raw: str) -> tuple[str, str]:
-        found = team_of_raw.get(raw)
-        if found is None:
-            norm = normalize_team(raw)
-            name = canonical.get(norm)
-            if name is None:
-                name = canonical[norm] = raw.strip()
-                changes.append(Change(ChangeKind.TEAM_CREATED, name, after={"name": name}))
-            found = team_of_raw[raw] = (name, norm)
+        norm = normalize_team(raw)
+        name = canonical.get(norm)
+        if name is None:
+            name = canonical[norm] = raw.strip()
+            buckets[ChangeKind.TEAM_CREATED].append(
+                Change(ChangeKind.TEAM_CREATED, name, after={"name": name})
+            )
+        found = team_of_raw[raw] = (name, norm)
         return found
 
+    created = buckets[ChangeKind.EMPLOYEE_CREATED].append
+    reactivated = buckets[ChangeKind.EMPLOYEE_REACTIVATED].append
+    updated = buckets[ChangeKind.EMPLOYEE_UPDATED].append
+    moved = buckets[ChangeKind.EMPLOYEE_MOVED].append
+    by_external_id = snapshot.by_external_id.get
+    by_email = snapshot.by_email.get
     final_email: dict[str, str] = {}  # key of each matched person -> their email after the sync
     for row in employees:
-        team, team_norm = canonical_team(row.team)
-        match = _resolve(row, snapshot)
-        person = match.person
+        team, team_norm = team_of_raw.get(row.team) or canonical_team(row.team)
+        email, employee_id = row.email, row.employee_id
+        person = by_external_id(employee_id) if employee_id else None
         if person is None:
-            changes.append(
-                Change(
-                    ChangeKind.EMPLOYEE_CREATED,
-                    row.email,
-                    after={
-                        "email": row.email,
-                        "first_name": row.first_name,
-                        "last_name": row.last_name,
-                        "title": row.title or "",
-                        "team": team,
-                        "external_id": row.employee_id,
-                        "extra": dict(row.extra),
-                    },
-                )
-            )
+            person = by_email(email)
+        if person is None:
+            after = {
+                "email": email,
+                "first_name": row.first_name,
+                "last_name": row.last_name,
+                "title": row.title or "",
+                "team": team,
+                "external_id": employee_id,
+                "extra": dict(row.extra),
+            }
+            created(Change(ChangeKind.EMPLOYEE_CREATED, email, None, None, after))
             continue
         key = person.key
-        final_email[key] = row.email
+        final_email[key] = email
         if not person.active:
-            changes.append(
+            reactivated(
                 Change(
-                    ChangeKind.EMPLOYEE_REACTIVATED,
-                    row.email,
-                    key,
-                    {"active": False},
-                    {"active": True},
+                    ChangeKind.EMPLOYEE_REACTIVATED, email, key, {"active": False}, {"active": True}
                 )
             )
-        update = _person_update(person, row)
-        if update is not None:
-            changes.append(Change(ChangeKind.EMPLOYEE_UPDATED, row.email, key, *update))
+        if not (  # the common case, nothing changed, is tested without building anything
+            person.email == email
+            and person.first_name == row.first_name
+            and person.last_name == row.last_name
+            and (row.title is None or person.title == row.title)
+            and (not employee_id or person.external_id == employee_id)
+            and (not row.extra or row.extra.items() <= person.extra.items())
+        ):
+            update = _person_update(person, row)
+            if update is not None:
+                updated(Change(ChangeKind.EMPLOYEE_UPDATED, email, key, *update))
         current = person.team
         if current != team and (current is None or normalize_team(current) != team_norm):
-            shown = current
             if current is not None:
                 existing = existing_teams.get(normalize_team(current))
-                shown = existing.name if existing is not None else current
-            changes.append(
-                Change(ChangeKind.EMPLOYEE_MOVED, row.email, key, {"team": shown}, {"team": team})
-            )
+                current = existing.name if existing is not None else current
+            moved(Change(ChangeKind.EMPLOYEE_MOVED, email, key, {"team": current}, {"team": team}))
 
+    deactivated = buckets[ChangeKind.EMPLOYEE_DEACTIVATED].append
     for person in snapshot.people:
         if (
             person.active
             and person.key not in final_email
             and normalize_email(person.email) not in user_emails
         ):
-            changes.append(
+            deactivated(
                 Change(
                     ChangeKind.EMPLOYEE_DEACTIVATED,
                     person.email,
@@ -278,9 +267,17 @@ def plan(
                 )
             )
 
-    changes.extend(_plan_access(users, user_emails, snapshot, final_email, canonical))
-    changes.sort(key=lambda change: (change.kind.order, change.subject, change.key or ""))
-    return ChangeSet(changes)
+    for change in _plan_access(users, user_emails, snapshot, final_email, canonical):
+        buckets[change.kind].append(change)
+    ordered: list[Change] = []
+    for bucket in buckets.values():  # ChangeKind order is apply order
+        bucket.sort(key=_by_subject)
+        ordered += bucket
+    return ChangeSet(ordered)
+
+
+def _by_subject(change: Change) -> tuple[str, str]:
+    return change.subject, change.key or ""
 
 
 def _person_update(

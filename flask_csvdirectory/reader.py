@@ -115,6 +115,7 @@ class CsvTable:
         header_line: int = 1,
         positions: dict[str, int] | None = None,
         readable: bool = True,
+        header_pending: bool = False,
     ) -> None:
         self.file = file
         self.delimiter = delimiter
@@ -125,6 +126,7 @@ class CsvTable:
         self._log = log
         self._reader = reader
         self._positions = positions or {}
+        self._header_pending = header_pending  # an unreadable file's header is still unread
 
     def position(self, name: str) -> int | None:
         """Index of column ``name`` in each record, or ``None`` when absent or duplicated."""
@@ -179,10 +181,16 @@ class CsvTable:
             try:
                 for row in self._reader:
                     if any(map(strip, row)):
-                        self.row_count += 1
+                        if self._header_pending:
+                            self._header_pending = False
+                        else:
+                            self.row_count += 1
                 return
             except csv.Error:
-                self.row_count += 1
+                if self._header_pending:
+                    self._header_pending = False
+                else:
+                    self.row_count += 1
 
 
 def read_table(
@@ -210,9 +218,13 @@ def read_table(
     source.seek(0)
     reader = csv.reader(source, delimiter=delimiter, skipinitialspace=True, strict=True)
 
-    def unreadable(line: int, message: str, column: str | None = None) -> CsvTable:
+    def unreadable(
+        line: int, message: str, column: str | None = None, *, header_pending: bool = True
+    ) -> CsvTable:
         log.add(line, message, column=column)
-        return CsvTable(file, log, reader, delimiter=delimiter, readable=False)
+        return CsvTable(
+            file, log, reader, delimiter=delimiter, readable=False, header_pending=header_pending
+        )
 
     if problem is not None:
         line, message = problem
@@ -232,7 +244,8 @@ def read_table(
             expected = ",".join(columns)
             return unreadable(1, f"the file is empty: its first line must be the header {expected}")
     except csv.Error as exc:
-        return unreadable(previous + 1, f"the header cannot be read: {_describe_csv_error(exc)}")
+        message = f"the header cannot be read: {_describe_csv_error(exc)}"
+        return unreadable(previous + 1, message, header_pending=False)
 
     while header and not header[-1]:
         header.pop()

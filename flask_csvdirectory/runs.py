@@ -16,6 +16,7 @@ web layer, the API, the CLI and the jobs all call the same code.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -200,6 +201,7 @@ def start_run(
             opens_at,
         )
     run = SyncRun(
+        id=uuid.uuid4().hex,
         org=org,
         status=RunStatus.PROCESSING.value,
         phase=Phase.QUEUED.value,

@@ -247,6 +247,28 @@ class InMemoryAdapter(DirectoryAdapter):
             raise ValueError(f"team {team.name!r} is in a dashboard scope")
         del state.teams[normalize_team(name)]
 
+    # -- SCIM additions (flask_csvdirectory.scim) -------------------------------------------
+
+    def rename_team(self, org: str, name: str, new_name: str) -> None:
+        """Rename a team: its key stays, its members and dashboard scopes follow the new name."""
+        self._write()
+        state = self._org(org)
+        team = self._team(state, name)
+        norm = normalize_team(new_name)
+        holder = state.teams.get(norm)
+        if holder is not None and holder.key != team.key:
+            raise ValueError(f"team {new_name!r} exists already")
+        del state.teams[normalize_team(team.name)]
+        state.teams[norm] = TeamRecord(team.key, new_name)
+        for key, person in list(state.people.items()):
+            if person.team == team.name:
+                state.people[key] = replace(person, team=new_name)
+        for access in state.access.values():
+            if team.name in access.teams:
+                access.teams = tuple(
+                    sorted(new_name if t == team.name else t for t in access.teams)
+                )
+
     # -- internals --------------------------------------------------------------------------
 
     def _org(self, org: str) -> _Org:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -28,9 +29,9 @@ ADMIN = UserRow(2, "admin@x.test", Role.ADMIN, (ALL_TEAMS,), "Ada Admin")
 
 
 def snap(
-    people: list[PersonRecord] = (),  # type: ignore[assignment]
-    teams: list[str] = (),  # type: ignore[assignment]
-    access: list[AccessRecord] = (),  # type: ignore[assignment]
+    people: Sequence[PersonRecord] = (),
+    teams: Sequence[str] = (),
+    access: Sequence[AccessRecord] = (),
 ) -> DirectorySnapshot:
     return DirectorySnapshot.build(
         people, [TeamRecord(f"t{i}", name) for i, name in enumerate(teams)], access
@@ -118,9 +119,7 @@ def test_duplicate_email_or_employee_id_among_new_rows():
 
 
 def test_email_of_another_person_who_keeps_it():
-    snapshot = snap(
-        [person("1", "a@x.test", external_id="E1"), person("2", "B@x.test")], ["Sales"]
-    )
+    snapshot = snap([person("1", "a@x.test", external_id="E1"), person("2", "B@x.test")], ["Sales"])
     employees = [emp(2, "b@x.test", employee_id="E1")]
     errors = check_pair([ADMIN], employees, snapshot)
     assert [(e.file, e.line, e.column, e.value) for e in errors] == [
@@ -175,8 +174,16 @@ def test_errors_are_sorted_by_file_then_line():
 
 def test_new_people_and_new_teams():
     employees = [
-        emp(2, "a@x.test", "Field  Ops", first_name="A", last_name="One", title="Rep",
-            employee_id="E1", extra={"cost_center": "42"}),
+        emp(
+            2,
+            "a@x.test",
+            "Field  Ops",
+            first_name="A",
+            last_name="One",
+            title="Rep",
+            employee_id="E1",
+            extra={"cost_center": "42"},
+        ),
         emp(3, "b@x.test", "field ops"),
         emp(4, "c@x.test", "sales"),
     ]
@@ -392,7 +399,10 @@ def test_grant_key_uses_the_email_after_the_sync():
     users = [replace(ADMIN, email="new@x.test")]
     result = changes(users, employees, snapshot)
     assert result[-1] == Change(
-        K.ACCESS_GRANTED, "new@x.test", "1", after={"role": "Admin", "teams": ["*"], "name": "Ada Admin"}
+        K.ACCESS_GRANTED,
+        "new@x.test",
+        "1",
+        after={"role": "Admin", "teams": ["*"], "name": "Ada Admin"},
     )
 
 
@@ -503,9 +513,11 @@ def directories(draw) -> DirectorySnapshot:
     access = []
     for p in draw(st.lists(st.sampled_from(people), unique_by=lambda p: p.key)) if people else []:
         role = draw(st.sampled_from(Role))
-        scope = draw(st.lists(st.sampled_from(team_names), unique=True, min_size=1)) if (
-            role is Role.MANAGER and team_names
-        ) else [ALL_TEAMS]
+        scope = (
+            draw(st.lists(st.sampled_from(team_names), unique=True, min_size=1))
+            if (role is Role.MANAGER and team_names)
+            else [ALL_TEAMS]
+        )
         access.append(AccessRecord(p.email, role, tuple(sorted(scope)), "", p.key))
     teams = [TeamRecord(f"t{i}", name) for i, name in enumerate(team_names)]
     return DirectorySnapshot.build(people, teams, access)
@@ -618,9 +630,7 @@ def test_property_apply_then_replan_is_empty(before, employees, users):
         if u.role is Role.ADMIN or ALL_TEAMS in u.teams:
             assert access.teams == (ALL_TEAMS,)
         else:
-            assert {normalize_team(t) for t in access.teams} == {
-                normalize_team(t) for t in u.teams
-            }
+            assert {normalize_team(t) for t in access.teams} == {normalize_team(t) for t in u.teams}
             assert all(t in {team.name for team in after.teams} for t in access.teams)
 
     # A change's key is the key of the person it ends up on (None: a person the sync creates).

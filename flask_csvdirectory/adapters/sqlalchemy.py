@@ -223,6 +223,87 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         """Every person, ordered by key."""
         return super().iter_people(org)
 
+    # -- SCIM additions: single-record writes (each commits, or rolls back and raises) -----
+
+    def delete_person(self, org: str, key: str) -> None:
+        """Delete a person row and their dashboard scope rows for good (SCIM DELETE).
+
+        Raises :class:`LookupError` when the organization has no such person. A host whose
+        other tables reference people should override this (anonymise, soft-delete...).
+        """
+        P = self.person_model
+        pk = self._pk(P)
+        try:
+            found = self.session.execute(
+                select(pk).where(pk == _key(key), *self._org_filter(P, org))
+            ).first()
+            if found is None:
+                raise LookupError(f"no person with key {key!r}")
+            scope = self._scope_table()
+            if scope is not None:
+                table, person_col, _team_col = scope
+                self.session.execute(delete(table).where(person_col == _key(key)))
+            self.session.execute(delete(P).where(pk == _key(key)))
+            self.session.commit()
+        except BaseException:
+            self.session.rollback()
+            raise
+
+    def delete_team(self, org: str, name: str) -> None:
+        """Delete a team nobody is in and no dashboard scope names (SCIM DELETE).
+
+        Raises :class:`LookupError` for an unknown team, :class:`ValueError` when it is in use.
+        """
+        T, P = self.team_model, self.person_model
+        try:
+            team_id = self._team_id(org, name)
+            members = self.session.scalar(
+                select(func.count())
+                .select_from(P)
+                .where(self._column(P, self.person.team_id) == team_id)
+            )
+            if members:
+                raise ValueError(f"team {name!r} is not empty")
+            scope = self._scope_table()
+            if scope is not None:
+                table, _person_col, team_col = scope
+                scoped = self.session.scalar(
+                    select(func.count()).select_from(table).where(team_col == team_id)
+                )
+                if scoped:
+                    raise ValueError(f"team {name!r} is in a dashboard scope")
+            self.session.execute(delete(T).where(self._pk(T) == team_id))
+            self.session.commit()
+        except BaseException:
+            self.session.rollback()
+            raise
+
+    def rename_team(self, org: str, name: str, new_name: str) -> None:
+        """Rename a team in place (its id, members and scopes stay)."""
+        T = self.team_model
+        try:
+            team_id = self._team_id(org, name)
+            holder = {normalize_team(t.name): t.key for t in self._teams(org)}.get(
+                normalize_team(new_name)
+            )
+            if holder is not None and _key(holder) != team_id:
+                raise ValueError(f"team {new_name!r} exists already")
+            self.session.execute(
+                update(T).where(self._pk(T) == team_id).values({self._column(T, self.team_name): new_name})
+            )
+            self.session.commit()
+        except BaseException:
+            self.session.rollback()
+            raise
+
+    def _team_id(self, org: str, name: str) -> Any:
+        """The primary key of the organization's team called ``name`` (normalised match)."""
+        wanted = normalize_team(name)
+        for team in self._teams(org):
+            if normalize_team(team.name) == wanted:
+                return _key(team.key)
+        raise LookupError(f"no team {name!r}")
+
     # -- apply ----------------------------------------------------------------------------
 
     def apply(

@@ -1,12 +1,647 @@
-"""Admin dashboard pages (settings, templates, upload, history, run review)."""
+"""Admin dashboard pages: settings and tokens, templates, upload, history and the run review.
+
+Every page is for admins only (:func:`~.auth.admin_required`) and goes through :mod:`..runs` and
+:mod:`..tokens`; nothing here touches the extension's tables directly. Every POST is protected
+against CSRF with Flask-WTF here, whether or not the host registered ``CSRFProtect``.
+
+Templates live under ``templates/csvdirectory/`` and extend ``csvdirectory/layout.html``, which
+extends the host's ``CSVDIRECTORY_BASE_TEMPLATE``; docs/dashboard.md lists the blocks a host can
+override.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Blueprint
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
+from werkzeug.datastructures import FileStorage
+from werkzeug.wrappers import Response as BaseResponse
+from wtforms.validators import ValidationError
+
+from .. import formats, runs, tokens
+from ..changes import Change, ChangeKind
+from ..errors import IntakeRefused, RunNotFound, RunStateError
+from ..extension import get_state
+from ..models import Channel, Phase, RunStatus, SyncRun
+from ..records import ALL_TEAMS
+from ..rows import EMPLOYEES_FILE, USERS_FILE
+from .auth import admin_required, current_actor, current_org
+
+PACKAGE = Path(__file__).resolve().parent.parent
+#: Changes per page of a run's review.
+REVIEW_PER_PAGE = 50
+
+_CHANNEL_LABELS = {
+    Channel.DASHBOARD.value: "Dashboard",
+    Channel.API.value: "API",
+    Channel.CLI.value: "CLI",
+}
+_PHASE_LABELS = {
+    Phase.QUEUED.value: "Waiting for a worker to pick the run up",
+    Phase.READING.value: "Reading and validating the files",
+    Phase.PLANNING.value: "Comparing the files with the directory",
+    Phase.APPLYING.value: "Applying the changes",
+    Phase.DONE.value: "Done",
+}
+_FIELD_LABELS = {
+    "email": "Email",
+    "first_name": "First name",
+    "last_name": "Last name",
+    "title": "Title",
+    "team": "Team",
+    "external_id": "Employee ID",
+    "active": "Active",
+    "name": "Name",
+    "role": "Role",
+    "teams": "Teams",
+}
+
+
+# -- small helpers the templates use ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pagination:
+    """One page of ``total`` items: what the pager macro needs."""
+
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        """How many pages there are (at least one)."""
+        return max(1, math.ceil(self.total / self.per_page))
+
+    @property
+    def has_prev(self) -> bool:
+        """Whether a previous page exists."""
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        """Whether a next page exists."""
+        return self.page < self.pages
+
+    @property
+    def first(self) -> int:
+        """1-based index of the first item shown (0 when there is none)."""
+        return 0 if self.total == 0 else (self.page - 1) * self.per_page + 1
+
+    @property
+    def last(self) -> int:
+        """1-based index of the last item shown."""
+        return min(self.total, self.page * self.per_page)
+
+    def slice(self, items: list[Any]) -> list[Any]:
+        """This page's part of ``items``."""
+        start = (self.page - 1) * self.per_page
+        return items[start : start + self.per_page]
+
+
+def format_time(value: datetime | None) -> str:
+    """A timestamp as admins read it: ``2025-01-31 14:05 UTC`` (empty for ``None``)."""
+    return "" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
+
+
+def format_value(value: Any) -> str:
+    """A change's field value for the review tables."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    if isinstance(value, list | tuple):
+        if list(value) == [ALL_TEAMS]:
+            return "All teams"
+        return ", ".join(str(item) for item in value) or "(none)"
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {format_value(item)}" for key, item in value.items()) or "—"
+    return str(value) if str(value) != "" else "(blank)"
+
+
+def describe_interval(interval: timedelta) -> str:
+    """``12 hours``, ``30 minutes``, ``1 hour``..."""
+    seconds = int(interval.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def status_slug(run: SyncRun) -> str:
+    """A CSS-friendly name of the run's status (``waiting``, ``error``...)."""
+    return run.status_enum.name.lower().replace("_", "-")
+
+
+def _flatten(values: dict[str, Any] | None) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in (values or {}).items():
+        if key == "extra" and isinstance(value, dict):
+            flat.update({f"extra:{name}": item for name, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def field_label(key: str) -> str:
+    """The readable name of a change's field (``external_id`` -> ``Employee ID``)."""
+    if key.startswith("extra:"):
+        key = key.removeprefix("extra:")
+    return _FIELD_LABELS.get(key, key.replace("_", " ").capitalize())
+
+
+def change_diff(change: Change) -> list[tuple[str, str, str]]:
+    """(field, before, after) for each field a change touches, in a stable order."""
+    before, after = _flatten(change.before), _flatten(change.after)
+    keys = list(dict.fromkeys([*before, *after]))
+    return [
+        (field_label(key), format_value(before.get(key)), format_value(after.get(key)))
+        for key in keys
+    ]
+
+
+def _full_name(values: dict[str, Any] | None) -> str:
+    values = values or {}
+    return " ".join(p for p in (values.get("first_name"), values.get("last_name")) if p) or "—"
+
+
+def review_columns(kind: ChangeKind) -> list[tuple[str, Callable[[Change], str]]]:
+    """The table columns of one change kind: (header, cell of a change).
+
+    Kinds listed by :func:`is_diff_kind` are shown as field / before / after rows instead.
+    """
+    after: Callable[[Change, str], str] = lambda c, key: format_value((c.after or {}).get(key))  # noqa: E731
+    before: Callable[[Change, str], str] = lambda c, key: format_value((c.before or {}).get(key))  # noqa: E731
+    match kind:
+        case ChangeKind.TEAM_CREATED:
+            return [("Team", lambda c: c.subject)]
+        case ChangeKind.EMPLOYEE_CREATED:
+            return [
+                ("Email", lambda c: c.subject),
+                ("Name", lambda c: _full_name(c.after)),
+                ("Team", lambda c: after(c, "team")),
+                ("Title", lambda c: after(c, "title")),
+                ("Employee ID", lambda c: after(c, "external_id")),
+                ("Other columns", lambda c: format_value((c.after or {}).get("extra") or None)),
+            ]
+        case ChangeKind.EMPLOYEE_MOVED:
+            return [
+                ("Person", lambda c: c.subject),
+                ("From team", lambda c: before(c, "team")),
+                ("To team", lambda c: after(c, "team")),
+            ]
+        case ChangeKind.EMPLOYEE_DEACTIVATED | ChangeKind.EMPLOYEE_REACTIVATED:
+            return [("Person", lambda c: c.subject)]
+        case ChangeKind.ACCESS_GRANTED:
+            return [
+                ("Person", lambda c: c.subject),
+                ("Name", lambda c: after(c, "name")),
+                ("Role", lambda c: after(c, "role")),
+                ("Teams", lambda c: after(c, "teams")),
+            ]
+        case ChangeKind.ACCESS_REVOKED:
+            return [
+                ("Person", lambda c: c.subject),
+                ("Role it had", lambda c: before(c, "role")),
+                ("Teams it saw", lambda c: before(c, "teams")),
+            ]
+    return [("Subject", lambda c: c.subject)]
+
+
+def is_diff_kind(kind: ChangeKind) -> bool:
+    """Whether a kind's review shows before/after per field (updates, access changes)."""
+    return kind in (ChangeKind.EMPLOYEE_UPDATED, ChangeKind.ACCESS_CHANGED)
+
+
+def _safe_cell(value: Any) -> str:
+    """A CSV cell that spreadsheets will not run as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _page_arg() -> int:
+    return max(1, request.args.get("page", 1, type=int) or 1)
+
+
+def _upload(storage: FileStorage | None, limit: int) -> runs.Upload | None:
+    """An uploaded form file as a :class:`~..runs.Upload` (None when no file was chosen).
+
+    At most ``limit + 1`` bytes are read, so an oversized file is refused without holding it.
+    """
+    if storage is None or not storage.filename:
+        return None
+    return runs.Upload(filename=storage.filename, data=storage.stream.read(limit + 1))
+
+
+def _same_site_referrer() -> str | None:
+    referrer = request.referrer
+    if not referrer:
+        return None
+    parts, here = urlsplit(referrer), urlsplit(request.host_url)
+    if (parts.scheme, parts.netloc) != (here.scheme, here.netloc):
+        return None
+    return referrer
+
+
+def _file_format(name: str) -> formats.FileFormat | None:
+    if name == USERS_FILE:
+        return formats.users_format()
+    if name == EMPLOYEES_FILE:
+        return formats.employees_format(get_state().adapter.extra_columns)
+    return None
+
+
+def _window(org: str, interval: timedelta) -> dict[str, Any] | None:
+    """Why uploads are closed now and until when, or None when the window is open."""
+    opens_at = runs.window_opens_at(org)
+    if opens_at is None:
+        return None
+    recent, _ = runs.list_runs(org, page=1, per_page=20)
+    last = next((run for run in recent if run.status != RunStatus.ERROR.value), None)
+    return {"opens_at": opens_at, "last_run": last, "interval": describe_interval(interval)}
+
+
+def _redirect(endpoint: str, **values: Any) -> BaseResponse:
+    return redirect(url_for(endpoint, **values), code=303)
+
+
+# -- the blueprint ---------------------------------------------------------------------------
 
 
 def create_blueprint(config: dict[str, Any]) -> Blueprint:
-    """Build the dashboard blueprint from the extension's config."""
-    return Blueprint("csvdirectory", __name__, template_folder="../templates")
+    """Build the dashboard blueprint (endpoint prefix ``csvdirectory.``) from the config."""
+    bp = Blueprint(
+        "csvdirectory",
+        __name__,
+        template_folder=str(PACKAGE / "templates"),
+        static_folder=str(PACKAGE / "static" / "csvdirectory"),
+        static_url_path="/static",
+    )
+    runs_per_page = int(config["RUNS_PER_PAGE"])
+    interval: timedelta = config["MIN_SYNC_INTERVAL"]
+
+    @bp.context_processor
+    def helpers() -> dict[str, Any]:
+        return {
+            "csvdirectory_csrf_token": generate_csrf,
+            "csvdirectory_csrf_field": current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"),
+            "format_time": format_time,
+            "status_slug": status_slug,
+            "channel_label": lambda value: _CHANNEL_LABELS.get(value, value),
+            "phase_label": lambda value: _PHASE_LABELS.get(value, value),
+            "ChangeKind": ChangeKind,
+        }
+
+    @bp.before_request
+    def protect_forms() -> None:
+        """CSRF for every POST of the blueprint (the host may not have CSRFProtect)."""
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return
+        if not current_app.config.get("WTF_CSRF_ENABLED", True) or g.get("csrf_valid"):
+            return
+        field = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+        try:
+            validate_csrf(request.form.get(field) or request.headers.get("X-CSRFToken"))
+        except ValidationError as exc:
+            raise CSRFError(exc.args[0]) from exc
+        g.csrf_valid = True
+
+    # -- errors: on the blueprint only -------------------------------------------------------
+
+    @bp.errorhandler(IntakeRefused)
+    def intake_refused(error: IntakeRefused) -> BaseResponse:
+        flash(str(error.description), "error")
+        return _redirect("csvdirectory.upload")
+
+    @bp.errorhandler(RunStateError)
+    def run_state_error(error: RunStateError) -> BaseResponse:
+        flash(str(error.description), "error")
+        run_id = (request.view_args or {}).get("run_id")
+        if run_id:
+            return _redirect("csvdirectory.run", run_id=run_id)
+        return _redirect("csvdirectory.history")
+
+    @bp.errorhandler(RunNotFound)
+    def run_not_found(error: RunNotFound) -> tuple[str, int]:
+        flash(str(error.description), "error")
+        return render_template("csvdirectory/not_found.html"), 404
+
+    @bp.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError) -> BaseResponse:
+        flash(
+            "The form had expired or did not come from this site, so nothing was changed. "
+            "Please try again.",
+            "error",
+        )
+        return redirect(_same_site_referrer() or url_for("csvdirectory.settings"), code=303)
+
+    # -- settings and tokens -----------------------------------------------------------------
+
+    def render_settings(
+        *,
+        errors: dict[str, str] | None = None,
+        values: dict[str, str] | None = None,
+        token_errors: dict[str, str] | None = None,
+        new_token: tuple[Any, str] | None = None,
+        status: int = 200,
+    ) -> Response:
+        org = current_org()
+        settings = runs.get_settings(org)
+        recent, _ = runs.list_runs(org, page=1, per_page=1)
+        body = render_template(
+            "csvdirectory/settings.html",
+            settings=settings,
+            errors=errors or {},
+            values=values,
+            token_errors=token_errors or {},
+            tokens=tokens.list_tokens(org),
+            new_token=new_token,
+            last_run=recent[0] if recent else None,
+            window=_window(org, interval),
+            interval=describe_interval(interval),
+        )
+        response = Response(body, status=status, mimetype="text/html")
+        if new_token is not None:
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @bp.get("/", endpoint="settings")
+    @admin_required
+    def settings_page() -> Response:
+        """Settings → Integrations → CSV Import: enable, approval rule, API tokens."""
+        return render_settings()
+
+    @bp.post("/", endpoint="save_settings")
+    @admin_required
+    def save_settings() -> BaseResponse:
+        """Save the enable switch and the approval threshold (count, optional percentage)."""
+        form = request.form
+        values = {
+            "enabled": "enabled" in form,
+            "approval_threshold": form.get("approval_threshold", "").strip(),
+            "approval_percent": form.get("approval_percent", "").strip(),
+        }
+        errors: dict[str, str] = {}
+        threshold: int | None = None
+        try:
+            threshold = int(values["approval_threshold"])
+            if threshold < 0:
+                errors["approval_threshold"] = "Enter a whole number of 0 or more."
+        except ValueError:
+            errors["approval_threshold"] = "Enter a whole number of 0 or more."
+        percent: float | None = None
+        if values["approval_percent"]:
+            try:
+                percent = float(values["approval_percent"])
+                if not 0 <= percent <= 100 or math.isnan(percent):
+                    raise ValueError
+            except ValueError:
+                errors["approval_percent"] = "Enter a percentage between 0 and 100, or leave it blank."
+        if errors:
+            flash("The settings were not saved: correct the fields marked below.", "error")
+            return render_settings(errors=errors, values=values, status=400)
+        runs.update_settings(
+            current_org(),
+            current_actor(),
+            enabled=bool(values["enabled"]),
+            approval_threshold=threshold,
+            approval_percent=percent,
+        )
+        flash("CSV import settings saved.", "success")
+        return _redirect("csvdirectory.settings")
+
+    @bp.post("/tokens", endpoint="create_token")
+    @admin_required
+    def create_token() -> BaseResponse:
+        """Create an API token and show its plaintext once, in this response only."""
+        name = request.form.get("name", "").strip()
+        if not name:
+            return render_settings(token_errors={"name": "Give the token a name."}, status=400)
+        if len(name) > 255:
+            return render_settings(
+                token_errors={"name": "Use at most 255 characters."}, status=400
+            )
+        token, plaintext = tokens.create_token(current_org(), name, current_actor().name)
+        return render_settings(new_token=(token, plaintext))
+
+    @bp.post("/tokens/<int:token_id>/revoke", endpoint="revoke_token")
+    @admin_required
+    def revoke_token(token_id: int) -> BaseResponse:
+        """Revoke one of the organization's tokens."""
+        if tokens.revoke_token(current_org(), token_id):
+            flash("The token was revoked: it no longer works.", "success")
+        else:
+            flash("No such active token.", "error")
+        return _redirect("csvdirectory.settings")
+
+    # -- templates ---------------------------------------------------------------------------
+
+    @bp.get("/templates", endpoint="templates")
+    @admin_required
+    def templates_page() -> str:
+        """The two file formats, column by column, with their template downloads."""
+        return render_template(
+            "csvdirectory/templates.html",
+            file_formats=[_file_format(USERS_FILE), _file_format(EMPLOYEES_FILE)],
+        )
+
+    @bp.get("/templates/<filename>", endpoint="download_template")
+    @admin_required
+    def download_template(filename: str) -> BaseResponse:
+        """Users.csv or Employees.csv: the header line and an example row."""
+        file_format = _file_format(filename)
+        if file_format is None:
+            raise RunNotFound(f"There is no template called {filename!r}.")
+        return send_file(
+            io.BytesIO(file_format.template()),
+            mimetype="text/csv",
+            as_attachment=True,
+            download_name=file_format.name,
+            max_age=0,
+        )
+
+    # -- upload ------------------------------------------------------------------------------
+
+    @bp.get("/upload", endpoint="upload")
+    @admin_required
+    def upload_page() -> str:
+        """The upload form, or why uploads are not possible now."""
+        org = current_org()
+        waiting, _ = runs.list_runs(org, status=RunStatus.WAITING, page=1, per_page=1)
+        return render_template(
+            "csvdirectory/upload.html",
+            settings=runs.get_settings(org),
+            window=_window(org, interval),
+            waiting_run=waiting[0] if waiting else None,
+            max_bytes=int(config["MAX_UPLOAD_BYTES"]),
+        )
+
+    @bp.post("/upload", endpoint="start_upload")
+    @admin_required
+    def start_upload() -> BaseResponse:
+        """Start a run with both files; refusals are flashed by the blueprint's handlers."""
+        limit = int(config["MAX_UPLOAD_BYTES"])
+        run = runs.start_run(
+            current_org(),
+            _upload(request.files.get("users"), limit),
+            _upload(request.files.get("employees"), limit),
+            current_actor(),
+            Channel.DASHBOARD,
+        )
+        flash("Both files were uploaded; processing started.", "success")
+        return _redirect("csvdirectory.run", run_id=run.id)
+
+    # -- history -----------------------------------------------------------------------------
+
+    @bp.get("/runs", endpoint="history")
+    @admin_required
+    def history() -> str:
+        """Every run, newest first, paginated; optionally one status only."""
+        org = current_org()
+        runs.reap_stuck_runs(org)
+        status_name = request.args.get("status", "")
+        status = RunStatus[status_name.upper()] if status_name.upper() in RunStatus.__members__ else None
+        page = _page_arg()
+        items, total = runs.list_runs(org, status=status, page=page, per_page=runs_per_page)
+        return render_template(
+            "csvdirectory/history.html",
+            runs=items,
+            pagination=Pagination(page, runs_per_page, total),
+            status=status,
+            statuses=list(RunStatus),
+            kind_labels={kind.value: kind.label for kind in ChangeKind},
+        )
+
+    # -- one run -----------------------------------------------------------------------------
+
+    def status_payload(run: SyncRun) -> dict[str, Any]:
+        done, total = runs.progress(run)
+        return {
+            "id": run.id,
+            "status": run.status,
+            "status_label": run.status_label,
+            "phase": run.phase,
+            "phase_label": _PHASE_LABELS.get(run.phase, run.phase),
+            "finished": run.is_finished,
+            "waiting": run.is_waiting,
+            "progress": {"done": done, "total": total},
+            "change_count": run.change_count,
+            "state": f"{run.status}|{'finished' if run.is_finished else 'open'}",
+        }
+
+    @bp.get("/runs/<run_id>", endpoint="run")
+    @admin_required
+    def run_page(run_id: str) -> str:
+        """A run: status, live progress, the change set review, row errors, approve/reject."""
+        org = current_org()
+        run = runs.get_run(org, run_id)
+        kind_value = request.args.get("kind", "")
+        kind = ChangeKind(kind_value) if kind_value in ChangeKind._value2member_map_ else None
+        query = request.args.get("q", "").strip()
+        changes = [] if run.change_count is None else runs.load_changeset(run).changes
+        filtered = [
+            change
+            for change in changes
+            if (kind is None or change.kind is kind)
+            and (not query or query.casefold() in change.subject.casefold())
+        ]
+        pagination = Pagination(_page_arg(), REVIEW_PER_PAGE, len(filtered))
+        shown = pagination.slice(filtered)
+        groups: list[tuple[ChangeKind, list[Change]]] = []
+        for change in shown:
+            if groups and groups[-1][0] is change.kind:
+                groups[-1][1].append(change)
+            else:
+                groups.append((change.kind, [change]))
+        counts = [
+            (ChangeKind(value), count)
+            for value, count in (run.change_counts or {}).items()
+            if count and value in ChangeKind._value2member_map_
+        ]
+        return render_template(
+            "csvdirectory/run.html",
+            run=run,
+            status=status_payload(run),
+            counts=counts,
+            groups=groups,
+            pagination=pagination,
+            kind=kind,
+            query=query,
+            row_errors=runs.row_errors(run),
+            review_columns=review_columns,
+            is_diff_kind=is_diff_kind,
+            change_diff=change_diff,
+            live=not run.is_finished and not run.is_waiting,
+        )
+
+    @bp.get("/runs/<run_id>/status", endpoint="run_status")
+    @admin_required
+    def run_status(run_id: str) -> Response:
+        """The run's status and live progress as JSON (the run page polls it)."""
+        org = current_org()
+        runs.reap_stuck_runs(org)
+        response = jsonify(status_payload(runs.get_run(org, run_id)))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @bp.get("/runs/<run_id>/errors.csv", endpoint="run_errors")
+    @admin_required
+    def run_errors(run_id: str) -> Response:
+        """The run's row errors as CSV: file, line, column, value, message."""
+        run = runs.get_run(current_org(), run_id)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["file", "line", "column", "value", "message"])
+        rows: Iterable[Any] = runs.row_errors(run)
+        for error in rows:
+            writer.writerow(
+                [error.file, error.line, error.column or "", _safe_cell(error.value),
+                 _safe_cell(error.message)]
+            )
+        response = Response(out.getvalue().encode("utf-8"), mimetype="text/csv")
+        response.headers["Content-Disposition"] = (
+            f"attachment; filename=errors-{run.id[:8]}.csv"
+        )
+        return response
+
+    @bp.post("/runs/<run_id>/approve", endpoint="approve")
+    @admin_required
+    def approve(run_id: str) -> BaseResponse:
+        """Approve a waiting run in the admin's name; the apply job starts."""
+        actor = current_actor()
+        runs.approve(current_org(), run_id, actor)
+        flash(f"Approved by {actor.name}. The changes are applied in the background.", "success")
+        return _redirect("csvdirectory.run", run_id=run_id)
+
+    @bp.post("/runs/<run_id>/reject", endpoint="reject")
+    @admin_required
+    def reject(run_id: str) -> BaseResponse:
+        """Reject a waiting run in the admin's name; nothing is applied."""
+        actor = current_actor()
+        runs.reject(current_org(), run_id, actor)
+        flash(f"Rejected by {actor.name}. Nothing was applied to the directory.", "success")
+        return _redirect("csvdirectory.run", run_id=run_id)
+
+    return bp

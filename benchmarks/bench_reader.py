@@ -1,0 +1,85 @@
+"""Time and memory of reading and validating a large Employees.csv (generated in memory).
+
+Usage: python benchmarks/bench_reader.py [ROWS ...]   (default: 100000 1000000)
+
+For each size: seconds for the reader alone and for parse+validate (best of a few runs, without
+tracing), then the traced peak memory of parse+validate above the input bytes (tracemalloc, in a
+separate run since tracing slows allocation down), and the process's maximum RSS.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import resource
+import sys
+import time
+import tracemalloc
+
+from flask_csvdirectory.formats import employees_format, parse_employees
+from flask_csvdirectory.reader import ErrorLog, read_table
+
+TEAMS = [f"Team {n}" for n in range(60)]
+TITLES = ["Engineer", "Senior Engineer", "Manager", "Analyst", "Director", ""]
+
+
+def make_employees_csv(rows: int) -> bytes:
+    """An Employees.csv of ``rows`` valid rows, about 80 bytes each."""
+    out = io.StringIO()
+    out.write("email,employee_id,first_name,last_name,team,title\r\n")
+    for n in range(rows):
+        out.write(
+            f"firstname{n % 997}.lastname{n}@example.com,E{n:08d},Firstname{n % 997},"
+            f"Lastname{n % 5003},{TEAMS[n % 60]},{TITLES[n % 6]}\r\n"
+        )
+    return out.getvalue().encode()
+
+
+def read_only(data: bytes) -> int:
+    """Just the reader: decode, split and trim every record."""
+    file_format = employees_format()
+    log = ErrorLog(file_format.name)
+    table = read_table(data, log, columns=file_format.names, required=file_format.required_names)
+    for _record in table:
+        pass
+    return table.row_count
+
+
+def best_seconds(function, data: bytes, runs: int) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        gc.collect()
+        start = time.perf_counter()
+        function(data)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(sizes: list[int]) -> None:
+    print(f"python {sys.version.split()[0]}")
+    for rows in sizes:
+        data = make_employees_csv(rows)
+        runs = 3 if rows <= 200_000 else 1
+        parsed = parse_employees(data)
+        assert parsed.ok and len(parsed.rows) == rows, parsed.errors[:3]
+        del parsed
+        reader_s = best_seconds(read_only, data, runs)
+        parse_s = best_seconds(parse_employees, data, runs)
+        gc.collect()
+        tracemalloc.start()
+        parsed = parse_employees(data)
+        _, peak = tracemalloc.get_traced_memory()
+        kept, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del parsed
+        max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"{rows:>9,} rows, {len(data) / 1e6:6.1f} MB: reader {reader_s:5.2f} s,"
+            f" parse+validate {parse_s:5.2f} s ({parse_s / rows * 1e6:.2f} us/row),"
+            f" traced peak {peak / 1e6:6.1f} MB (result rows {kept / 1e6:6.1f} MB),"
+            f" max RSS so far {max_rss:6.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    main([int(arg) for arg in sys.argv[1:]] or [100_000, 1_000_000])
