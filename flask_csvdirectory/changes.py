@@ -138,18 +138,22 @@ class ChangeSet:
         """A copy in apply order (stable within a kind)."""
         return ChangeSet(sorted(self.changes, key=lambda change: change.kind.order))
 
-    def fingerprint(self) -> str:
-        """A sha256 of the canonical content; equal fingerprints mean equal plans."""
-        digest = hashlib.sha256()
-        for row in sorted(json.dumps(c.to_row(), sort_keys=True) for c in self.changes):
-            digest.update(row.encode())
-            digest.update(b"\n")
-        return digest.hexdigest()
-
-    def to_bytes(self) -> bytes:
-        """Serialise (compressed JSON) for storage with the run."""
+    def to_json(self) -> bytes:
+        """The canonical JSON of the change rows (keys sorted): what is hashed and stored."""
         rows = [change.to_row() for change in self.changes]
-        return zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 6)
+        return json.dumps(rows, separators=(",", ":"), sort_keys=True).encode()
+
+    def fingerprint(self, canonical: bytes | None = None) -> str:
+        """A sha256 of the canonical content; equal fingerprints mean equal plans.
+
+        Plans are deterministic (apply order, then subject), so the row order is part of the
+        content. Pass ``canonical`` (from :meth:`to_json`) to avoid serialising twice.
+        """
+        return hashlib.sha256(canonical if canonical is not None else self.to_json()).hexdigest()
+
+    def to_bytes(self, canonical: bytes | None = None) -> bytes:
+        """Serialise (compressed canonical JSON) for storage with the run."""
+        return zlib.compress(canonical if canonical is not None else self.to_json(), 6)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ChangeSet:

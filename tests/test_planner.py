@@ -239,6 +239,9 @@ def test_match_by_email_sets_a_differing_external_id():
 def test_blank_employee_id_keeps_external_id():
     snapshot = snap([person("7", "a@x.test", external_id="OLD")], ["Sales"], [admin_access()])
     assert changes([ADMIN], [emp(2, "a@x.test", employee_id=None)], snapshot) == []
+    assert changes([ADMIN], [emp(2, "a@x.test", title="T")], snapshot) == [
+        Change(K.EMPLOYEE_UPDATED, "a@x.test", "7", {"title": ""}, {"title": "T"})
+    ]
 
 
 def test_title_none_keeps_title_and_blank_clears_it():

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, insert, inspect, select, update
+from sqlalchemy import bindparam, delete, func, insert, inspect, select, update
 from sqlalchemy.orm import RelationshipProperty
 
 from ..adapter import DirectoryAdapter, ExtraColumn, ProgressCallback
@@ -99,6 +99,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self.org_attribute = org_attribute
         self.extra_columns = tuple(extra_columns)
         self._role_by_value = {value: role for role, value in self.access.role_values.items()}
+        self._key_maps: dict[type, dict[str, str]] = {}
 
     # -- mapping helpers ------------------------------------------------------------------
 
@@ -288,8 +289,9 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             )
             if holder is not None and _key(holder) != team_id:
                 raise ValueError(f"team {new_name!r} exists already")
+            name_column = self._column(T, self.team_name)
             self.session.execute(
-                update(T).where(self._pk(T) == team_id).values({self._column(T, self.team_name): new_name})
+                update(T).where(self._pk(T) == team_id).values({name_column: new_name})
             )
             self.session.commit()
         except BaseException:
@@ -363,10 +365,51 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             session.rollback()
             raise
 
+    def _column_keys(self, model: type, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Attribute names -> table column keys, for Core statements (no ORM overhead)."""
+        keys = self._key_maps.get(model)
+        if keys is None:
+            mapper = inspect(model)
+            keys = self._key_maps[model] = {
+                attr.key: attr.columns[0].key for attr in mapper.column_attrs
+            }
+        return {keys[name]: value for name, value in row.items()}
+
+    def _insert(self, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Core executemany INSERT of attribute-keyed rows, batched by key shape."""
+        table = inspect(model).local_table
+        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            values = self._column_keys(model, row)
+            by_shape[tuple(values)].append(values)
+        for same_shape in by_shape.values():
+            for chunk in _chunks(same_shape):
+                self.session.execute(insert(table), chunk)
+
+    def _update_by_pk(self, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Core executemany UPDATE ... WHERE pk = :pk of attribute-keyed rows (pk included)."""
+        table = inspect(model).local_table
+        pk_attr = self._pk_attr(model)
+        pk_column = self._pk(model)
+        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            values = self._column_keys(model, {k: v for k, v in row.items() if k != pk_attr})
+            values["_pk"] = row[pk_attr]
+            by_shape[tuple(values)].append(values)
+        for shape, same_shape in by_shape.items():
+            statement = (
+                update(table)
+                .where(pk_column == bindparam("_pk"))
+                .values({key: bindparam(key) for key in shape if key != "_pk"})
+            )
+            for chunk in _chunks(same_shape):
+                self.session.execute(statement, chunk)
+
     def _create_teams(self, org: str, names: list[str]) -> None:
         if names:
-            rows = [{self.team_name: name, **self._org_values(org)} for name in names]
-            self.session.execute(insert(self.team_model), rows)
+            self._insert(
+                self.team_model, [{self.team_name: name, **self._org_values(org)} for name in names]
+            )
 
     def _person_values(self, values: Mapping[str, Any], team_ids: Mapping[str, str]) -> dict:
         """Translate change values (email, names, team, active, extra...) to model attributes."""
@@ -397,21 +440,19 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if self.access.all_teams:
             base.setdefault(self.access.all_teams, False)
         base.setdefault(self.access.role, self.access.no_access)
-        rows = [{**base, **self._person_values(v, team_ids)} for v in values]
-        for chunk in _chunks(rows):
-            self.session.execute(insert(self.person_model), chunk)
+        self._insert(
+            self.person_model, [{**base, **self._person_values(v, team_ids)} for v in values]
+        )
 
     def _update_people(
         self, merged: Mapping[str, Mapping[str, Any]], team_ids: Mapping[str, str]
     ) -> None:
         pk = self._pk_attr(self.person_model)
-        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-        for key, values in merged.items():
-            row = self._person_values(values, team_ids)
-            by_shape[tuple(sorted(row))].append({pk: _key(key), **row})
-        for rows in by_shape.values():
-            for chunk in _chunks(rows):
-                self.session.execute(update(self.person_model), chunk)
+        self._update_by_pk(
+            self.person_model,
+            [{pk: _key(key), **self._person_values(values, team_ids)} for key, values in
+             merged.items()],
+        )
 
     def _apply_access(self, org: str, changes: list, team_ids: Mapping[str, str]) -> None:
         if not changes:
@@ -454,8 +495,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                     [] if every else [_key(team_ids[normalize_team(name)]) for name in teams]
                 )
             rows.append(row)
-        for chunk in _chunks(rows):
-            self.session.execute(update(P), chunk)
+        self._update_by_pk(P, rows)
         scope = self._scope_table()
         if scope is not None:
             table, person_col, team_col = scope

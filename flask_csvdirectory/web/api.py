@@ -1,12 +1,669 @@
-"""The integrator JSON API."""
+"""The integrator JSON API: upload both files, follow the run, approve or reject it.
+
+Every endpoint but ``openapi.json`` needs an ``Authorization: Bearer <token>`` header with an
+API token of the organization (see :mod:`..tokens`); a token only ever sees its own
+organization's runs. Every error has the one shape of :class:`.schemas.ErrorSchema`::
+
+    {"error": {"status": 429, "code": "window_closed", "message": "...", "details": {...}}}
+
+The views are thin: they parse the request, call :mod:`..runs` and dump the result through the
+schemas of :mod:`.schemas`, from which :mod:`.openapi` also builds the OpenAPI document.
+"""
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, Response, current_app, g, request, url_for
+from marshmallow import Schema, ValidationError
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+
+from .. import formats, runs
+from ..changes import ChangeKind, exceeds_threshold
+from ..errors import CSVDirectoryError, FileValidationError, RunNotFound, WindowClosed
+from ..extension import get_state
+from ..models import Channel, IdempotentResponse, SyncRun, utcnow
+from ..rows import EMPLOYEES_FILE, USERS_FILE
+from . import schemas
+from .auth import current_actor, current_org, load_token
+
+BLUEPRINT_NAME = "csvdirectory_api"
+#: Bytes a multipart body may carry beyond its two files (boundaries, part headers).
+FORM_OVERHEAD = 64 * 1024
+#: ``status_code`` of an idempotency key whose first request is still being handled.
+PENDING = 0
+#: Longest accepted ``Idempotency-Key``.
+MAX_KEY_LENGTH = 255
+
+_DEFAULT_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    500: "internal_error",
+}
+_UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f]")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ApiError(CSVDirectoryError, HTTPException):
+    """A refusal of the API itself (bad query, bad token, idempotency conflicts)."""
+
+    def __init__(
+        self,
+        status: int,
+        code_name: str,
+        message: str,
+        *,
+        details: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = status
+        self.code_name = code_name
+        self.description = message
+        self.details = details
+        self.extra_headers = dict(headers or {})
+
+
+# -- the blueprint -------------------------------------------------------------------------
 
 
 def create_blueprint(config: dict[str, Any]) -> Blueprint:
     """Build the JSON API blueprint from the extension's config."""
-    return Blueprint("csvdirectory_api", __name__)
+    blueprint = Blueprint(BLUEPRINT_NAME, __name__)
+    for rule, endpoint, view, methods in ROUTES:
+        blueprint.add_url_rule(rule, endpoint, view, methods=methods)
+    # Routing 404/405 never reach a blueprint's handlers, so everything else under the prefix
+    # lands here and is answered in the API's error shape.
+    every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    blueprint.add_url_rule(
+        "/", "fallback", fallback, defaults={"rest": ""}, methods=every_method
+    )
+    blueprint.add_url_rule("/<path:rest>", "fallback", fallback, methods=every_method)
+    blueprint.before_request(authenticate)
+    blueprint.register_error_handler(HTTPException, handle_http_error)
+    return blueprint
+
+
+def authenticate() -> None:
+    """Every endpoint but the public ones needs an active bearer token of the organization."""
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    if load_token() is not None:
+        return
+    sent = request.headers.get("Authorization")
+    challenge = 'Bearer realm="csvdirectory"'
+    if sent:
+        challenge += ', error="invalid_token"'
+    raise ApiError(
+        401,
+        "unauthorized",
+        "This API token is unknown or revoked." if sent else "Send an API token: "
+        "'Authorization: Bearer <token>' (an admin creates one in the integration settings).",
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+def fallback(rest: str) -> Response:
+    """Anything under the prefix that no endpoint handles: 405 when the path exists, else 404."""
+    adapter = Map([Rule("/" + rule.lstrip("/"), endpoint=endpoint, methods=methods)
+                   for rule, endpoint, _view, methods in ROUTES]).bind("")
+    try:
+        adapter.match("/" + rest, method=request.method)
+    except MethodNotAllowed as exc:
+        raise ApiError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed here; allowed: {', '.join(exc.valid_methods or [])}.",
+            headers={"Allow": ", ".join(sorted({*(exc.valid_methods or []), "OPTIONS"}))},
+        ) from None
+    except (NotFound, HTTPException):
+        pass
+    raise ApiError(404, "not_found", "There is no such API endpoint.")
+
+
+def handle_http_error(exc: HTTPException) -> Response | HTTPException:
+    """Render any HTTP error raised inside the blueprint in the one error shape."""
+    status = exc.code or 500
+    if status < 400:
+        return exc
+    if status >= 500:
+        get_state().session.rollback()
+    code = getattr(exc, "code_name", None) or _DEFAULT_CODES.get(status) or _slug(exc.name)
+    if status >= 500 and not isinstance(exc, ApiError):
+        message = "An internal error occurred; it was logged. Nothing was changed by it."
+    else:
+        message = exc.description or exc.name
+    details: Any = getattr(exc, "details", None)
+    headers = {
+        name: value for name, value in exc.get_headers() if name.lower() != "content-type"
+    } if not isinstance(exc, InternalServerError) else {}
+    headers.update(getattr(exc, "extra_headers", {}))
+    if isinstance(exc, WindowClosed):
+        retry_after = max(1, math.ceil((exc.opens_at - utcnow()).total_seconds()))
+        headers["Retry-After"] = str(retry_after)
+        details = {"opens_at": exc.opens_at.isoformat(), "retry_after": retry_after}
+    elif isinstance(exc, FileValidationError):
+        details = {
+            "error_count": exc.error_count,
+            "errors": [error.to_dict() for error in exc.errors],
+        }
+    body = schemas.ErrorSchema().dump(
+        {"error": {"status": status, "code": code, "message": message, "details": details}}
+    )
+    return _json(body, status, headers)
+
+
+# -- templates -----------------------------------------------------------------------------
+
+
+def users_template() -> Response:
+    """The Users.csv template: the exact header and one example row."""
+    return _csv(formats.users_format().template(), USERS_FILE)
+
+
+def employees_template() -> Response:
+    """The Employees.csv template, with the host's extra columns."""
+    extra = get_state().adapter.extra_columns
+    return _csv(formats.employees_format(extra).template(), EMPLOYEES_FILE)
+
+
+# -- imports -------------------------------------------------------------------------------
+
+
+def create_import() -> Response:
+    """Start an import of both files (202), or plan it without starting it (``dry_run``)."""
+    query = _query(schemas.ImportQuerySchema)
+    org = current_org()
+    users, employees = _uploads()
+    if query["dry_run"]:
+        return _dry_run(org, users, employees, query["limit"])
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        run = _start(org, users, employees)
+        return _accepted(run_body(run), 202)
+    return _idempotent_import(org, key, users, employees)
+
+
+def list_imports() -> Response:
+    """One page of the organization's runs, newest first."""
+    query = _query(schemas.RunListQuerySchema)
+    org = current_org()
+    runs.reap_stuck_runs(org)
+    page, per_page = query["page"], _per_page(query)
+    status = schemas.STATUS_CODES[query["status"]] if "status" in query else None
+    items, total = runs.list_runs(org, status=status, page=page, per_page=per_page)
+    filters = {"status": query["status"]} if "status" in query else {}
+    body = schemas.RunPageSchema().dump(
+        {
+            "items": [_run_data(run) for run in items],
+            **_page(".list_imports", {}, filters, page, per_page, total),
+        }
+    )
+    return _json(body)
+
+
+def get_import(run_id: str) -> Response:
+    """One run: status, counts, timings, files, who, error reason."""
+    return _json(run_body(_run(run_id)))
+
+
+def list_changes(run_id: str) -> Response:
+    """One page of the run's planned changes, in apply order, optionally of one kind."""
+    query = _query(schemas.ChangeListQuerySchema)
+    run = _run(run_id)
+    changeset = runs.load_changeset(run)
+    changes = changeset.of_kind(ChangeKind(query["kind"])) if "kind" in query else list(changeset)
+    page, per_page = query["page"], _per_page(query)
+    start = (page - 1) * per_page
+    filters = {"kind": query["kind"]} if "kind" in query else {}
+    body = schemas.ChangePageSchema().dump(
+        {
+            "run_id": run.id,
+            "counts": run.change_counts or changeset.counts(),
+            "items": [_change(change) for change in changes[start : start + per_page]],
+            **_page(".list_changes", {"run_id": run.id}, filters, page, per_page, len(changes)),
+        }
+    )
+    return _json(body)
+
+
+def list_errors(run_id: str) -> Response:
+    """The run's row errors: JSON, or CSV with ``Accept: text/csv`` or ``?format=csv``."""
+    query = _query(schemas.ErrorsQuerySchema)
+    run = _run(run_id)
+    errors = [error.to_dict() for error in runs.row_errors(run)]
+    wanted = query.get("format")
+    if wanted is None:
+        best = request.accept_mimetypes.best_match(
+            ["application/json", "text/csv"], default="application/json"
+        )
+        wanted = "csv" if best == "text/csv" else "json"
+    if wanted == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        columns = ["file", "line", "column", "value", "message"]
+        writer.writerow(columns)
+        for error in errors:
+            writer.writerow([_spreadsheet_safe(error[column]) for column in columns])
+        return _csv(out.getvalue().encode("utf-8"), f"import-{run.id}-errors.csv")
+    body = schemas.RowErrorListSchema().dump(
+        {
+            "run_id": run.id,
+            "error_count": max(run.error_count or 0, len(errors)),
+            "error_reason": run.error_reason,
+            "items": errors,
+        }
+    )
+    return _json(body)
+
+
+def approve_import(run_id: str) -> Response:
+    """Approve a run Waiting for Approval: it is applied by a job (202)."""
+    run = runs.approve(current_org(), _run_id(run_id), current_actor())
+    return _accepted(run_body(_reloaded(run)), 202)
+
+
+def reject_import(run_id: str) -> Response:
+    """Reject a run Waiting for Approval: nothing is applied."""
+    run = runs.reject(current_org(), _run_id(run_id), current_actor())
+    return _json(run_body(_reloaded(run)))
+
+
+def openapi_document() -> Response:
+    """The OpenAPI 3 document of this API (public: it holds no data)."""
+    from .openapi import build_spec
+
+    server = url_for(".openapi").removesuffix("/openapi.json")
+    return _json(build_spec(server))
+
+
+# -- representations -----------------------------------------------------------------------
+
+
+def run_body(run: SyncRun) -> dict[str, Any]:
+    """The JSON representation of a run (:class:`.schemas.RunSchema`)."""
+    return schemas.RunSchema().dump(_run_data(run))
+
+
+def _run_data(run: SyncRun) -> dict[str, Any]:
+    done, total = runs.progress(run)
+    decided = (
+        {"id": run.decided_by_id, "name": run.decided_by_name} if run.decided_by_name else None
+    )
+    return {
+        "id": run.id,
+        "status": schemas.status_code(run.status),
+        "status_label": run.status_label,
+        "channel": run.channel,
+        "uploaded_by": {"id": run.uploaded_by_id, "name": run.uploaded_by_name},
+        "decided_by": decided,
+        "files": {
+            "users": {
+                "name": run.users_filename,
+                "size": run.users_size,
+                "rows": run.users_rows,
+            },
+            "employees": {
+                "name": run.employees_filename,
+                "size": run.employees_size,
+                "rows": run.employees_rows,
+            },
+        },
+        "change_count": run.change_count,
+        "change_counts": run.change_counts,
+        "approval_threshold": run.threshold,
+        "approval_percent": run.threshold_percent,
+        "directory_size": run.directory_size,
+        "replans": run.replans or 0,
+        "notice": run.notice,
+        "error_reason": run.error_reason,
+        "error_count": run.error_count or 0,
+        "progress": {"phase": run.phase, "done": done, "total": total},
+        "timings": {
+            "created_at": run.created_at,
+            "started_at": run.started_at,
+            "planned_at": run.planned_at,
+            "decided_at": run.decided_at,
+            "finished_at": run.finished_at,
+            "seconds": dict(run.timings or {}),
+        },
+        "links": {
+            "self": url_for(".get_import", run_id=run.id),
+            "changes": url_for(".list_changes", run_id=run.id),
+            "errors": url_for(".list_errors", run_id=run.id),
+            "approve": url_for(".approve_import", run_id=run.id),
+            "reject": url_for(".reject_import", run_id=run.id),
+        },
+    }
+
+
+def _change(change: Any) -> dict[str, Any]:
+    return {**change.to_dict(), "label": change.kind.label}
+
+
+def _page(
+    endpoint: str,
+    values: dict[str, Any],
+    filters: dict[str, Any],
+    page: int,
+    per_page: int,
+    total: int,
+) -> dict[str, Any]:
+    pages = max(1, math.ceil(total / per_page))
+
+    def link(number: int) -> str:
+        return url_for(endpoint, **values, **filters, page=number, per_page=per_page)
+
+    return {
+        "total": total,
+        "page": page,
+        "per_page": per_page,
+        "pages": pages,
+        "links": {
+            "self": link(page),
+            "first": link(1),
+            "last": link(pages),
+            "prev": link(min(page - 1, pages)) if page > 1 else None,
+            "next": link(page + 1) if page < pages else None,
+        },
+    }
+
+
+# -- intake helpers ------------------------------------------------------------------------
+
+
+def _uploads() -> tuple[runs.Upload | None, runs.Upload | None]:
+    """Both files of the multipart body (file parts, or plain fields holding the CSV text)."""
+    limit = int(get_state().config["MAX_UPLOAD_BYTES"])
+    # Refuse an oversized body while reading it (413 in the API's shape), not after.
+    request.max_content_length = 2 * limit + FORM_OVERHEAD
+    request.max_form_memory_size = limit + FORM_OVERHEAD
+    return _upload("users", USERS_FILE), _upload("employees", EMPLOYEES_FILE)
+
+
+def _upload(field: str, default_name: str) -> runs.Upload | None:
+    storage = request.files.get(field)
+    if storage is not None:
+        return runs.Upload(_filename(storage.filename, default_name), storage.read())
+    text = request.form.get(field)
+    if text is not None:
+        return runs.Upload(default_name, text.encode("utf-8"))
+    return None
+
+
+def _filename(sent: str | None, default: str) -> str:
+    name = _UNSAFE_FILENAME.sub("", re.split(r"[\\/]", sent or "")[-1]).strip()
+    return name[:255] or default
+
+
+def _start(org: str, users: runs.Upload | None, employees: runs.Upload | None) -> SyncRun:
+    token = g.get("csvdirectory_token")
+    return runs.start_run(
+        org, users, employees, current_actor(), Channel.API,
+        token_id=token.id if token is not None else None,
+    )
+
+
+def _dry_run(
+    org: str, users: runs.Upload | None, employees: runs.Upload | None, limit: int
+) -> Response:
+    outcome = runs.dry_run(org, users, employees)
+    settings = runs.get_settings(org)
+    changes = outcome.changeset.changes
+    body = schemas.DryRunSchema().dump(
+        {
+            "dry_run": True,
+            "change_count": outcome.changeset.count,
+            "change_counts": outcome.changeset.counts(),
+            "would_wait_for_approval": exceeds_threshold(
+                outcome.changeset.count,
+                threshold=settings.approval_threshold,
+                percent=settings.approval_percent,
+                directory_size=outcome.directory_size,
+            ),
+            "approval_threshold": settings.approval_threshold,
+            "approval_percent": settings.approval_percent,
+            "users_rows": outcome.users_rows,
+            "employees_rows": outcome.employees_rows,
+            "directory_size": outcome.directory_size,
+            "integration_enabled": settings.enabled,
+            "window_opens_at": runs.window_opens_at(org),
+            "changes": [_change(change) for change in changes[:limit]],
+            "changes_truncated": len(changes) > limit,
+            "seconds": dict(outcome.timings),
+        }
+    )
+    return _json(body)
+
+
+def _idempotent_import(
+    org: str, key: str, users: runs.Upload | None, employees: runs.Upload | None
+) -> Response:
+    """Start the import once per key: a retry gets the first response, not a second run.
+
+    The key is reserved (a pending row, unique per organization and key) before the run
+    starts, so of two simultaneous requests only one starts a run; the other gets 409. Only an
+    accepted import is remembered: a refusal frees the key, so the retry is tried again.
+    """
+    if not key.strip() or len(key) > MAX_KEY_LENGTH:
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"An Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+        )
+    digest = _request_hash(users, employees)
+    session = get_state().session
+    record = _reserve(org, key, digest)
+    if record is not None:
+        if record.request_hash != digest:
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "This Idempotency-Key was already used with a different request; use a new "
+                "key for a new import.",
+            )
+        if record.status_code != PENDING:
+            response = _accepted(record.body, record.status_code)
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        raise ApiError(
+            409,
+            "idempotency_key_in_use",
+            "A request with this Idempotency-Key is still being handled; retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+    try:
+        run = _start(org, users, employees)
+    except Exception:
+        session.rollback()
+        session.execute(
+            delete(IdempotentResponse).where(
+                IdempotentResponse.org == org,
+                IdempotentResponse.key == key,
+                IdempotentResponse.status_code == PENDING,
+            )
+        )
+        session.commit()
+        raise
+    body = run_body(run)
+    session.execute(
+        update(IdempotentResponse)
+        .where(IdempotentResponse.org == org, IdempotentResponse.key == key)
+        .values(status_code=202, body=body)
+    )
+    session.commit()
+    return _accepted(body, 202)
+
+
+def _reserve(org: str, key: str, digest: str) -> IdempotentResponse | None:
+    """Reserve ``key`` for this request; return the existing record when it is taken."""
+    session = get_state().session
+    query = select(IdempotentResponse).where(
+        IdempotentResponse.org == org, IdempotentResponse.key == key
+    )
+    record = session.scalar(query)
+    if record is None:
+        session.add(
+            IdempotentResponse(org=org, key=key, request_hash=digest, status_code=PENDING, body={})
+        )
+        try:
+            session.commit()
+            return None
+        except IntegrityError:  # a simultaneous request with the same key won the race
+            session.rollback()
+            record = session.scalar(query)
+            if record is None:  # it failed and freed the key meanwhile: the client may retry
+                raise ApiError(
+                    409,
+                    "idempotency_key_in_use",
+                    "A request with this Idempotency-Key is being handled; retry shortly.",
+                    headers={"Retry-After": "1"},
+                ) from None
+            return record
+    stale: timedelta = get_state().config["STUCK_AFTER"]
+    if record.status_code == PENDING and record.request_hash == digest:
+        # A reservation whose request died half-way (the process stopped): take it over.
+        taken = session.execute(
+            update(IdempotentResponse)
+            .where(
+                IdempotentResponse.id == record.id,
+                IdempotentResponse.status_code == PENDING,
+                IdempotentResponse.created_at < utcnow() - stale,
+            )
+            .values(created_at=utcnow())
+        )
+        session.commit()
+        if taken.rowcount == 1:  # type: ignore[attr-defined]
+            return None
+    return record
+
+
+def _request_hash(users: runs.Upload | None, employees: runs.Upload | None) -> str:
+    digest = hashlib.sha256()
+    for field, upload in (("users", users), ("employees", employees)):
+        digest.update(field.encode() + b"\0")
+        if upload is not None:
+            digest.update(upload.filename.encode() + b"\0")
+            digest.update(hashlib.sha256(upload.data).digest())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+# -- small helpers -------------------------------------------------------------------------
+
+
+def _query(schema: type[Schema]) -> dict[str, Any]:
+    """The query string loaded through ``schema``; 422 with every invalid parameter."""
+    try:
+        return schema().load(request.args.to_dict())
+    except ValidationError as exc:
+        raise ApiError(
+            422,
+            "validation_error",
+            "Invalid query parameters: "
+            + "; ".join(f"{name}: {' '.join(map(str, _flat(msgs)))}"
+                        for name, msgs in sorted(exc.normalized_messages().items())),
+            details={"query": exc.normalized_messages()},
+        ) from None
+
+
+def _flat(messages: Any) -> list[Any]:
+    if isinstance(messages, list):
+        return messages
+    if isinstance(messages, dict):
+        return [message for value in messages.values() for message in _flat(value)]
+    return [messages]
+
+
+def _per_page(query: dict[str, Any]) -> int:
+    default = int(get_state().config["RUNS_PER_PAGE"])
+    return int(query.get("per_page") or min(max(default, 1), schemas.MAX_PER_PAGE))
+
+
+def _run_id(run_id: str) -> str:
+    """Ids are 32 hex digits; anything else cannot exist (and must not reach the database)."""
+    if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+        raise RunNotFound()
+    return run_id
+
+
+def _run(run_id: str) -> SyncRun:
+    org = current_org()
+    runs.reap_stuck_runs(org)
+    return runs.get_run(org, _run_id(run_id))
+
+
+def _reloaded(run: SyncRun) -> SyncRun:
+    """The run as its (possibly inline) job left it."""
+    session = get_state().session
+    session.expire_all()
+    return session.get(SyncRun, run.id) or run
+
+
+def _accepted(body: dict[str, Any], status: int) -> Response:
+    response = _json(body, status)
+    link = body.get("links", {}).get("self") if isinstance(body, dict) else None
+    if link:
+        response.headers["Location"] = link
+    return response
+
+
+def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    response = current_app.json.response(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _csv(data: bytes, filename: str) -> Response:
+    return Response(
+        data,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _spreadsheet_safe(value: Any) -> Any:
+    """Keep a cell a spreadsheet would run as a formula as text (CSV injection)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "error"
+
+
+#: (rule, endpoint, view, methods) of every endpoint, relative to the API's prefix.
+ROUTES: tuple[tuple[str, str, Callable[..., Response], list[str]], ...] = (
+    ("/openapi.json", "openapi", openapi_document, ["GET"]),
+    ("/templates/users.csv", "users_template", users_template, ["GET"]),
+    ("/templates/employees.csv", "employees_template", employees_template, ["GET"]),
+    ("/imports", "create_import", create_import, ["POST"]),
+    ("/imports", "list_imports", list_imports, ["GET"]),
+    ("/imports/<run_id>", "get_import", get_import, ["GET"]),
+    ("/imports/<run_id>/changes", "list_changes", list_changes, ["GET"]),
+    ("/imports/<run_id>/errors", "list_errors", list_errors, ["GET"]),
+    ("/imports/<run_id>/approve", "approve_import", approve_import, ["POST"]),
+    ("/imports/<run_id>/reject", "reject_import", reject_import, ["POST"]),
+)
+PUBLIC_ENDPOINTS = frozenset({f"{BLUEPRINT_NAME}.openapi", f"{BLUEPRINT_NAME}.fallback"})

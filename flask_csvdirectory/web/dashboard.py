@@ -125,6 +125,14 @@ def format_time(value: datetime | None) -> str:
     return "" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
 
 
+def format_size(size: int) -> str:
+    """A byte count as people read it: ``100 MB``, ``512 KB``, ``900 bytes``."""
+    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} bytes"
+
+
 def format_value(value: Any) -> str:
     """A change's field value for the review tables."""
     if value is None:
@@ -308,6 +316,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             "csvdirectory_csrf_token": generate_csrf,
             "csvdirectory_csrf_field": current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"),
             "format_time": format_time,
+            "format_size": format_size,
             "status_slug": status_slug,
             "channel_label": lambda value: _CHANNEL_LABELS.get(value, value),
             "phase_label": lambda value: _PHASE_LABELS.get(value, value),
