@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from marshmallow import ValidationError, missing
@@ -176,7 +177,9 @@ def employees_format(extra_columns: Sequence[ExtraColumn] = ()) -> FileFormat:
     """The Employees.csv format; the host's ``extra_columns`` follow the standard ones.
 
     An extra column's header is required when its field is ``required``; its name must already be
-    in header form (``cost_center``) and must not repeat another column.
+    in header form (``cost_center``) and must not repeat another column. Its cells are validated
+    by its field; ``EmployeeRow.extra`` keeps them as text: the field's result when it is a string,
+    else the cell as written.
     """
     columns = [
         Column(
@@ -332,19 +335,21 @@ def _parse_employees(
     file_format = employees_format(extra_columns)
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)
-    rules = _cell_rules(file_format, table)
-    present = {rule.name for rule in rules}
-    complete = present.issuperset(file_format.required_names)
-    has_title = "title" in present
-    email_at = table.position("email")
-    extra_names = [extra.name for extra in extra_columns if extra.name in present]
+    checker = _RowChecker(file_format, table, log)
+    slot = checker.slots.get
+    complete = checker.complete
+    email_at, employee_id_at = slot("email"), slot("employee_id")
+    first_name_at, last_name_at = slot("first_name"), slot("last_name")
+    team_at, title_at = slot("team"), slot("title")
+    extra_at = [(extra.name, slot(extra.name)) for extra in extra_columns]
+    extra_at = [(name, at) for name, at in extra_at if at is not None]
     first_line_of_email: dict[str, int] = {}
     first_line_of_id: dict[str, int] = {}
     shared: dict[str, str] = {}  # one string object per repeated team / name / title
     rows: list[EmployeeRow] = []
-    for line, cells, values, ok in _checked_records(table, rules, log):
-        email = values.get("email")
-        if email is not None:
+    for line, cells, values, ok in checker.records(table):
+        email = _FAILED if email_at is None else values[email_at]
+        if email is not _FAILED:
             email = normalize_email(email)
             first = first_line_of_email.setdefault(email, line)
             if first != line:
@@ -353,10 +358,10 @@ def _parse_employees(
                     line,
                     f"this email is already on line {first}: each person must appear once",
                     column="email",
-                    value=_cell(cells, email_at),
+                    value=checker.cell(cells, "email"),
                 )
-        employee_id = values.get("employee_id")
-        if employee_id is not None:
+        employee_id = None if employee_id_at is None else values[employee_id_at]
+        if employee_id is not None and employee_id is not _FAILED:
             first = first_line_of_id.setdefault(employee_id, line)
             if first != line:
                 ok = False
@@ -367,10 +372,10 @@ def _parse_employees(
                     value=employee_id,
                 )
         if ok and complete:
-            team = values["team"]
-            first_name = values["first_name"]
-            last_name = values["last_name"]
-            title = values["title"] if has_title else None
+            team = values[team_at]
+            first_name = values[first_name_at]
+            last_name = values[last_name_at]
+            title = None if title_at is None else values[title_at]
             rows.append(
                 EmployeeRow(
                     line,
@@ -380,7 +385,7 @@ def _parse_employees(
                     shared.setdefault(last_name, last_name),
                     title if title is None else shared.setdefault(title, title),
                     employee_id,
-                    {name: values[name] for name in extra_names} if extra_names else {},
+                    _extra_values(extra_at, values, cells, checker) if extra_at else {},
                 )
             )
     return ParsedFile(file_format.name, rows, log.errors, table.row_count, log.count)
@@ -390,16 +395,15 @@ def _parse_users(data: bytes, max_errors: int) -> ParsedFile[UserRow]:
     file_format = users_format()
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)
-    rules = _cell_rules(file_format, table)
-    complete = {rule.name for rule in rules}.issuperset(file_format.required_names)
-    email_at = table.position("email")
-    teams_at = table.position("teams")
+    checker = _RowChecker(file_format, table, log)
+    slot = checker.slots.get
+    email_at, name_at, role_at, teams_at = slot("email"), slot("name"), slot("role"), slot("teams")
     teams_duplicated = teams_at is None and "teams" in table.columns  # reported with the header
     first_line_of_email: dict[str, int] = {}
     rows: list[UserRow] = []
-    for line, cells, values, ok in _checked_records(table, rules, log):
-        email = values.get("email")
-        if email is not None:
+    for line, cells, values, ok in checker.records(table):
+        email = _FAILED if email_at is None else values[email_at]
+        if email is not _FAILED:
             email = normalize_email(email)
             first = first_line_of_email.setdefault(email, line)
             if first != line:
@@ -408,10 +412,10 @@ def _parse_users(data: bytes, max_errors: int) -> ParsedFile[UserRow]:
                     line,
                     f"this email is already on line {first}: each user must appear once",
                     column="email",
-                    value=_cell(cells, email_at),
+                    value=checker.cell(cells, "email"),
                 )
-        role = values.get("role")
-        teams = values.get("teams", ())
+        role = None if role_at is None else values[role_at]
+        teams = () if teams_at is None else values[teams_at]
         if role is Role.ADMIN:
             teams = (ALL_TEAMS,)
         elif role is Role.MANAGER and not teams and not teams_duplicated:
@@ -423,31 +427,140 @@ def _parse_users(data: bytes, max_errors: int) -> ParsedFile[UserRow]:
                 )
             else:
                 message = (
-                    f"is empty: a Manager needs at least one team (names separated by "
+                    "is empty: a Manager needs at least one team (names separated by "
                     f"'{TEAM_SEPARATOR}', or * for every team)"
                 )
-            log.add(
-                line,
-                message,
-                column="teams",
-                value=None if teams_at is None else cells[teams_at],
-            )
-        if ok and complete:
-            rows.append(UserRow(line, email, role, teams, values.get("name", "")))
+            log.add(line, message, column="teams", value=checker.cell(cells, "teams"))
+        if ok and checker.complete:
+            name = "" if name_at is None else values[name_at]
+            rows.append(UserRow(line, email, role, teams, name))
     return ParsedFile(file_format.name, rows, log.errors, table.row_count, log.count)
 
 
+def _extra_values(
+    extra_at: list[tuple[str, int]],
+    values: Sequence[Any],
+    cells: tuple[str, ...],
+    checker: _RowChecker,
+) -> dict[str, str]:
+    """Extra columns as text, like the directory keeps them (``PersonRecord.extra``).
+
+    A field returning text gives its result (it may normalise); any other field only validates,
+    and the cell is kept as written (``""`` when blank).
+    """
+    extra = {}
+    for name, at in extra_at:
+        value = values[at]
+        extra[name] = value if isinstance(value, str) else checker.cell(cells, name) or ""
+    return extra
+
+
 # -- cell checking ------------------------------------------------------------------------
+
+
+class _Failed:
+    """The value of a cell that failed its check (its error is already reported)."""
+
+    def __repr__(self) -> str:
+        return "<failed>"
+
+
+_FAILED: Any = _Failed()
 
 
 class _CellRule(NamedTuple):
     """How to check one present column's cells (built once per file, used for every row)."""
 
     name: str
-    index: int
+    index: int  # in the record
     convert: Callable[[str], Any] | None  # None: a non-blank cell is its own value
     blank_value: Callable[[], Any]
     blank_error: str | None  # set when a blank cell is an error
+
+
+class _RowChecker:
+    """Checks each record's cells with the fields of the columns the file has (once each).
+
+    :meth:`records` yields ``(line, cells, values, ok)``: ``values`` holds the converted cells in
+    rule order (``slots[name]`` says where), ``_FAILED`` for a cell that failed; every failure
+    is reported to the log, in column order, and clears ``ok``.
+    """
+
+    def __init__(self, file_format: FileFormat, table: CsvTable, log: ErrorLog) -> None:
+        self.log = log
+        self.rules = _cell_rules(file_format, table)
+        self.slots = {rule.name: slot for slot, rule in enumerate(self.rules)}
+        self.complete = set(self.slots).issuperset(file_format.required_names)
+        self._index = {rule.name: rule.index for rule in self.rules}
+
+    def cell(self, cells: tuple[str, ...], name: str) -> str | None:
+        """The cell of column ``name`` as written (trimmed), or ``None`` without the column."""
+        index = self._index.get(name)
+        return None if index is None else cells[index]
+
+    def records(
+        self, table: CsvTable
+    ) -> Iterator[tuple[int, tuple[str, ...], Sequence[Any], bool]]:
+        """Every usable record of ``table`` with its checked values."""
+        rules = self.rules
+        pick = _picker([rule.index for rule in rules])
+        converting = [(slot, rule.convert) for slot, rule in enumerate(rules) if rule.convert]
+        filling = [(slot, rule.blank_value, rule.blank_error) for slot, rule in enumerate(rules)]
+        # Fast path: pick the cells (in C), convert those that need it, fill in blanks. The first
+        # problem sends the row to the slow path, which checks and reports every cell.
+        for line, cells in table:
+            raw = pick(cells)
+            values: Sequence[Any] = raw
+            ok = True
+            no_blank = all(raw)
+            if converting or not no_blank:
+                values = list(raw)
+                try:
+                    for slot, convert in converting:
+                        cell = raw[slot]
+                        if cell:
+                            values[slot] = convert(cell)
+                except ValidationError:
+                    ok = False
+                if ok and not no_blank:
+                    for slot, blank_value, blank_error in filling:
+                        if not raw[slot]:
+                            if blank_error is not None:
+                                ok = False
+                                break
+                            values[slot] = blank_value()
+            if not ok:
+                values = self._check_each_cell(line, raw)
+            yield line, cells, values, ok
+
+    def _check_each_cell(self, line: int, raw: tuple[str, ...]) -> list[Any]:
+        values: list[Any] = []
+        for rule, cell in zip(self.rules, raw, strict=True):
+            value = _FAILED
+            if not cell:
+                if rule.blank_error is None:
+                    value = rule.blank_value()
+                else:
+                    self.log.add(line, rule.blank_error, column=rule.name, value=cell)
+            elif rule.convert is None:
+                value = cell
+            else:
+                try:
+                    value = rule.convert(cell)
+                except ValidationError as exc:
+                    self.log.add(line, _message(exc), column=rule.name, value=cell)
+            values.append(value)
+        return values
+
+
+def _picker(indexes: list[int]) -> Callable[[tuple[str, ...]], Any]:
+    """A function taking the cells at ``indexes`` out of a record, as a tuple."""
+    if len(indexes) > 1:
+        return itemgetter(*indexes)
+    if indexes:
+        index = indexes[0]
+        return lambda cells: (cells[index],)
+    return lambda cells: ()
 
 
 def _cell_rules(file_format: FileFormat, table: CsvTable) -> list[_CellRule]:
@@ -471,64 +584,6 @@ def _cell_rules(file_format: FileFormat, table: CsvTable) -> list[_CellRule]:
                 blank_value = _constant(None if result is missing else result)
         rules.append(_CellRule(column.name, index, _converter(field), blank_value, blank_error))
     return rules
-
-
-def _checked_records(
-    table: CsvTable, rules: list[_CellRule], log: ErrorLog
-) -> Iterator[tuple[int, tuple[str, ...], dict[str, Any], bool]]:
-    """Each record with its converted cells: ``(line, cells, values, ok)``.
-
-    ``values`` maps column names to the values of the cells that passed; every failing cell is
-    reported to ``log`` (in column order) and clears ``ok``.
-    """
-    # Fast path: take every cell as it is (in C), then convert the cells that need it and fill
-    # in blanks. The first problem sends the row to the slow path, which reports every error.
-    names = {rule.index: rule.name for rule in rules}
-    keys = tuple(names.get(index, index) for index in range(len(table.columns)))
-    converting = [(rule.name, rule.index, rule.convert) for rule in rules if rule.convert]
-    blanks = [(rule.name, rule.index, rule.blank_value, rule.blank_error) for rule in rules]
-    for line, cells in table:
-        values: dict[Any, Any] = dict(zip(keys, cells, strict=True))
-        ok = True
-        try:
-            for name, index, convert in converting:
-                cell = cells[index]
-                if cell:
-                    values[name] = convert(cell)
-        except ValidationError:
-            ok = False
-        if ok and not all(cells):
-            for name, index, blank_value, blank_error in blanks:
-                if not cells[index]:
-                    if blank_error is not None:
-                        ok = False
-                        break
-                    values[name] = blank_value()
-        if not ok:
-            values = _check_each_cell(line, cells, rules, log)
-        yield line, cells, values, ok
-
-
-def _check_each_cell(
-    line: int, cells: tuple[str, ...], rules: list[_CellRule], log: ErrorLog
-) -> dict[str, Any]:
-    """The values of the cells that pass, reporting every cell that does not."""
-    values: dict[str, Any] = {}
-    for name, index, convert, blank_value, blank_error in rules:
-        cell = cells[index]
-        if not cell:
-            if blank_error is None:
-                values[name] = blank_value()
-            else:
-                log.add(line, blank_error, column=name, value=cell)
-        elif convert is None:
-            values[name] = cell
-        else:
-            try:
-                values[name] = convert(cell)
-            except ValidationError as exc:
-                log.add(line, _message(exc), column=name, value=cell)
-    return values
 
 
 def _converter(field: ma_fields.Field) -> Callable[[str], Any] | None:
@@ -588,10 +643,6 @@ def _is_immutable(value: Any) -> bool:
     if type(value) in _IMMUTABLE_RESULTS or isinstance(value, enum.Enum):
         return True
     return type(value) in (tuple, frozenset) and all(map(_is_immutable, value))
-
-
-def _cell(cells: tuple[str, ...], index: int | None) -> str | None:
-    return None if index is None else cells[index]
 
 
 def _constant(value: Any) -> Callable[[], Any]:

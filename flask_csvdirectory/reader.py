@@ -157,9 +157,11 @@ class CsvTable:
                         if len(cells) > width and not any(cells[width:]):
                             yield start, cells[:width]  # trailing empty cells are harmless
                             continue
+                        count = len(cells)
                         log.add(
                             start,
-                            f"this row has {len(cells)} cells but the header has {width} columns"
+                            f"this row has {count} cell{'s' if count != 1 else ''} but the header"
+                            f" has {width} columns"
                             " (a missing or extra delimiter, or an unquoted"
                             f" {_DELIMITER_NAMES[self.delimiter]} inside a cell?)",
                         )
@@ -385,10 +387,12 @@ def _guess_encoding(data: bytes, offset: int) -> str | None:
     from charset_normalizer import from_bytes
 
     start = data.rfind(b"\n", 0, max(0, offset - _GUESS_SAMPLE // 2)) + 1
-    best = from_bytes(data[start : start + _GUESS_SAMPLE]).best()
+    matches = from_bytes(data[start : start + _GUESS_SAMPLE])
+    best = matches.best()
     if best is None or best.encoding in ("utf_8", "ascii"):
         return None
-    if "cp1252" in best.could_be_from_charset:  # Excel's Western "ANSI": the likeliest of a tie
+    # Small samples often tie; Excel's Western "ANSI" code page is the likeliest of a tie.
+    if any("cp1252" in m.could_be_from_charset for m in matches if m.chaos <= best.chaos):
         return "windows-1252"
     name = best.encoding
     if name.startswith("cp125"):

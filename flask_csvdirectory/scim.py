@@ -373,7 +373,7 @@ class DirectoryStorage(ScimStorage):
             if attribute == "username":
                 people = [snapshot.by_email.get(normalize_email(value))]
             elif attribute == "externalid":
-                people = [p for p in snapshot.people if p.external_id == value]
+                people = [snapshot.by_external_id.get(value)]
             elif attribute == "id":
                 people = [directory.people.get(value)]
             else:

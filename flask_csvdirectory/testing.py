@@ -38,7 +38,7 @@ class InjectedFailure(RuntimeError):
     """Raised by :class:`InMemoryAdapter` when its ``fail_after`` budget of writes is spent."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Access:
     role: Role
     teams: tuple[str, ...]
@@ -47,7 +47,8 @@ class _Access:
 
 @dataclass(slots=True)
 class _Org:
-    """One organization's directory. Records are immutable, so a shallow copy is a snapshot."""
+    """One organization's directory. Its records are immutable (replaced, never changed in
+    place), so a shallow copy of the dicts is a restorable copy of the state."""
 
     people: dict[str, PersonRecord] = field(default_factory=dict)
     teams: dict[str, TeamRecord] = field(default_factory=dict)  # normalised name -> team
@@ -224,8 +225,9 @@ class InMemoryAdapter(DirectoryAdapter):
     # -- single-record operations -----------------------------------------------------------
 
     def get_person(self, org: str, key: str) -> PersonRecord | None:
-        """The person with ``key``, or ``None``."""
-        return self._org(org).people.get(key)
+        """A copy of the person with ``key``, or ``None``."""
+        person = self._org(org).people.get(key)
+        return None if person is None else replace(person, extra=dict(person.extra))
 
     def delete_person(self, org: str, key: str) -> None:
         """Remove a person and their access for good."""
@@ -263,11 +265,10 @@ class InMemoryAdapter(DirectoryAdapter):
         for key, person in list(state.people.items()):
             if person.team == team.name:
                 state.people[key] = replace(person, team=new_name)
-        for access in state.access.values():
+        for key, access in list(state.access.items()):
             if team.name in access.teams:
-                access.teams = tuple(
-                    sorted(new_name if t == team.name else t for t in access.teams)
-                )
+                teams = tuple(sorted(new_name if t == team.name else t for t in access.teams))
+                state.access[key] = replace(access, teams=teams)
 
     # -- internals --------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ def build_app(stack: str, tmp_path: Path, **config: Any) -> Flask:
         "WTF_CSRF_ENABLED": False,
         "CSVDIRECTORY_JOBS_MODE": "sync",
         "EXAMPLE_SEED": False,
+        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
     }
     if stack == "postgres":
         require_services()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -46,7 +47,9 @@ def files(
     """A fresh multipart body with both files (pass ``b""`` to leave one out)."""
     body: dict[str, Any] = {}
     users = users_csv() if users is None else users
-    employees = employees_csv([employee(n) for n in range(count)]) if employees is None else employees
+    employees = (
+        employees_csv([employee(n) for n in range(count)]) if employees is None else employees
+    )
     if users:
         body["users"] = (io.BytesIO(users), "Users.csv")
     if employees:
@@ -101,7 +104,9 @@ def test_no_token_is_401_with_challenge(client: FlaskClient) -> None:
     assert "invalid_token" not in response.headers["WWW-Authenticate"]
 
 
-@pytest.mark.parametrize("header", ["Bearer csvd_nope_nope", "Bearer nonsense", "Basic Zm9vOmJhcg=="])
+@pytest.mark.parametrize(
+    "header", ["Bearer csvd_nope_nope", "Bearer nonsense", "Basic Zm9vOmJhcg=="]
+)
 def test_bad_token_is_401(client: FlaskClient, header: str) -> None:
     response = client.get(f"{API}/imports", headers={"Authorization": header})
     error_of(response, 401, "unauthorized")
@@ -222,7 +227,8 @@ def test_too_large_file_is_413(app: Flask, client: FlaskClient, auth: dict[str, 
     error = error_of(post_import(client, auth), 413, "file_too_large")
     assert "100 bytes" in error["message"]
     huge = files(employees=b"email\n" + b"x" * 200_000)
-    error_of(post_import(client, auth, huge), 413, "request_too_large")
+    error = error_of(post_import(client, auth, huge), 413, "request_too_large")
+    assert "at most 100 bytes" in error["message"]
     assert run_count(app) == 0
 
 
@@ -231,6 +237,9 @@ def test_disabled_integration_is_409(app: Flask, client: FlaskClient, auth: dict
         runs.update_settings(ORG, ADMIN, enabled=False)
     error = error_of(post_import(client, auth), 409, "integration_disabled")
     assert "disabled" in error["message"]
+    # a dry run still shows what an import would do, and says it would be refused
+    plan = post_import(client, auth, query="?dry_run=true")
+    assert plan.status_code == 200 and plan.get_json()["integration_enabled"] is False
     assert run_count(app) == 0
 
 
@@ -339,8 +348,11 @@ def test_pending_key_is_409_and_a_stale_one_is_taken_over(
 
 
 def test_invalid_idempotency_key_is_400(client: FlaskClient, auth: dict[str, str]) -> None:
-    error_of(post_import(client, auth, headers={"Idempotency-Key": "k" * 300}), 400,
-             "invalid_idempotency_key")
+    error_of(
+        post_import(client, auth, headers={"Idempotency-Key": "k" * 300}),
+        400,
+        "invalid_idempotency_key",
+    )
 
 
 def test_idempotency_keys_are_per_organization(
@@ -383,8 +395,7 @@ def test_reject_flow(app: Flask, client: FlaskClient, auth: dict[str, str]) -> N
     assert response.status_code == 200
     assert response.get_json()["status_label"] == "Rejected by API token 'ci'"
     assert response.get_json()["status"] == "rejected"
-    error_of(client.post(f"{API}/imports/{run['id']}/approve", headers=auth), 409,
-             "invalid_state")
+    error_of(client.post(f"{API}/imports/{run['id']}/approve", headers=auth), 409, "invalid_state")
 
 
 def test_other_organization_sees_nothing(
@@ -394,11 +405,11 @@ def test_other_organization_sees_nothing(
     run = post_import(client, auth).get_json()
     other = {"Authorization": f"Bearer {make_token(app, 'other')}"}
     for suffix in ("", "/changes", "/errors"):
-        error_of(client.get(f"{API}/imports/{run['id']}{suffix}", headers=other), 404,
-                 "not_found")
+        error_of(client.get(f"{API}/imports/{run['id']}{suffix}", headers=other), 404, "not_found")
     for action in ("approve", "reject"):
-        error_of(client.post(f"{API}/imports/{run['id']}/{action}", headers=other), 404,
-                 "not_found")
+        error_of(
+            client.post(f"{API}/imports/{run['id']}/{action}", headers=other), 404, "not_found"
+        )
     listing = client.get(f"{API}/imports", headers=other).get_json()
     assert listing["items"] == [] and listing["total"] == 0
     assert client.get(f"{API}/imports/{run['id']}", headers=auth).get_json()["status"] == (
@@ -426,8 +437,7 @@ def test_list_pagination_and_status_filter(
     assert [item["id"] for item in rejected["items"]] == [ids[0]]
     error_of(client.get(f"{API}/imports?status=Done", headers=auth), 422, "validation_error")
     error_of(client.get(f"{API}/imports?page=0", headers=auth), 422, "validation_error")
-    error_of(client.get(f"{API}/imports?per_page=100000", headers=auth), 422,
-             "validation_error")
+    error_of(client.get(f"{API}/imports?per_page=100000", headers=auth), 422, "validation_error")
 
 
 def test_changes_pagination_and_kind_filter(
@@ -468,8 +478,9 @@ def test_errors_as_json_and_csv(app: Flask, client: FlaskClient, auth: dict[str,
         assert rows[0] == ["file", "line", "column", "value", "message"]
         assert rows[1][:4] == ["Employees.csv", "2", "email", "'=HYPERLINK(1)"]
         assert rows[2][3] == "bad"
-    error_of(client.get(f"{run['links']['errors']}?format=xml", headers=auth), 422,
-             "validation_error")
+    error_of(
+        client.get(f"{run['links']['errors']}?format=xml", headers=auth), 422, "validation_error"
+    )
 
 
 # -- reading runs reaps dead jobs ----------------------------------------------------------
@@ -508,8 +519,9 @@ def test_unknown_path_and_method(client: FlaskClient, auth: dict[str, str]) -> N
     response = client.delete(f"{API}/imports", headers=auth)
     error_of(response, 405, "method_not_allowed")
     assert {"GET", "POST"} <= {m.strip() for m in response.headers["Allow"].split(",")}
-    error_of(client.get(f"{API}/imports/{'0' * 32}/approve", headers=auth), 405,
-             "method_not_allowed")
+    error_of(
+        client.get(f"{API}/imports/{'0' * 32}/approve", headers=auth), 405, "method_not_allowed"
+    )
     # outside the API's prefix, the host's own handlers answer
     assert client.get("/no-such-page").mimetype != "application/json"
 
@@ -580,3 +592,28 @@ def test_import_and_approve_on_each_stack(
     assert [item["id"] for item in listing["items"]] == [run["id"]]
     other = {"Authorization": f"Bearer {make_token(app, 'other')}"}
     error_of(client.get(run["links"]["self"], headers=other), 404, "not_found")
+
+
+@pytest.mark.realstack
+@pytest.mark.parametrize("stack", ["postgres"])
+def test_simultaneous_requests_with_one_key_start_one_run(
+    stack: str, app: Flask, auth: dict[str, str]
+) -> None:
+    barrier = threading.Barrier(4)
+    responses: list[TestResponse] = []
+
+    def send() -> None:
+        client = app.test_client()
+        barrier.wait()
+        responses.append(post_import(client, auth, headers={"Idempotency-Key": "same"}))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(response.status_code for response in responses)
+    assert set(statuses) <= {202, 409} and 202 in statuses, statuses
+    ids = {response.get_json()["id"] for response in responses if response.status_code == 202}
+    assert len(ids) == 1
+    assert run_count(app) == 1

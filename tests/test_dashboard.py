@@ -34,7 +34,7 @@ def _push_request_context() -> None:
     """
 
 
-# -- helpers ------------------------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------------------------------
 
 
 def login(client: FlaskClient, email: str = "admin@example.com", password: str = "admin") -> None:
@@ -109,7 +109,7 @@ def flashes(html: str) -> list[str]:
     return re.findall(r'<p class="flash" role="status">(.*?)</p>', html, re.S)
 
 
-# -- access -------------------------------------------------------------------------------------
+# -- access ----------------------------------------------------------------------------------------
 
 
 def test_every_page_renders_for_an_admin(client: FlaskClient) -> None:
@@ -155,7 +155,7 @@ def test_an_unknown_run_is_not_found(client: FlaskClient) -> None:
     assert client.get(f"{PREFIX}/runs/{'0' * 32}/status").status_code == 404
 
 
-# -- templates ----------------------------------------------------------------------------------
+# -- templates -------------------------------------------------------------------------------------
 
 
 def test_templates_download_with_exact_headers(app: Flask, client: FlaskClient) -> None:
@@ -178,7 +178,7 @@ def test_templates_download_with_exact_headers(app: Flask, client: FlaskClient) 
     assert f'href="{PREFIX}/templates/Employees.csv"' in page
 
 
-# -- upload -------------------------------------------------------------------------------------
+# -- upload ----------------------------------------------------------------------------------------
 
 
 def test_upload_page_has_both_inputs_each_with_its_template_link(client: FlaskClient) -> None:
@@ -326,6 +326,7 @@ def test_review_is_paginated_server_side(client: FlaskClient) -> None:
     filtered = client.get(f"{PREFIX}/runs/{run_id}?kind=employee_created&page=2").text
     assert "Showing 51–60 of 60 changes matching the filter." in filtered
     assert "kind=employee_created&amp;page=1" in filtered
+    assert "Showing 51–61 of 61 changes." in client.get(f"{PREFIX}/runs/{run_id}?page=99").text
 
 
 def test_the_window_closed_message_says_until_when_and_why(
@@ -381,7 +382,8 @@ def test_an_error_run_shows_its_reason_and_row_errors_as_csv(
     download = client.get(f"{PREFIX}/runs/{run_id}/errors.csv")
     assert download.status_code == 200
     assert download.mimetype == "text/csv"
-    assert download.headers["Content-Disposition"] == f"attachment; filename=errors-{run_id[:8]}.csv"
+    disposition = download.headers["Content-Disposition"]
+    assert disposition == f"attachment; filename=errors-{run_id[:8]}.csv"
     rows = list(csv.reader(io.StringIO(download.data.decode())))
     assert rows[0] == ["file", "line", "column", "value", "message"]
     assert rows[1][:4] == ["Employees.csv", "4", "email", "not-an-email"]
@@ -403,7 +405,7 @@ def test_error_csv_cells_cannot_run_as_formulas(app: Flask, client: FlaskClient)
     assert rows[1][3] == "'=HYPERLINK(1)"
 
 
-# -- history, live status and stuck runs ----------------------------------------------------------
+# -- history, live status and stuck runs -----------------------------------------------------------
 
 
 @pytest.mark.settings(CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0), CSVDIRECTORY_RUNS_PER_PAGE=2)
@@ -419,6 +421,8 @@ def test_history_lists_runs_newest_first_paginated(client: FlaskClient) -> None:
     second = client.get(f"{PREFIX}/runs?page=2").text
     assert re.findall(r'<tr data-run-id="(\w+)">', second) == [ids[0]]
     assert "(Teams created: 1; Employees created: 1)" in second
+    past_the_end = client.get(f"{PREFIX}/runs?page=9").text
+    assert re.findall(r'<tr data-run-id="(\w+)">', past_the_end) == [ids[0]]
     only_errors = client.get(f"{PREFIX}/runs?status=error").text
     assert "No runs yet." in only_errors
 
@@ -483,7 +487,7 @@ def test_a_drift_notice_is_shown_prominently(app: Flask, client: FlaskClient) ->
                      r"this plan was made.</strong>", html)
 
 
-# -- settings and tokens ----------------------------------------------------------------------------
+# -- settings and tokens ---------------------------------------------------------------------------
 
 
 def test_settings_save_and_validation(app: Flask, client: FlaskClient) -> None:
@@ -551,7 +555,7 @@ def test_tokens_create_list_revoke(app: Flask, client: FlaskClient) -> None:
     assert "No such active token." in client.get(again.location).text
 
 
-# -- CSRF -----------------------------------------------------------------------------------------
+# -- CSRF ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.settings(WTF_CSRF_ENABLED=True)

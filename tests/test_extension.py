@@ -15,8 +15,12 @@ from flask_csvdirectory.testing import InMemoryAdapter
 def minimal_app(**config: object) -> tuple[Flask, SQLAlchemy]:
     app = Flask("host")
     app.config.update(
-        SECRET_KEY="s", SQLALCHEMY_DATABASE_URI="sqlite://", CSVDIRECTORY_JOBS_MODE="sync",
-        **config,
+        {
+            "SECRET_KEY": "s",
+            "SQLALCHEMY_DATABASE_URI": "sqlite://",
+            "CSVDIRECTORY_JOBS_MODE": "sync",
+            **config,
+        }
     )
     db = SQLAlchemy()
     db.init_app(app)

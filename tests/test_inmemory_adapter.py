@@ -153,6 +153,19 @@ def test_transaction_restores_on_any_exception():
     assert "legal" in adapter.snapshot(ORG).team_by_name
 
 
+def test_rename_team_is_rolled_back_with_the_transaction():
+    adapter = seeded()
+    before = adapter.snapshot(ORG)
+    with pytest.raises(InjectedFailure), adapter.transaction(ORG):
+        adapter.rename_team(ORG, "sales", "Field Sales")
+        snapshot = adapter.snapshot(ORG)
+        assert snapshot.by_email["ann@x.test"].team == "Field Sales"
+        assert snapshot.access_by_email["ann@x.test"].teams == ("Field Sales",)
+        adapter.fail_after = adapter.writes
+        adapter.create_team(ORG, "Legal")
+    assert adapter.snapshot(ORG) == before
+
+
 # -- primitives ---------------------------------------------------------------------------------
 
 
@@ -169,6 +182,8 @@ def test_create_person_checks_email_and_team():
     created = adapter.create_person(ORG, values)
     assert created == PersonRecord("4", "new@x.test", "N", team="Sales", extra={"a": "1"})
     assert adapter.get_person(ORG, "4") == created
+    adapter.get_person(ORG, "4").extra["a"] = "changed"  # type: ignore[union-attr,index]
+    assert adapter.get_person(ORG, "4").extra == {"a": "1"}  # type: ignore[union-attr]
     with pytest.raises(ValueError):
         adapter.create_person(ORG, {"email": "ANN@x.test", "team": "Sales"})
     with pytest.raises(LookupError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -475,6 +476,18 @@ def test_apply_then_replan_is_empty():
     assert plan(users, employees, after).changes == []
     assert after.by_email["admin@x.test"].team is None  # dashboard-only account, kept active
     assert after.by_email["admin@x.test"].active
+
+
+def test_plan_restores_the_garbage_collector_state():
+    assert gc.isenabled()
+    plan([ADMIN], [emp(2, "a@x.test")], snap())
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        plan([ADMIN], [emp(2, "a@x.test")], snap())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 # -- property: apply(plan) then re-plan is empty, and the directory says what the files say ----

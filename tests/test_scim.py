@@ -17,6 +17,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from example_app.models import Team, User, db
 from flask_csvdirectory import CSVDirectory, runs
+from flask_csvdirectory.changes import Change, ChangeKind, ChangeSet
 from flask_csvdirectory.extension import get_state
 from flask_csvdirectory.models import RunStatus
 from flask_csvdirectory.records import AccessRecord, PersonRecord, Role
@@ -292,6 +293,11 @@ def test_filters_are_case_insensitive_and_combine(scim: Scim) -> None:
     ]
     assert names('userName co "nn@"') == ["ann@example.com"]
     assert names('userName sw "bo"') == ["bob@example.com"]
+    assert names('userName ew "b@example.com"') == ["bob@example.com"]
+    assert names('userName sw "a" and not (userName eq "admin@example.com")') == [
+        "ann@example.com"
+    ]
+    assert names('externalId ne "A1" and externalId pr') == ["bob@example.com"]
     assert names("title pr") == ["admin@example.com", "manager@example.com", "ann@example.com"]
     assert names('emails[type eq "work" and value eq "bob@example.com"]') == ["bob@example.com"]
     assert names('id eq "1"') == ["admin@example.com"]
@@ -564,3 +570,46 @@ def test_inmemory_adapter_lifecycle_through_scim(
     assert_error(scim.delete("/Groups/1"), 409)  # in Mia's scope
     assert scim.delete("/Users/1").status_code == 204
     assert_error(scim.get("/Users/1"), 404)
+
+
+def test_entra_group_lookup_without_members(scim: Scim) -> None:
+    found = ok(scim.filter("/Groups", 'displayName eq "Headquarters"',
+                           excludedAttributes="members"))
+    assert found["totalResults"] == 1
+    assert found["Resources"][0]["displayName"] == "Headquarters"
+    assert "members" not in found["Resources"][0]
+    picked = ok(scim.get("/Users/1", query_string={"attributes": "userName"}))
+    assert picked["userName"] == "admin@example.com" and "title" not in picked
+
+
+def test_sqlalchemy_adapter_single_record_operations(app: Flask, stack: str) -> None:
+    adapter = get_state(app).adapter
+    adapter.apply("default", ChangeSet.of([
+        Change(ChangeKind.TEAM_CREATED, "Empty", after={"name": "Empty"}),
+    ]))
+    with pytest.raises(ValueError, match="not empty"):
+        adapter.delete_team("default", "Headquarters")
+    with pytest.raises(ValueError, match="exists already"):
+        adapter.rename_team("default", "empty", "HEADQUARTERS")
+    with pytest.raises(LookupError):
+        adapter.delete_person("default", "999")
+    with pytest.raises(LookupError):
+        adapter.rename_team("default", "Nowhere", "Somewhere")
+    adapter.delete_team("default", "EMPTY")
+    adapter.rename_team("default", "headquarters", "Head Office")
+    snapshot = adapter.snapshot("default")
+    assert [t.name for t in snapshot.teams] == ["Head Office"]
+    assert snapshot.by_email["manager@example.com"].team == "Head Office"
+    assert snapshot.access_by_email["manager@example.com"].teams == ("Head Office",)
+    adapter.apply("default", ChangeSet.of([  # team None: nobody is in it any more
+        Change(ChangeKind.EMPLOYEE_MOVED, email, key, {"team": "Head Office"}, {"team": None})
+        for email, key in (("admin@example.com", "1"), ("manager@example.com", "2"))
+    ]))
+    assert {p.team for p in adapter.snapshot("default").people} == {None}
+    with pytest.raises(ValueError, match="dashboard scope"):
+        adapter.delete_team("default", "Head Office")  # still the manager's scope
+    adapter.delete_person("default", "2")  # the manager, with their scope rows
+    assert adapter.get_person("default", "2") is None
+    assert "manager@example.com" not in adapter.snapshot("default").access_by_email
+    adapter.delete_team("default", "Head Office")  # now empty and in no scope
+    assert adapter.snapshot("default").teams == []

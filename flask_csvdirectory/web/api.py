@@ -25,7 +25,12 @@ from flask import Blueprint, Response, current_app, g, request, url_for
 from marshmallow import Schema, ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
+from werkzeug.exceptions import (
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+)
 from werkzeug.routing import Map, Rule
 
 from .. import formats, runs
@@ -59,7 +64,7 @@ _DEFAULT_CODES = {
     429: "too_many_requests",
     500: "internal_error",
 }
-_UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -94,9 +99,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     # Routing 404/405 never reach a blueprint's handlers, so everything else under the prefix
     # lands here and is answered in the API's error shape.
     every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    blueprint.add_url_rule(
-        "/", "fallback", fallback, defaults={"rest": ""}, methods=every_method
-    )
+    blueprint.add_url_rule("/", "fallback", fallback, defaults={"rest": ""}, methods=every_method)
     blueprint.add_url_rule("/<path:rest>", "fallback", fallback, methods=every_method)
     blueprint.before_request(authenticate)
     blueprint.register_error_handler(HTTPException, handle_http_error)
@@ -110,22 +113,26 @@ def authenticate() -> None:
     if load_token() is not None:
         return
     sent = request.headers.get("Authorization")
-    challenge = 'Bearer realm="csvdirectory"'
     if sent:
-        challenge += ', error="invalid_token"'
-    raise ApiError(
-        401,
-        "unauthorized",
-        "This API token is unknown or revoked." if sent else "Send an API token: "
-        "'Authorization: Bearer <token>' (an admin creates one in the integration settings).",
-        headers={"WWW-Authenticate": challenge},
-    )
+        message = "This API token is unknown or revoked."
+        challenge = 'Bearer realm="csvdirectory", error="invalid_token"'
+    else:
+        message = (
+            "Send an API token: 'Authorization: Bearer <token>' (an admin creates one in the "
+            "integration settings)."
+        )
+        challenge = 'Bearer realm="csvdirectory"'
+    raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
 
 def fallback(rest: str) -> Response:
     """Anything under the prefix that no endpoint handles: 405 when the path exists, else 404."""
-    adapter = Map([Rule("/" + rule.lstrip("/"), endpoint=endpoint, methods=methods)
-                   for rule, endpoint, _view, methods in ROUTES]).bind("")
+    adapter = Map(
+        [
+            Rule("/" + rule.lstrip("/"), endpoint=endpoint, methods=methods)
+            for rule, endpoint, _view, methods in ROUTES
+        ]
+    ).bind("")
     try:
         adapter.match("/" + rest, method=request.method)
     except MethodNotAllowed as exc:
@@ -153,9 +160,8 @@ def handle_http_error(exc: HTTPException) -> Response | HTTPException:
     else:
         message = exc.description or exc.name
     details: Any = getattr(exc, "details", None)
-    headers = {
-        name: value for name, value in exc.get_headers() if name.lower() != "content-type"
-    } if not isinstance(exc, InternalServerError) else {}
+    # keep what the exception adds (Allow of a 405, ...), not its HTML content type
+    headers = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
     headers.update(getattr(exc, "extra_headers", {}))
     if isinstance(exc, WindowClosed):
         retry_after = max(1, math.ceil((exc.opens_at - utcnow()).total_seconds()))
@@ -397,7 +403,15 @@ def _uploads() -> tuple[runs.Upload | None, runs.Upload | None]:
     # Refuse an oversized body while reading it (413 in the API's shape), not after.
     request.max_content_length = 2 * limit + FORM_OVERHEAD
     request.max_form_memory_size = limit + FORM_OVERHEAD
-    return _upload("users", USERS_FILE), _upload("employees", EMPLOYEES_FILE)
+    try:
+        return _upload("users", USERS_FILE), _upload("employees", EMPLOYEES_FILE)
+    except RequestEntityTooLarge:
+        raise ApiError(
+            413,
+            "request_too_large",
+            f"The request is too large: each file may have at most {limit:,} bytes. Nothing "
+            "was started.",
+        ) from None
 
 
 def _upload(field: str, default_name: str) -> runs.Upload | None:
@@ -411,14 +425,18 @@ def _upload(field: str, default_name: str) -> runs.Upload | None:
 
 
 def _filename(sent: str | None, default: str) -> str:
-    name = _UNSAFE_FILENAME.sub("", re.split(r"[\\/]", sent or "")[-1]).strip()
+    name = _CONTROL.sub("", re.split(r"[\\/]", sent or "")[-1]).strip()
     return name[:255] or default
 
 
 def _start(org: str, users: runs.Upload | None, employees: runs.Upload | None) -> SyncRun:
     token = g.get("csvdirectory_token")
     return runs.start_run(
-        org, users, employees, current_actor(), Channel.API,
+        org,
+        users,
+        employees,
+        current_actor(),
+        Channel.API,
         token_id=token.id if token is not None else None,
     )
 
@@ -464,11 +482,11 @@ def _idempotent_import(
     starts, so of two simultaneous requests only one starts a run; the other gets 409. Only an
     accepted import is remembered: a refusal frees the key, so the retry is tried again.
     """
-    if not key.strip() or len(key) > MAX_KEY_LENGTH:
+    if not key.strip() or len(key) > MAX_KEY_LENGTH or _CONTROL.search(key):
         raise ApiError(
             400,
             "invalid_idempotency_key",
-            f"An Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+            f"An Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.",
         )
     digest = _request_hash(users, employees)
     session = get_state().session
@@ -580,8 +598,10 @@ def _query(schema: type[Schema]) -> dict[str, Any]:
             422,
             "validation_error",
             "Invalid query parameters: "
-            + "; ".join(f"{name}: {' '.join(map(str, _flat(msgs)))}"
-                        for name, msgs in sorted(exc.normalized_messages().items())),
+            + "; ".join(
+                f"{name}: {' '.join(map(str, _flat(msgs)))}"
+                for name, msgs in sorted(exc.normalized_messages().items())
+            ),
             details={"query": exc.normalized_messages()},
         ) from None
 

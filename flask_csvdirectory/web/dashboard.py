@@ -114,6 +114,11 @@ class Pagination:
         """1-based index of the last item shown."""
         return min(self.total, self.page * self.per_page)
 
+    @classmethod
+    def clamped(cls, page: int, per_page: int, total: int) -> Pagination:
+        """A pagination whose page is brought within the existing pages."""
+        return cls(min(max(page, 1), max(1, math.ceil(total / per_page))), per_page, total)
+
     def slice(self, items: list[Any]) -> list[Any]:
         """This page's part of ``items``."""
         start = (self.page - 1) * self.per_page
@@ -195,9 +200,12 @@ def _full_name(values: dict[str, Any] | None) -> str:
     return " ".join(p for p in (values.get("first_name"), values.get("last_name")) if p) or "—"
 
 
-def review_columns(kind: ChangeKind) -> list[tuple[str, Callable[[Change], str]]]:
+def review_columns(
+    kind: ChangeKind, changes: Iterable[Change] = ()
+) -> list[tuple[str, Callable[[Change], str]]]:
     """The table columns of one change kind: (header, cell of a change).
 
+    "Other columns" (the host's extra columns) only appears when one of ``changes`` has any.
     Kinds listed by :func:`is_diff_kind` are shown as field / before / after rows instead.
     """
     after: Callable[[Change, str], str] = lambda c, key: format_value((c.after or {}).get(key))  # noqa: E731
@@ -206,14 +214,15 @@ def review_columns(kind: ChangeKind) -> list[tuple[str, Callable[[Change], str]]
         case ChangeKind.TEAM_CREATED:
             return [("Team", lambda c: c.subject)]
         case ChangeKind.EMPLOYEE_CREATED:
+            extra = any((c.after or {}).get("extra") for c in changes)
             return [
                 ("Email", lambda c: c.subject),
                 ("Name", lambda c: _full_name(c.after)),
                 ("Team", lambda c: after(c, "team")),
                 ("Title", lambda c: after(c, "title")),
                 ("Employee ID", lambda c: after(c, "external_id")),
-                ("Other columns", lambda c: format_value((c.after or {}).get("extra") or None)),
-            ]
+            ] + ([("Other columns", lambda c: format_value((c.after or {}).get("extra") or None))]
+                 if extra else [])
         case ChangeKind.EMPLOYEE_MOVED:
             return [
                 ("Person", lambda c: c.subject),
@@ -427,7 +436,9 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
                 if not 0 <= percent <= 100 or math.isnan(percent):
                     raise ValueError
             except ValueError:
-                errors["approval_percent"] = "Enter a percentage between 0 and 100, or leave it blank."
+                errors["approval_percent"] = (
+                    "Enter a percentage between 0 and 100, or leave it blank."
+                )
         if errors:
             flash("The settings were not saved: correct the fields marked below.", "error")
             return render_settings(errors=errors, values=values, status=400)
@@ -530,14 +541,19 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         """Every run, newest first, paginated; optionally one status only."""
         org = current_org()
         runs.reap_stuck_runs(org)
-        status_name = request.args.get("status", "")
-        status = RunStatus[status_name.upper()] if status_name.upper() in RunStatus.__members__ else None
+        status_name = request.args.get("status", "").upper()
+        status = RunStatus[status_name] if status_name in RunStatus.__members__ else None
         page = _page_arg()
         items, total = runs.list_runs(org, status=status, page=page, per_page=runs_per_page)
+        pagination = Pagination.clamped(page, runs_per_page, total)
+        if pagination.page != page:
+            items, total = runs.list_runs(
+                org, status=status, page=pagination.page, per_page=runs_per_page
+            )
         return render_template(
             "csvdirectory/history.html",
             runs=items,
-            pagination=Pagination(page, runs_per_page, total),
+            pagination=pagination,
             status=status,
             statuses=list(RunStatus),
             kind_labels={kind.value: kind.label for kind in ChangeKind},
@@ -576,7 +592,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             if (kind is None or change.kind is kind)
             and (not query or query.casefold() in change.subject.casefold())
         ]
-        pagination = Pagination(_page_arg(), REVIEW_PER_PAGE, len(filtered))
+        pagination = Pagination.clamped(_page_arg(), REVIEW_PER_PAGE, len(filtered))
         shown = pagination.slice(filtered)
         groups: list[tuple[ChangeKind, list[Change]]] = []
         for change in shown:

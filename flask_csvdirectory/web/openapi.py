@@ -109,9 +109,12 @@ def build_spec(server: str) -> dict[str, Any]:
                 "operationId": "getOpenAPI",
                 "summary": "This OpenAPI document (no token needed).",
                 "security": [],
-                "responses": {"200": {"description": "The document.",
-                                      "content": {"application/json": {"schema": {
-                                          "type": "object"}}}}},
+                "responses": {
+                    "200": {
+                        "description": "The document.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
             }
         },
     )
@@ -119,13 +122,16 @@ def build_spec(server: str) -> dict[str, Any]:
         spec.path(
             path=f"/templates/{which}.csv",
             operations={
-                "get": _secured({
-                    "operationId": f"get{which.title()}Template",
-                    "summary": f"The {file_name} template: its exact header and an example row.",
-                    "tags": ["templates"],
-                    "responses": {"200": {"description": f"{file_name}, UTF-8.",
-                                          "content": _CSV}},
-                })
+                "get": _secured(
+                    {
+                        "operationId": f"get{which.title()}Template",
+                        "summary": f"The {file_name} template: its header and an example row.",
+                        "tags": ["templates"],
+                        "responses": {
+                            "200": {"description": f"{file_name}, UTF-8.", "content": _CSV}
+                        },
+                    }
+                )
             },
         )
 
@@ -187,8 +193,7 @@ def build_spec(server: str) -> dict[str, Any]:
                         "429": _error(
                             "The 12-hour window is closed (window_closed); details.opens_at "
                             "says when it opens.",
-                            headers={"Retry-After": _header("Seconds until it opens.",
-                                                            "integer")},
+                            headers={"Retry-After": _header("Seconds until it opens.", "integer")},
                         ),
                     },
                 }
@@ -209,12 +214,14 @@ def build_spec(server: str) -> dict[str, Any]:
         path="/imports/{run_id}",
         parameters=[_RUN_ID],
         operations={
-            "get": _secured({
-                "operationId": "getImport",
-                "summary": "One run: status, counts, files, timings, who, error reason.",
-                "tags": ["imports"],
-                "responses": {"200": _json(schemas.RunSchema, "The run."), "404": _NOT_FOUND},
-            })
+            "get": _secured(
+                {
+                    "operationId": "getImport",
+                    "summary": "One run: status, counts, files, timings, who, error reason.",
+                    "tags": ["imports"],
+                    "responses": {"200": _json(schemas.RunSchema, "The run."), "404": _NOT_FOUND},
+                }
+            )
         },
     )
     spec.path(
@@ -247,8 +254,7 @@ def build_spec(server: str) -> dict[str, Any]:
                 {
                     "operationId": "listImportErrors",
                     "summary": "The run's row errors (file, line, column, value, message).",
-                    "description": "JSON by default; CSV with `Accept: text/csv` or "
-                    "`format=csv`.",
+                    "description": "JSON by default; CSV with `Accept: text/csv` or `format=csv`.",
                     "tags": ["imports"],
                     "parameters": [{"in": "query", "schema": schemas.ErrorsQuerySchema}],
                     "responses": {
@@ -274,17 +280,19 @@ def build_spec(server: str) -> dict[str, Any]:
             path=f"/imports/{{run_id}}/{action}",
             parameters=[_RUN_ID],
             operations={
-                "post": _secured({
-                    "operationId": f"{action}Import",
-                    "summary": verb,
-                    "description": "The token is recorded as who decided.",
-                    "tags": ["imports"],
-                    "responses": {
-                        status: _json(schemas.RunSchema, "The run after the decision."),
-                        "404": _NOT_FOUND,
-                        "409": _error("The run is not Waiting for Approval (invalid_state)."),
-                    },
-                })
+                "post": _secured(
+                    {
+                        "operationId": f"{action}Import",
+                        "summary": verb,
+                        "description": "The token is recorded as who decided.",
+                        "tags": ["imports"],
+                        "responses": {
+                            status: _json(schemas.RunSchema, "The run after the decision."),
+                            "404": _NOT_FOUND,
+                            "409": _error("The run is not Waiting for Approval (invalid_state)."),
+                        },
+                    }
+                )
             },
         )
     return spec.to_dict()

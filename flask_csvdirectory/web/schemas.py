@@ -7,7 +7,7 @@ Every error, whatever its status, has the shape of :class:`ErrorSchema`.
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, INCLUDE, Schema, fields, validate
 
 from ..changes import ChangeKind
 from ..models import Channel, Phase, RunStatus
@@ -314,7 +314,10 @@ class ErrorsQuerySchema(_Query):
 
 
 class ImportUploadSchema(Schema):
-    """The multipart body of ``POST imports``: both files, together."""
+    """The multipart body of ``POST imports``: both files, together (other parts are ignored)."""
+
+    class Meta:
+        unknown = INCLUDE
 
     users = fields.Raw(
         required=True,
