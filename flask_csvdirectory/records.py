@@ -27,7 +27,8 @@ class PersonRecord:
     """One person of the host's directory.
 
     ``key`` is the host's own identifier (stringified primary key); ``team`` is a team name or
-    ``None``; ``extra`` holds host-declared extra columns (see :attr:`DirectoryAdapter.extra_columns`).
+    ``None``; ``extra`` holds host-declared extra columns
+    (see :attr:`DirectoryAdapter.extra_columns`).
     """
 
     key: str

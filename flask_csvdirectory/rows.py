@@ -36,7 +36,8 @@ class EmployeeRow:
 
 @dataclass(frozen=True, slots=True)
 class UserRow:
-    """One valid Users.csv row; ``teams`` is sorted, ``("*",)`` for all teams (always for admins)."""
+    """One valid Users.csv row; ``teams`` is sorted, ``("*",)`` for all teams (always for
+    admins)."""
 
     line: int
     email: str
