@@ -66,9 +66,21 @@ def _check_users(
     users: Sequence[UserRow], employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
 ) -> list[RowError]:
     errors: list[RowError] = []
-    if not any(user.role is Role.ADMIN for user in users):
+    admins = [user for user in users if user.role is Role.ADMIN]
+    if not admins:
         errors.append(
             RowError(USERS_FILE, 1, "role", None, "Users.csv must list at least one Admin.")
+        )
+    elif not any(_active_after_sync(admin.email, employees, snapshot) for admin in admins):
+        errors.append(
+            RowError(
+                USERS_FILE,
+                admins[0].line,
+                "email",
+                admins[0].email,
+                "Users.csv must list at least one active Admin: every Admin listed is a "
+                "deactivated person who is not in Employees.csv, so nobody could sign in.",
+            )
         )
     known = set(snapshot.team_by_name)
     known.update(normalize_team(raw) for raw in {row.team for row in employees})
@@ -85,6 +97,17 @@ def _check_users(
                     )
                 )
     return errors
+
+
+def _active_after_sync(
+    email: str, employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
+) -> bool:
+    """Whether the person with ``email`` is active once the sync is applied: every
+    Employees.csv person is; a dashboard-only person keeps their state; a new one is active."""
+    person = snapshot.by_email.get(normalize_email(email))
+    if person is None or person.active:
+        return True
+    return any(row.email == normalize_email(email) for row in employees)
 
 
 def _check_employees(

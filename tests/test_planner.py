@@ -667,3 +667,18 @@ def test_plan_of_nothing_against_people_deactivates_them_all(n):
     snapshot = snap([person(str(i), f"p{i}@x.test") for i in range(n)], ["Sales"])
     result = plan([ADMIN], [], snapshot)
     assert [c.kind for c in result] == [K.EMPLOYEE_DEACTIVATED] * n + [K.ACCESS_GRANTED]
+
+
+def test_an_admin_who_stays_deactivated_does_not_count_as_the_admin() -> None:
+    gone = PersonRecord(key="9", email="gone@example.com", active=False)
+    snapshot = DirectorySnapshot.build([gone], [], [])
+    admin = UserRow(line=2, email="gone@example.com", role=Role.ADMIN, teams=("*",))
+    [error] = check_pair([admin], [], snapshot)
+    assert (error.file, error.line, error.column, error.value) == (
+        "Users.csv", 2, "email", "gone@example.com"
+    )
+    assert "active Admin" in error.message
+    # listed in Employees.csv too, they are reactivated: fine
+    row = EmployeeRow(line=2, email="gone@example.com", team="Ops", first_name="G",
+                      last_name="One")
+    assert check_pair([admin], [row], snapshot) == []

@@ -404,3 +404,27 @@ def test_runs_of_another_organization_are_invisible(app: Flask) -> None:
     assert runs.list_runs("other-org") == ([], 0)
     listed, total = runs.list_runs(ORG)
     assert total == 1 and listed[0].id == run.id
+
+
+@pytest.mark.settings(
+    CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD=10_000, CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0)
+)
+def test_bulk_import_of_hundreds_takes_the_bulk_paths(app: Flask, stack: str) -> None:
+    """Large enough for PostgreSQL's COPY path (>= 100 rows per insert)."""
+    employees = [employee(n, team=f"Team {n % 7}") for n in range(350)]
+    managers = [
+        {"email": f"person{n}@example.com", "role": "Manager", "teams": f"Team {n % 7}"}
+        for n in range(120)
+    ]
+    run = fresh(upload(users_csv([admin_row(), *managers]), employees_csv(employees)))
+    assert run.status == RunStatus.AUTO_APPROVED.value, run.error_reason
+    everyone = people()
+    assert len([e for e in everyone if e.startswith("person")]) == 350
+    person = everyone["person349@example.com"]
+    assert (person.first_name, person.team.name, person.active, person.login_count) == (
+        "First349", "Team 6", True, 0
+    )
+    manager = everyone["person15@example.com"]
+    assert manager.role == "manager" and [t.name for t in manager.scoped_teams] == ["Team 1"]
+    again = fresh(upload(users_csv([admin_row(), *managers]), employees_csv(employees)))
+    assert again.change_count == 0

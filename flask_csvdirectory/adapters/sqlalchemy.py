@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, inspect, select, update
+from sqlalchemy import bindparam, delete, func, insert, inspect, null, select, update
 from sqlalchemy.orm import RelationshipProperty
 
 from ..adapter import DirectoryAdapter, ExtraColumn, ProgressCallback
@@ -30,6 +31,8 @@ from ..records import (
 
 #: Rows per IN (...) clause / executemany batch.
 CHUNK = 5000
+#: The ``extra`` of people when the host declares no extra columns (shared, read-only).
+_NO_EXTRA: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,12 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self.extra_columns = tuple(extra_columns)
         self._role_by_value = {value: role for role, value in self.access.role_values.items()}
         self._key_maps: dict[type, dict[str, str]] = {}
+        #: change fields stored as-is -> person attribute (fields the host lacks left out)
+        self._plain_fields = {
+            name: attribute
+            for name in ("email", "first_name", "last_name", "active", "title", "external_id")
+            if (attribute := getattr(self.person, name))
+        }
 
     # -- mapping helpers ------------------------------------------------------------------
 
@@ -145,69 +154,71 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         return [TeamRecord(key=str(key), name=name) for key, name in rows]
 
     def snapshot(self, org: str) -> DirectorySnapshot:
-        """Read people, teams and access with a few column queries (no ORM objects)."""
+        """Read people, teams and access with a few Core column queries (no ORM objects)."""
         P, m, a = self.person_model, self.person, self.access
         teams = self._teams(org)
         team_names = {team.key: team.name for team in teams}
-        columns = [
+
+        def optional(attribute: str | None) -> Any:
+            return self._column(P, attribute) if attribute else null()
+
+        extra_names = list(m.extra)
+        query = select(
             self._pk(P),
             self._column(P, m.email),
             self._column(P, m.first_name),
             self._column(P, m.last_name),
-            self._column(P, m.title) if m.title else None,
-            self._column(P, m.external_id) if m.external_id else None,
+            optional(m.title),
+            optional(m.external_id),
             self._column(P, m.team_id),
             self._column(P, m.active),
             self._column(P, a.role),
-            self._column(P, a.all_teams) if a.all_teams else None,
-            *(self._column(P, attr) for attr in m.extra.values()),
-        ]
-        selected = [c for c in columns if c is not None]
-        index = {id(c): i for i, c in enumerate(selected)}
+            optional(a.all_teams),
+            *(self._column(P, m.extra[name]) for name in extra_names),
+        ).where(*self._org_filter(P, org))
 
-        def pick(row: Sequence[Any], column: Any, default: Any = None) -> Any:
-            return default if column is None else row[index[id(column)]]
-
+        connection = self.session.connection()
         scopes: dict[str, list[str]] = defaultdict(list)
         scope = self._scope_table()
         if scope is not None:
             table, person_col, team_col = scope
-            for person_id, team_id in self.session.execute(select(person_col, team_col)):
+            for person_id, team_id in connection.execute(select(person_col, team_col)):
                 name = team_names.get(str(team_id))
                 if name is not None:
                     scopes[str(person_id)].append(name)
 
         people: list[PersonRecord] = []
         access: list[AccessRecord] = []
-        extra_attrs = list(m.extra.items())
-        query = select(*selected).where(*self._org_filter(P, org))
-        for row in self.session.execute(query):
-            key = str(row[0])
-            team_id = pick(row, columns[6])
+        role_by_value = self._role_by_value
+        for row in connection.execute(query):
+            key_value, email, first, last, title, external_id, team_id, active = row[:8]
+            role_value, every = row[8], row[9]
+            key = str(key_value)
             person = PersonRecord(
                 key=key,
-                email=row[1],
-                first_name=row[2] or "",
-                last_name=row[3] or "",
-                title=pick(row, columns[4], "") or "",
-                external_id=pick(row, columns[5]),
-                team=team_names.get(str(team_id)) if team_id is not None else None,
-                active=bool(pick(row, columns[7])),
-                extra={
-                    name: _text(row[index[id(self._column(P, attr))]])
-                    for name, attr in extra_attrs
-                },
+                email=email,
+                first_name=first or "",
+                last_name=last or "",
+                title=title or "",
+                external_id=external_id,
+                team=None if team_id is None else team_names.get(str(team_id)),
+                active=bool(active),
+                extra=(
+                    {name: _text(value) for name, value in zip(extra_names, row[10:], strict=True)}
+                    if extra_names
+                    else _NO_EXTRA
+                ),
             )
             people.append(person)
-            role = self._role_by_value.get(pick(row, columns[8]))
+            role = role_by_value.get(role_value)
             if role is not None:
-                if role is Role.ADMIN or pick(row, columns[9], False):
+                if role is Role.ADMIN or every:
                     scope_names: tuple[str, ...] = (ALL_TEAMS,)
                 else:
                     scope_names = tuple(sorted(scopes.get(key, ())))
                 access.append(
                     AccessRecord(
-                        email=person.email,
+                        email=email,
                         role=role,
                         teams=scope_names,
                         name=f"{person.first_name} {person.last_name}".strip(),
@@ -382,9 +393,11 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         for row in rows:
             values = self._column_keys(model, row)
             by_shape[tuple(values)].append(values)
-        for same_shape in by_shape.values():
-            for chunk in _chunks(same_shape):
-                self.session.execute(insert(table), chunk)
+        connection = self.session.connection()
+        for keys, same_shape in by_shape.items():
+            if not _copy_rows(connection, table, keys, same_shape):
+                for chunk in _chunks(same_shape):
+                    connection.execute(insert(table), chunk)
 
     def _update_by_pk(self, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
         """Core executemany UPDATE ... WHERE pk = :pk of attribute-keyed rows (pk included)."""
@@ -413,23 +426,17 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     def _person_values(self, values: Mapping[str, Any], team_ids: Mapping[str, str]) -> dict:
         """Translate change values (email, names, team, active, extra...) to model attributes."""
-        m = self.person
+        plain = self._plain_fields
         out: dict[str, Any] = {}
         for name, value in values.items():
-            if name == "team":
-                out[m.team_id] = _key(team_ids[normalize_team(value)]) if value else None
-            elif name == "extra":
-                for column, cell in (value or {}).items():
-                    if column in m.extra:
-                        out[m.extra[column]] = cell
-            elif name == "email":
-                out[m.email] = value
-            elif name in ("first_name", "last_name", "active"):
-                out[getattr(m, name)] = value
-            elif name in ("title", "external_id"):
-                attribute = getattr(m, name)
-                if attribute:
-                    out[attribute] = value
+            attribute = plain.get(name)
+            if attribute is not None:
+                out[attribute] = value
+            elif name == "team":
+                out[self.person.team_id] = _key(team_ids[normalize_team(value)]) if value else None
+            elif name == "extra" and value:
+                extra = self.person.extra
+                out.update({extra[col]: cell for col, cell in value.items() if col in extra})
         return out
 
     def _create_people(
@@ -524,6 +531,40 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             for person_id, email in rows:
                 found[normalize_email(email)] = person_id
         return found
+
+
+def _copy_rows(
+    connection: Any, table: Any, keys: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+) -> bool:
+    """Insert with PostgreSQL ``COPY`` (psycopg 3), ten times faster than executemany there.
+
+    Runs inside the session's transaction. Returns False, doing nothing, where COPY does not
+    apply: another database or driver, few rows, or a column left out whose Python-side default
+    is not a plain value (COPY would skip it).
+    """
+    if connection.dialect.name != "postgresql" or connection.dialect.driver != "psycopg":
+        return False
+    if len(rows) < 100:
+        return False
+    defaults: dict[str, Any] = {}
+    for column in table.columns:
+        if column.key in keys or column.default is None:
+            continue
+        if not column.default.is_scalar:
+            return False
+        defaults[column.key] = column.default.arg
+    names = [*keys, *defaults]
+    quote = connection.dialect.identifier_preparer.quote
+    statement = "COPY {} ({}) FROM STDIN".format(
+        connection.dialect.identifier_preparer.format_table(table),
+        ", ".join(quote(table.columns[name].name) for name in names),
+    )
+    fixed = tuple(defaults.values())
+    driver_connection = connection.connection.driver_connection
+    with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row((*(row[key] for key in keys), *fixed))
+    return True
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
