@@ -351,26 +351,16 @@ def _parse_employees(
         email = _FAILED if email_at is None else values[email_at]
         if email is not _FAILED:
             email = normalize_email(email)
-            first = first_line_of_email.setdefault(email, line)
-            if first != line:
-                ok = False
-                log.add(
-                    line,
-                    f"this email is already on line {first}: each person must appear once",
-                    column="email",
-                    value=checker.cell(cells, "email"),
-                )
+            ok &= _unique(
+                first_line_of_email, email, line, log, "email", checker.cell(cells, "email"),
+                "each person must appear once",
+            )
         employee_id = None if employee_id_at is None else values[employee_id_at]
         if employee_id is not None and employee_id is not _FAILED:
-            first = first_line_of_id.setdefault(employee_id, line)
-            if first != line:
-                ok = False
-                log.add(
-                    line,
-                    f"this employee_id is already on line {first}: each ID must be unique",
-                    column="employee_id",
-                    value=employee_id,
-                )
+            ok &= _unique(
+                first_line_of_id, employee_id, line, log, "employee_id", employee_id,
+                "each ID must be unique",
+            )
         if ok and complete:
             team = values[team_at]
             first_name = values[first_name_at]
@@ -391,6 +381,24 @@ def _parse_employees(
     return ParsedFile(file_format.name, rows, log.errors, table.row_count, log.count)
 
 
+def _unique(
+    first_lines: dict[str, int],
+    key: str,
+    line: int,
+    log: ErrorLog,
+    column: str,
+    value: str | None,
+    rule: str,
+) -> bool:
+    """Record ``key`` as seen on ``line``; log a duplicate error and return False if it was
+    already seen on an earlier line."""
+    first = first_lines.setdefault(key, line)
+    if first == line:
+        return True
+    log.add(line, f"this {column} is already on line {first}: {rule}", column=column, value=value)
+    return False
+
+
 def _parse_users(data: bytes, max_errors: int) -> ParsedFile[UserRow]:
     file_format = users_format()
     log = ErrorLog(file_format.name, max_errors)
@@ -405,15 +413,10 @@ def _parse_users(data: bytes, max_errors: int) -> ParsedFile[UserRow]:
         email = _FAILED if email_at is None else values[email_at]
         if email is not _FAILED:
             email = normalize_email(email)
-            first = first_line_of_email.setdefault(email, line)
-            if first != line:
-                ok = False
-                log.add(
-                    line,
-                    f"this email is already on line {first}: each user must appear once",
-                    column="email",
-                    value=checker.cell(cells, "email"),
-                )
+            ok &= _unique(
+                first_line_of_email, email, line, log, "email", checker.cell(cells, "email"),
+                "each user must appear once",
+            )
         role = None if role_at is None else values[role_at]
         teams = () if teams_at is None else values[teams_at]
         if role is Role.ADMIN:

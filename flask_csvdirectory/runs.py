@@ -38,7 +38,7 @@ from .errors import (
 )
 from .extension import get_state
 from .models import Channel, IntegrationSettings, Phase, RunStatus, SyncRun, utcnow
-from .pipeline import PlanOutcome, build_plan, plan_pair, read_pair
+from .pipeline import ParsedPair, PlanOutcome, build_plan, plan_pair, read_pair
 from .rows import EMPLOYEES_FILE, USERS_FILE, RowError
 
 #: How many row errors a run keeps (all are counted in ``error_count``).
@@ -266,12 +266,7 @@ def process(
     run.worker = worker
     _enter_phase(run, Phase.READING)
     try:
-        pair = read_pair(
-            state.store.get(run, "users"),
-            state.store.get(run, "employees"),
-            extra_columns=state.adapter.extra_columns,
-            max_errors=state.config["MAX_ROW_ERRORS"],
-        )
+        pair = _read_stored_pair(run)
         run.users_rows = pair.users.row_count
         run.employees_rows = pair.employees.row_count
         read_seconds = time.perf_counter() - started
@@ -316,14 +311,8 @@ def apply_approved(
     run.worker = worker
     _enter_phase(run, Phase.PLANNING)
     try:
-        pair = read_pair(
-            state.store.get(run, "users"),
-            state.store.get(run, "employees"),
-            extra_columns=state.adapter.extra_columns,
-            max_errors=state.config["MAX_ROW_ERRORS"],
-        )
         snapshot = state.adapter.snapshot(run.org)
-        changeset = plan_pair(pair, snapshot)
+        changeset = plan_pair(_read_stored_pair(run), snapshot)
     except FileValidationError as exc:
         _fail(
             run,
@@ -485,6 +474,17 @@ def reap_stuck_runs(org: str | None = None) -> int:
 
 
 # -- internals --------------------------------------------------------------------------------
+
+
+def _read_stored_pair(run: SyncRun) -> ParsedPair:
+    """Decrypt and read the run's two stored files."""
+    state = get_state()
+    return read_pair(
+        state.store.get(run, "users"),
+        state.store.get(run, "employees"),
+        extra_columns=state.adapter.extra_columns,
+        max_errors=state.config["MAX_ROW_ERRORS"],
+    )
 
 
 def _enter_phase(run: SyncRun, phase: Phase) -> None:
