@@ -6,6 +6,9 @@ is line 1, as a spreadsheet shows it), the column and the offending value.
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -102,3 +105,27 @@ class ParsedFile(Generic[RowT]):
     def ok(self) -> bool:
         """True when the file has no error at all."""
         return self.error_count == 0 and not self.errors
+
+
+#: Cell starts a spreadsheet would run as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+ERROR_COLUMNS = ("file", "line", "column", "value", "message")
+
+
+def spreadsheet_safe(value: object) -> str:
+    """A CSV cell text that spreadsheets show as text, never run as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def errors_to_csv(errors: Iterable[RowError]) -> bytes:
+    """Row errors as a UTF-8 CSV download: file, line, column, value, message."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(ERROR_COLUMNS)
+    for error in errors:
+        writer.writerow(
+            [error.file, error.line, error.column or "", spreadsheet_safe(error.value),
+             spreadsheet_safe(error.message)]
+        )
+    return out.getvalue().encode("utf-8")

@@ -12,9 +12,7 @@ schemas of :mod:`.schemas`, from which :mod:`.openapi` also builds the OpenAPI d
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -38,7 +36,7 @@ from ..changes import ChangeKind, exceeds_threshold
 from ..errors import CSVDirectoryError, FileValidationError, RunNotFound, WindowClosed
 from ..extension import get_state
 from ..models import Channel, IdempotentResponse, SyncRun, utcnow
-from ..rows import EMPLOYEES_FILE, USERS_FILE
+from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
 from . import schemas
 from .auth import current_actor, current_org, load_token
 
@@ -65,7 +63,6 @@ _DEFAULT_CODES = {
     500: "internal_error",
 }
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class ApiError(CSVDirectoryError, HTTPException):
@@ -256,7 +253,8 @@ def list_errors(run_id: str) -> Response:
     """The run's row errors: JSON, or CSV with ``Accept: text/csv`` or ``?format=csv``."""
     query = _query(schemas.ErrorsQuerySchema)
     run = _run(run_id)
-    errors = [error.to_dict() for error in runs.row_errors(run)]
+    row_errors = runs.row_errors(run)
+    errors = [error.to_dict() for error in row_errors]
     wanted = query.get("format")
     if wanted is None:
         best = request.accept_mimetypes.best_match(
@@ -264,13 +262,7 @@ def list_errors(run_id: str) -> Response:
         )
         wanted = "csv" if best == "text/csv" else "json"
     if wanted == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        columns = ["file", "line", "column", "value", "message"]
-        writer.writerow(columns)
-        for error in errors:
-            writer.writerow([_spreadsheet_safe(error[column]) for column in columns])
-        return _csv(out.getvalue().encode("utf-8"), f"import-{run.id}-errors.csv")
+        return _csv(errors_to_csv(row_errors), f"import-{run.id}-errors.csv")
     body = schemas.RowErrorListSchema().dump(
         {
             "run_id": run.id,
@@ -660,13 +652,6 @@ def _csv(data: bytes, filename: str) -> Response:
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-def _spreadsheet_safe(value: Any) -> Any:
-    """Keep a cell a spreadsheet would run as a formula as text (CSV injection)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
 
 
 def _slug(name: str) -> str:

@@ -11,7 +11,6 @@ override.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import Callable, Iterable
@@ -45,7 +44,7 @@ from ..errors import IntakeRefused, RunNotFound, RunStateError
 from ..extension import get_state
 from ..models import Channel, Phase, RunStatus, SyncRun
 from ..records import ALL_TEAMS
-from ..rows import EMPLOYEES_FILE, USERS_FILE
+from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
 from .auth import admin_required, current_actor, current_org
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -250,12 +249,6 @@ def review_columns(
 def is_diff_kind(kind: ChangeKind) -> bool:
     """Whether a kind's review shows before/after per field (updates, access changes)."""
     return kind in (ChangeKind.EMPLOYEE_UPDATED, ChangeKind.ACCESS_CHANGED)
-
-
-def _safe_cell(value: Any) -> str:
-    """A CSV cell that spreadsheets will not run as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _page_arg() -> int:
@@ -636,16 +629,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     def run_errors(run_id: str) -> Response:
         """The run's row errors as CSV: file, line, column, value, message."""
         run = runs.get_run(current_org(), run_id)
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["file", "line", "column", "value", "message"])
-        rows: Iterable[Any] = runs.row_errors(run)
-        for error in rows:
-            writer.writerow(
-                [error.file, error.line, error.column or "", _safe_cell(error.value),
-                 _safe_cell(error.message)]
-            )
-        response = Response(out.getvalue().encode("utf-8"), mimetype="text/csv")
+        response = Response(errors_to_csv(runs.row_errors(run)), mimetype="text/csv")
         response.headers["Content-Disposition"] = (
             f"attachment; filename=errors-{run.id[:8]}.csv"
         )
