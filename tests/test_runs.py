@@ -428,3 +428,11 @@ def test_bulk_import_of_hundreds_takes_the_bulk_paths(app: Flask, stack: str) ->
     assert manager.role == "manager" and [t.name for t in manager.scoped_teams] == ["Team 1"]
     again = fresh(upload(users_csv([admin_row(), *managers]), employees_csv(employees)))
     assert again.change_count == 0
+
+
+def test_percentage_threshold_makes_a_run_wait(app: Flask) -> None:
+    runs.update_settings(ORG, ADMIN, approval_threshold=1000, approval_percent=50.0)
+    # the directory holds 2 people; 3 created + 1 team + the manager's exit is far above 50%
+    run = fresh(upload(users_csv(), employees_csv([employee(n) for n in range(3)])))
+    assert run.status == RunStatus.WAITING.value
+    assert (run.threshold, run.threshold_percent, run.directory_size) == (1000, 50.0, 2)
