@@ -64,6 +64,16 @@ def run_worker(command: list[str]) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def start(people: int) -> SyncRun:
+    """Upload a pair (enqueued on RQ: nothing runs until a worker takes it)."""
+    return runs.start_run(
+        "default",
+        runs.Upload("Users.csv", users_csv()),
+        runs.Upload("Employees.csv", employees_csv([employee(n) for n in range(people)])),
+        ADMIN,
+    )
+
+
 def fresh(run_id: str) -> SyncRun:
     db.session.expire_all()
     return db.session.get(SyncRun, run_id)
@@ -72,13 +82,7 @@ def fresh(run_id: str) -> SyncRun:
 @pytest.mark.realstack
 def test_jobs_run_on_separate_rq_worker_processes(rq_app: Flask) -> None:
     with rq_app.app_context():
-        run = runs.start_run(
-            "default",
-            runs.Upload("Users.csv", users_csv()),
-            runs.Upload("Employees.csv", employees_csv([employee(n) for n in range(6)])),
-            ADMIN,
-        )
-        run_id = run.id
+        run_id = start(people=6).id
         queue: Queue = get_state().runner.queue()
         assert queue.job_ids == [f"csvdirectory-process-{run_id}"]
         assert fresh(run_id).status == RunStatus.PROCESSING.value
@@ -106,12 +110,7 @@ def test_jobs_run_on_separate_rq_worker_processes(rq_app: Flask) -> None:
 @pytest.mark.realstack
 def test_failed_rq_job_marks_its_run(rq_app: Flask) -> None:
     with rq_app.app_context():
-        run = runs.start_run(
-            "default",
-            runs.Upload("Users.csv", users_csv()),
-            runs.Upload("Employees.csv", employees_csv([employee(1)])),
-            ADMIN,
-        )
+        run = start(people=1)
         run_id = run.id
         # the worker cannot decrypt: it is given another SECRET_KEY, so the job raises
         env = worker_env() | {"SECRET_KEY": "another-secret"}
@@ -128,12 +127,7 @@ def test_failed_rq_job_marks_its_run(rq_app: Flask) -> None:
 @pytest.mark.realstack
 def test_reaper_keeps_queued_jobs_and_fails_lost_ones(rq_app: Flask) -> None:
     with rq_app.app_context():
-        run = runs.start_run(
-            "default",
-            runs.Upload("Users.csv", users_csv()),
-            runs.Upload("Employees.csv", employees_csv([employee(1)])),
-            ADMIN,
-        )
+        run = start(people=1)
         run_id = run.id
         run.heartbeat_at = utcnow() - timedelta(hours=1)
         db.session.commit()
