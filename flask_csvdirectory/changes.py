@@ -140,7 +140,8 @@ class ChangeSet:
 
     def to_json(self) -> bytes:
         """The canonical JSON of the change rows (keys sorted): what is hashed and stored."""
-        rows = [change.to_row() for change in self.changes]
+        # the kind is a str enum: JSON writes its value (as to_row does), without the lookup
+        rows = [[c.kind, c.subject, c.key, c.before, c.after] for c in self.changes]
         return json.dumps(rows, separators=(",", ":"), sort_keys=True).encode()
 
     def fingerprint(self, canonical: bytes | None = None) -> str:
@@ -153,7 +154,7 @@ class ChangeSet:
 
     def to_bytes(self, canonical: bytes | None = None) -> bytes:
         """Serialise (compressed canonical JSON) for storage with the run."""
-        return zlib.compress(canonical if canonical is not None else self.to_json(), 6)
+        return zlib.compress(canonical if canonical is not None else self.to_json(), 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ChangeSet:

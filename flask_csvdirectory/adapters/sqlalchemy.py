@@ -341,7 +341,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             created_teams = changeset.of_kind(ChangeKind.TEAM_CREATED)
             self._create_teams(org, [c.after["name"] for c in created_teams if c.after])
             step(len(created_teams))
-            team_ids = {normalize_team(t.name): t.key for t in self._teams(org)}
+            team_ids = _TeamKeys({normalize_team(t.name): t.key for t in self._teams(org)})
 
             created = changeset.of_kind(ChangeKind.EMPLOYEE_CREATED)
             self._create_people(org, [c.after for c in created if c.after], team_ids)
@@ -395,7 +395,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             by_shape[tuple(values)].append(values)
         connection = self.session.connection()
         for keys, same_shape in by_shape.items():
-            if not _copy_rows(connection, table, keys, same_shape):
+            if not _fast_insert(connection, table, keys, same_shape):
                 for chunk in _chunks(same_shape):
                     connection.execute(insert(table), chunk)
 
@@ -424,23 +424,29 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 self.team_model, [{self.team_name: name, **self._org_values(org)} for name in names]
             )
 
-    def _person_values(self, values: Mapping[str, Any], team_ids: Mapping[str, str]) -> dict:
-        """Translate change values (email, names, team, active, extra...) to model attributes."""
+    def _person_values(
+        self,
+        values: Mapping[str, Any],
+        team_ids: Mapping[str, Any],
+        base: Mapping[str, Any] | None = None,
+    ) -> dict:
+        """Translate change values (email, names, team, active, extra...) to model attributes,
+        on top of ``base``."""
         plain = self._plain_fields
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = dict(base) if base else {}
         for name, value in values.items():
             attribute = plain.get(name)
             if attribute is not None:
                 out[attribute] = value
             elif name == "team":
-                out[self.person.team_id] = _key(team_ids[normalize_team(value)]) if value else None
+                out[self.person.team_id] = team_ids[value] if value else None
             elif name == "extra" and value:
                 extra = self.person.extra
                 out.update({extra[col]: cell for col, cell in value.items() if col in extra})
         return out
 
     def _create_people(
-        self, org: str, values: Iterable[Mapping[str, Any]], team_ids: Mapping[str, str]
+        self, org: str, values: Iterable[Mapping[str, Any]], team_ids: Mapping[str, Any]
     ) -> None:
         m = self.person
         base = {**m.defaults, **self._org_values(org), m.active: True}
@@ -448,11 +454,11 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             base.setdefault(self.access.all_teams, False)
         base.setdefault(self.access.role, self.access.no_access)
         self._insert(
-            self.person_model, [{**base, **self._person_values(v, team_ids)} for v in values]
+            self.person_model, [self._person_values(v, team_ids, base) for v in values]
         )
 
     def _update_people(
-        self, merged: Mapping[str, Mapping[str, Any]], team_ids: Mapping[str, str]
+        self, merged: Mapping[str, Mapping[str, Any]], team_ids: Mapping[str, Any]
     ) -> None:
         pk = self._pk_attr(self.person_model)
         self._update_by_pk(
@@ -461,7 +467,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
              merged.items()],
         )
 
-    def _apply_access(self, org: str, changes: list, team_ids: Mapping[str, str]) -> None:
+    def _apply_access(self, org: str, changes: list, team_ids: Mapping[str, Any]) -> None:
         if not changes:
             return
         P, a = self.person_model, self.access
@@ -499,7 +505,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 if a.all_teams:
                     row[a.all_teams] = every
                 scoped[person_id] = (
-                    [] if every else [_key(team_ids[normalize_team(name)]) for name in teams]
+                    [] if every else [team_ids[name] for name in teams]
                 )
             rows.append(row)
         self._update_by_pk(P, rows)
@@ -533,18 +539,32 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         return found
 
 
-def _copy_rows(
+class _TeamKeys(dict):
+    """Team name as written -> database key, normalising each distinct name once."""
+
+    def __init__(self, by_normalized_name: Mapping[str, str]) -> None:
+        super().__init__()
+        self._by_normalized_name = by_normalized_name
+
+    def __missing__(self, name: str) -> Any:
+        key = self[name] = _key(self._by_normalized_name[normalize_team(name)])
+        return key
+
+
+def _fast_insert(
     connection: Any, table: Any, keys: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
 ) -> bool:
-    """Insert with PostgreSQL ``COPY`` (psycopg 3), ten times faster than executemany there.
+    """Insert many rows below SQLAlchemy's per-row parameter handling, where that is safe.
 
-    Runs inside the session's transaction. Returns False, doing nothing, where COPY does not
-    apply: another database or driver, few rows, or a column left out whose Python-side default
-    is not a plain value (COPY would skip it).
+    PostgreSQL with psycopg 3: ``COPY ... FROM STDIN``, ten times faster than executemany.
+    SQLite: the driver's own ``executemany`` of one compiled statement (twice as fast).
+    Both run inside the session's transaction and apply the columns' Python-side scalar
+    defaults themselves. Returns False, doing nothing, elsewhere: another database or driver,
+    few rows, or a column left out whose Python-side default is not a plain value.
     """
-    if connection.dialect.name != "postgresql" or connection.dialect.driver != "psycopg":
-        return False
-    if len(rows) < 100:
+    dialect = connection.dialect
+    copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+    if len(rows) < 100 or not (copy or dialect.name == "sqlite"):
         return False
     defaults: dict[str, Any] = {}
     for column in table.columns:
@@ -553,17 +573,32 @@ def _copy_rows(
         if not column.default.is_scalar:
             return False
         defaults[column.key] = column.default.arg
-    names = [*keys, *defaults]
-    quote = connection.dialect.identifier_preparer.quote
-    statement = "COPY {} ({}) FROM STDIN".format(
-        connection.dialect.identifier_preparer.format_table(table),
-        ", ".join(quote(table.columns[name].name) for name in names),
+    # table order: the order SQLAlchemy compiles an INSERT's columns in
+    names = [column.key for column in table.columns if column.key in keys or column.key in defaults]
+    params = [[row[name] if name in row else defaults[name] for name in names] for row in rows]
+    for position, name in enumerate(names):  # the type conversions SQLAlchemy would apply
+        processor = table.columns[name].type.bind_processor(dialect)
+        if processor is not None:
+            for values in params:
+                if values[position] is not None:
+                    values[position] = processor(values[position])
+    if copy:
+        quote = dialect.identifier_preparer.quote
+        statement = "COPY {} ({}) FROM STDIN".format(
+            dialect.identifier_preparer.format_table(table),
+            ", ".join(quote(table.columns[name].name) for name in names),
+        )
+        with connection.connection.driver_connection.cursor() as cursor:
+            with cursor.copy(statement) as copy_in:
+                for values in params:
+                    copy_in.write_row(values)
+        return True
+    compiled = insert(table).values({name: bindparam(name) for name in names}).compile(
+        dialect=dialect
     )
-    fixed = tuple(defaults.values())
-    driver_connection = connection.connection.driver_connection
-    with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row((*(row[key] for key in keys), *fixed))
+    if list(compiled.positiontup or ()) != names:  # not the positional form we built
+        return False
+    connection.exec_driver_sql(str(compiled), [tuple(values) for values in params])
     return True
 
 
