@@ -136,3 +136,41 @@ def test_reaper_keeps_queued_jobs_and_fails_lost_ones(rq_app: Flask) -> None:
         get_state().runner.redis().delete(f"rq:job:csvdirectory-process-{run_id}")
         assert runs.reap_stuck_runs("default") == 1
         assert fresh(run_id).status == RunStatus.ERROR.value
+
+
+@pytest.mark.realstack
+def test_killed_work_horse_marks_its_run_failed(rq_app: Flask) -> None:
+    """A worker whose job process dies (OOM killer, kill -9) ends the run in Error while
+    processing at once; the directory is untouched."""
+    import signal
+    import time
+
+    with rq_app.app_context():
+        # big enough that reading and planning take a few seconds
+        run_id = start(people=150_000).id
+        worker = subprocess.Popen(
+            [str(BIN / "flask"), "csvdirectory", "worker"],
+            env=worker_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            horse = None
+            while time.monotonic() < deadline and horse is None:
+                if fresh(run_id).phase in ("reading", "planning"):
+                    children = subprocess.run(
+                        ["pgrep", "-P", str(worker.pid)], capture_output=True, text=True
+                    ).stdout.split()
+                    horse = int(children[0]) if children else None
+                time.sleep(0.05)
+            assert horse is not None, "the job never started"
+            os.kill(horse, signal.SIGKILL)
+            while time.monotonic() < deadline and fresh(run_id).status != RunStatus.ERROR.value:
+                time.sleep(0.1)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            output = worker.communicate(timeout=30)[0]
+        run = fresh(run_id)
+        assert run.status == RunStatus.ERROR.value, output
+        assert "killed" in run.error_reason
+        assert db.session.query(User).filter(User.email.like("person%")).count() == 0
