@@ -134,13 +134,18 @@ class CSVDirectory:
         app.cli.add_command(csvdirectory_cli)
 
     def _register_blueprints(self, app: Flask, config: dict[str, Any]) -> None:
+        # The API and SCIM authenticate with bearer tokens, not cookies: a host's CSRFProtect
+        # (register it before this extension) must not guard them. The dashboard checks CSRF
+        # itself, after making uploads parse in memory (CSRFProtect would parse them first,
+        # spooling large files to disk in plaintext).
+        csrf = app.extensions.get("csrf")
         if config["ENABLE_DASHBOARD"]:
             from .web.dashboard import create_blueprint as dashboard
 
-            app.register_blueprint(dashboard(config), url_prefix=config["URL_PREFIX"])
-        # The API and SCIM authenticate with bearer tokens, not cookies: a host's CSRFProtect
-        # (register it before this extension) must not guard them.
-        csrf = app.extensions.get("csrf")
+            blueprint = dashboard(config)
+            if csrf is not None:
+                csrf.exempt(blueprint)
+            app.register_blueprint(blueprint, url_prefix=config["URL_PREFIX"])
         if config["ENABLE_API"]:
             from .web.api import create_blueprint as api
 

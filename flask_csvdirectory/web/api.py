@@ -39,6 +39,7 @@ from ..models import Channel, IdempotentResponse, SyncRun, utcnow
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
 from . import schemas
 from .auth import current_actor, current_org, load_token
+from .uploads import keep_uploads_in_memory
 
 BLUEPRINT_NAME = "csvdirectory_api"
 #: Bytes a multipart body may carry beyond its two files (boundaries, part headers).
@@ -395,6 +396,7 @@ def _uploads() -> tuple[runs.Upload | None, runs.Upload | None]:
     # Refuse an oversized body while reading it (413 in the API's shape), not after.
     request.max_content_length = 2 * limit + FORM_OVERHEAD
     request.max_form_memory_size = limit + FORM_OVERHEAD
+    keep_uploads_in_memory()
     try:
         return _upload("users", USERS_FILE), _upload("employees", EMPLOYEES_FILE)
     except RequestEntityTooLarge:

@@ -46,6 +46,7 @@ from ..models import Channel, Phase, RunStatus, SyncRun
 from ..records import ALL_TEAMS
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
 from .auth import admin_required, current_actor, current_org
+from .uploads import keep_uploads_in_memory
 
 PACKAGE = Path(__file__).resolve().parent.parent
 #: Changes per page of a run's review.
@@ -327,9 +328,11 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
 
     @bp.before_request
     def protect_forms() -> None:
-        """CSRF for every POST of the blueprint (the host may not have CSRFProtect)."""
+        """CSRF for every POST of the blueprint (the host's CSRFProtect is told to leave the
+        blueprint to this check, so uploads are parsed in memory, never spooled to disk)."""
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return
+        keep_uploads_in_memory()
         if not current_app.config.get("WTF_CSRF_ENABLED", True) or g.get("csrf_valid"):
             return
         field = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
