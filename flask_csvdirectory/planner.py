@@ -58,6 +58,7 @@ def check_pair(
     errors: list[RowError] = []
     errors.extend(_check_users(users, employees, snapshot))
     errors.extend(_check_employees(employees, snapshot))
+    errors.extend(_check_renamed_users(users, employees, snapshot))
     errors.sort(key=lambda e: (e.file, e.line, e.column or "", e.value or ""))
     return errors
 
@@ -96,6 +97,34 @@ def _check_users(
                         f"Team {team!r} is neither in the directory nor in Employees.csv.",
                     )
                 )
+    return errors
+
+
+def _check_renamed_users(
+    users: Sequence[UserRow], employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
+) -> list[RowError]:
+    """A Users.csv row naming the old email of someone Employees.csv renames (matched by
+    employee_id) is almost surely a file that was not updated: granting the old email would
+    make a new account and take the renamed person's access away."""
+    renamed: dict[str, EmployeeRow] = {}
+    for row in employees:
+        person = snapshot.by_external_id.get(row.employee_id) if row.employee_id else None
+        if person is not None and normalize_email(person.email) != row.email:
+            renamed[normalize_email(person.email)] = row
+    errors = []
+    for user in users:
+        row = renamed.get(user.email)
+        if row is not None and user.email not in {r.email for r in employees}:
+            errors.append(
+                RowError(
+                    USERS_FILE,
+                    user.line,
+                    "email",
+                    user.email,
+                    f"Employees.csv line {row.line} changes this person's email to {row.email} "
+                    f"(employee_id {row.employee_id}); use the new email here.",
+                )
+            )
     return errors
 
 

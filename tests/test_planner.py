@@ -410,23 +410,6 @@ def test_grant_key_uses_the_email_after_the_sync():
     )
 
 
-def test_users_listing_an_email_that_employees_takes_away():
-    """The old email goes to a new dashboard-only account; the renamed person loses access."""
-    snapshot = snap(
-        [person("1", "old@x.test", external_id="E1"), person("2", "admin@x.test")],
-        ["Sales"],
-        [AccessRecord("old@x.test", Role.MANAGER, ("Sales",), "", "1"), admin_access("2")],
-    )
-    employees = [emp(2, "new@x.test", employee_id="E1"), emp(3, "admin@x.test")]
-    users = [ADMIN, UserRow(3, "old@x.test", Role.MANAGER, ("Sales",), "Old")]
-    assert changes(users, employees, snapshot)[1:] == [
-        Change(K.ACCESS_GRANTED, "old@x.test", None,
-               after={"role": "Manager", "teams": ["Sales"], "name": "Old"}),
-        Change(K.ACCESS_REVOKED, "new@x.test", "1",
-               before={"role": "Manager", "teams": ["Sales"]}),
-    ]  # fmt: skip
-
-
 # -- plan: determinism and idempotence ----------------------------------------------------------
 
 
@@ -682,3 +665,21 @@ def test_an_admin_who_stays_deactivated_does_not_count_as_the_admin() -> None:
     row = EmployeeRow(line=2, email="gone@example.com", team="Ops", first_name="G",
                       last_name="One")
     assert check_pair([admin], [row], snapshot) == []
+
+
+def test_check_pair_reports_users_listing_an_email_that_employees_renames():
+    snapshot = snap(
+        [person("1", "old@x.test", external_id="E1"), person("2", "admin@x.test")],
+        ["Sales"],
+        [AccessRecord("old@x.test", Role.MANAGER, ("Sales",), "", "1"), admin_access("2")],
+    )
+    employees = [emp(2, "new@x.test", employee_id="E1"), emp(3, "admin@x.test")]
+    users = [ADMIN, UserRow(3, "old@x.test", Role.MANAGER, ("Sales",), "Old")]
+    [error] = check_pair(users, employees, snapshot)
+    assert (error.file, error.line, error.column, error.value) == (
+        USERS_FILE, 3, "email", "old@x.test"
+    )
+    assert "new@x.test" in error.message and "line 2" in error.message
+    # with the new email, the pair is consistent
+    users = [ADMIN, UserRow(3, "new@x.test", Role.MANAGER, ("Sales",), "Old")]
+    assert check_pair(users, employees, snapshot) == []
