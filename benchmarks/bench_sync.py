@@ -9,7 +9,7 @@ Cases, each in a fresh subprocess so peak memory (ru_maxrss) is its own:
 
 Usage::
 
-    python benchmarks/bench_sync.py                     # SQLite: 100k end to end, plan 250k..1M
+    python benchmarks/bench_sync.py          # SQLite: 100k end to end (3 runs), plan 250k..1M
     python benchmarks/bench_sync.py --db postgresql+psycopg://postgres@127.0.0.1:5432/test
     python benchmarks/bench_sync.py --case first --rows 100000
 """
@@ -22,6 +22,7 @@ import io
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,7 +85,7 @@ def case_first(rows: int, db_url: str | None) -> dict:
         }
     )
     users, employees = users_file(), employees_file(rows)
-    result: dict = {"case": "first", "rows": rows, "db": db.engine.dialect.name if False else ""}
+    result: dict = {"case": "first", "rows": rows}
     with app.app_context():
         if db_url:  # start from empty tables on a shared server
             db.session.remove()
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--case", choices=["first", "plan"])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--db", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the end-to-end case")
     args = parser.parse_args()
     if args.case == "first":
         print(json.dumps(case_first(args.rows, args.db)))
@@ -159,17 +161,20 @@ def main() -> None:
 
     print(f"flask-csvdirectory sync benchmark ({os.cpu_count()} cores)")
     db_args = ["--db", args.db] if args.db else []
-    first = run_child(["--case", "first", "--rows", str(args.rows), *db_args])
-    print(
-        f"[{first['db']}] first import of {first['rows']:,} employees + {USERS:,} users, "
-        f"{TEAMS} teams: {first['first_import']['seconds']} s "
-        f"({first['first_import']['changes']:,} changes; phases {first['first_import']['phases']})"
-    )
-    print(
-        f"[{first['db']}] re-sync of the same files: {first['resync']['seconds']} s "
-        f"({first['resync']['changes']} changes; phases {first['resync']['phases']}); "
-        f"peak RSS {first['peak_rss_mb']} MB"
-    )
+    trials = [
+        run_child(["--case", "first", "--rows", str(args.rows), *db_args])
+        for _ in range(args.repeat)
+    ]
+    first = trials[0]
+    for label, name in (("first_import", "first import"), ("resync", "re-sync (no changes)")):
+        seconds = sorted(trial[label]["seconds"] for trial in trials)
+        print(
+            f"[{first['db']}] {name} of {first['rows']:,} employees + {USERS:,} users, "
+            f"{TEAMS} teams: median {statistics.median(seconds)} s, best {seconds[0]} s "
+            f"over {len(seconds)} runs ({first[label]['changes']:,} changes; phases of the "
+            f"first run {first[label]['phases']})"
+        )
+    print(f"[{first['db']}] peak RSS {max(trial['peak_rss_mb'] for trial in trials)} MB")
     for rows in (250_000, 500_000, 1_000_000):
         plan = run_child(["--case", "plan", "--rows", str(rows)])
         print(
