@@ -227,14 +227,6 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 )
         return DirectorySnapshot.build(people, teams, access)
 
-    def get_person(self, org: str, key: str) -> PersonRecord | None:
-        """One person by key (reads the snapshot; fine for SCIM-sized traffic)."""
-        return super().get_person(org, key)
-
-    def iter_people(self, org: str) -> Iterator[PersonRecord]:
-        """Every person, ordered by key."""
-        return super().iter_people(org)
-
     # -- SCIM additions: single-record writes (each commits, or rolls back and raises) -----
 
     def delete_person(self, org: str, key: str) -> None:
