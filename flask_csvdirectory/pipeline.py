@@ -14,6 +14,7 @@ from . import formats, planner
 from .adapter import ExtraColumn
 from .changes import ChangeSet
 from .errors import FileValidationError
+from .guards import GuardReason
 from .records import DirectorySnapshot
 from .rows import EmployeeRow, ParsedFile, UserRow
 
@@ -42,6 +43,8 @@ class PlanOutcome:
     employees_rows: int
     directory_size: int
     timings: dict[str, float] = field(default_factory=dict)
+    #: what the guards say about the plan (filled by :func:`~flask_csvdirectory.runs.dry_run`)
+    guard_reasons: list[GuardReason] = field(default_factory=list)
 
 
 def read_pair(
