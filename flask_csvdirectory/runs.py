@@ -267,6 +267,7 @@ def dry_run(
         snapshot,
         extra_columns=state.adapter.extra_columns,
         max_errors=state.config["MAX_ROW_ERRORS"],
+        limits=state.adapter.field_limits(),
     )
     outcome.guard_reasons = guards.evaluate(
         guard_context(
@@ -561,6 +562,7 @@ def _read_stored_pair(run: SyncRun) -> ParsedPair:
         state.store.get(run, "employees"),
         extra_columns=state.adapter.extra_columns,
         max_errors=state.config["MAX_ROW_ERRORS"],
+        limits=state.adapter.field_limits(),
     )
 
 

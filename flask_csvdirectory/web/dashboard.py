@@ -569,6 +569,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             "waiting": run.is_waiting,
             "progress": {"done": done, "total": total},
             "change_count": run.change_count,
+            "structural_change_count": run.structural_change_count,
             "state": f"{run.status}|{'finished' if run.is_finished else 'open'}",
         }
 
@@ -611,6 +612,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             kind=kind,
             query=query,
             row_errors=runs.row_errors(run),
+            guard_reasons=runs.guard_reasons(run),
             review_columns=review_columns,
             is_diff_kind=is_diff_kind,
             change_diff=change_diff,

@@ -92,12 +92,14 @@ def build_spec(server: str) -> dict[str, Any]:
     )
     for name, schema in (
         ("Error", schemas.ErrorSchema),
+        ("GuardReason", schemas.GuardReasonSchema),
         ("Run", schemas.RunSchema),
         ("RunPage", schemas.RunPageSchema),
         ("Change", schemas.ChangeSchema),
         ("ChangePage", schemas.ChangePageSchema),
         ("RowErrorList", schemas.RowErrorListSchema),
         ("DryRun", schemas.DryRunSchema),
+        ("Settings", schemas.SettingsSchema),
         ("ImportUpload", schemas.ImportUploadSchema),
     ):
         spec.components.schema(name, schema=schema)
@@ -208,6 +210,20 @@ def build_spec(server: str) -> dict[str, Any]:
                 },
                 query=True,
             ),
+        },
+    )
+    spec.path(
+        path="/settings",
+        operations={
+            "get": _secured(
+                {
+                    "operationId": "getSettings",
+                    "summary": "The organization's settings: enabled, approval threshold, "
+                    "guard limits (an admin edits them on the dashboard).",
+                    "tags": ["settings"],
+                    "responses": {"200": _json(schemas.SettingsSchema, "The settings.")},
+                }
+            )
         },
     )
     spec.path(
