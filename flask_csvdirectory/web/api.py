@@ -191,6 +191,18 @@ def employees_template() -> Response:
     return _csv(formats.employees_format(extra).template(), EMPLOYEES_FILE)
 
 
+def prefilled_users() -> Response:
+    """Users.csv holding the directory's dashboard access now."""
+    return _csv(formats.export_users(get_state().adapter.snapshot(current_org())), USERS_FILE)
+
+
+def prefilled_employees() -> Response:
+    """Employees.csv holding the directory's active people now."""
+    state = get_state()
+    snapshot = state.adapter.snapshot(current_org())
+    return _csv(formats.export_employees(snapshot, state.adapter.extra_columns), EMPLOYEES_FILE)
+
+
 # -- imports -------------------------------------------------------------------------------
 
 
@@ -685,6 +697,8 @@ ROUTES: tuple[tuple[str, str, Callable[..., Response], list[str]], ...] = (
     ("/openapi.json", "openapi", openapi_document, ["GET"]),
     ("/templates/users.csv", "users_template", users_template, ["GET"]),
     ("/templates/employees.csv", "employees_template", employees_template, ["GET"]),
+    ("/templates/prefilled/users.csv", "prefilled_users", prefilled_users, ["GET"]),
+    ("/templates/prefilled/employees.csv", "prefilled_employees", prefilled_employees, ["GET"]),
     ("/settings", "get_settings", get_settings, ["GET"]),
     ("/imports", "create_import", create_import, ["POST"]),
     ("/imports", "list_imports", list_imports, ["GET"]),

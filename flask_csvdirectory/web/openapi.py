@@ -137,6 +137,24 @@ def build_spec(server: str) -> dict[str, Any]:
             },
         )
 
+    for which, file_name in (("users", "Users.csv"), ("employees", "Employees.csv")):
+        spec.path(
+            path=f"/templates/prefilled/{which}.csv",
+            operations={
+                "get": _secured(
+                    {
+                        "operationId": f"getPrefilled{which.title()}",
+                        "summary": f"{file_name} holding the directory as it is now; uploaded "
+                        "back unchanged with its pair, it plans no change.",
+                        "tags": ["templates"],
+                        "responses": {
+                            "200": {"description": f"{file_name}, UTF-8.", "content": _CSV}
+                        },
+                    }
+                )
+            },
+        )
+
     spec.path(
         path="/imports",
         operations={
