@@ -197,7 +197,8 @@ def _admin_losses(changeset: ChangeSet, snapshot: DirectorySnapshot) -> dict[str
             how = "Admin access revoked"
         else:
             how = "deactivated"
-        losses.setdefault(normalize_email(admin.email), how)
+        email = normalize_email(admin.email)
+        losses[email] = f"{losses[email]} and {how}" if email in losses else how
     return losses
 
 
