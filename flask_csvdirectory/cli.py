@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -134,13 +135,28 @@ def rotate_keys_command() -> None:
 
 
 @csvdirectory_cli.command("purge")
+@click.option(
+    "--older-than-days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Retention in days (default: CSVDIRECTORY_FILE_RETENTION).",
+)
+@click.option("--org", default=None, help="Only this organization (default: every one).")
 @with_appcontext
-def purge_command() -> None:
-    """Drop stored file contents older than CSVDIRECTORY_FILE_RETENTION (finished runs)."""
+def purge_command(older_than_days: int | None, org: str | None) -> None:
+    """Purge the stored files, change sets and before-values of runs finished longer ago than
+    the retention period. A purged sync can no longer be reverted."""
     state = get_state()
-    count = state.store.purge(state.session, utcnow() - state.config["FILE_RETENTION"])
+    retention = (
+        timedelta(days=older_than_days)
+        if older_than_days is not None
+        else state.config["FILE_RETENTION"]
+    )
+    count = state.store.purge(state.session, utcnow() - retention, org=org)
     state.session.commit()
-    click.echo(f"Purged {count} stored file(s).")
+    click.echo(
+        f"Purged {count} stored file(s) of runs finished more than {retention.days} day(s) ago."
+    )
 
 
 @csvdirectory_cli.command("reap")
