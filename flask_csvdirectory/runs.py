@@ -126,11 +126,14 @@ def window_opens_at(org: str, now: datetime | None = None) -> datetime | None:
 
 def _window_opens_at(session: Session, org: str, now: datetime) -> datetime | None:
     interval: timedelta = get_state().config["MIN_SYNC_INTERVAL"]
+    if interval <= timedelta(0):
+        return None
+    # the reopening time is rounded up to the second, and that second is what is enforced
     last = session.scalar(
         select(func.max(SyncRun.applied_at)).where(
             SyncRun.org == org,
             SyncRun.applied_at.is_not(None),
-            SyncRun.applied_at > now - interval,
+            SyncRun.applied_at > now - interval - timedelta(seconds=1),
             SyncRun.channel != Channel.REVERT.value,
         )
     )
@@ -534,11 +537,11 @@ def start_revert(org: str, run_id: str, actor: Actor, *, enqueue: bool = True) -
     if original is None:
         session.rollback()
         raise RunNotFound()
+    _refuse_while_open(session, org)
     reason = revert_unavailable_reason(original)
     if reason is not None:
         session.rollback()
         raise RevertUnavailable(reason)
-    _refuse_while_open(session, org)
     now = utcnow()
     run = SyncRun(
         id=uuid.uuid4().hex,
@@ -824,5 +827,8 @@ def _validation_reason(exc: FileValidationError) -> str:
 
 
 def _describe(interval: timedelta) -> str:
-    hours = interval.total_seconds() / 3600
-    return f"{hours:g} hours" if hours >= 1 else f"{interval.total_seconds():g} seconds"
+    seconds = interval.total_seconds()
+    if seconds >= 2 * 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} days"
+    hours = seconds / 3600
+    return f"{hours:g} hours" if hours >= 1 else f"{seconds:g} seconds"
