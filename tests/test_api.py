@@ -183,7 +183,7 @@ def test_second_import_in_window_is_429(
     response = post_import(client, auth)
     error = error_of(response, 429, "window_closed")
     retry_after = int(response.headers["Retry-After"])
-    assert 11 * 3600 < retry_after <= 12 * 3600
+    assert 11 * 3600 < retry_after <= 12 * 3600 + 1  # the reopening second is rounded up
     assert error["details"]["retry_after"] == retry_after
     assert error["details"]["opens_at"].startswith(str(utcnow().year))
     assert run_count(app) == 1
