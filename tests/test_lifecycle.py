@@ -46,7 +46,10 @@ def clock() -> Iterator[Any]:
 
 def upload(users: bytes, employees: bytes, **kwargs: Any) -> SyncRun:
     return runs.start_run(
-        ORG, runs.Upload("Users.csv", users), runs.Upload("Employees.csv", employees), ADMIN,
+        ORG,
+        runs.Upload("Users.csv", users),
+        runs.Upload("Employees.csv", employees),
+        ADMIN,
         **kwargs,
     )
 
@@ -88,8 +91,14 @@ def directory() -> dict[str, Any]:
     return {
         "people": {
             p.key: (
-                p.email, p.first_name, p.last_name, p.title, p.team, p.active,
-                p.external_id, dict(p.extra),
+                p.email,
+                p.first_name,
+                p.last_name,
+                p.title,
+                p.team,
+                p.active,
+                p.external_id,
+                dict(p.extra),
             )
             for p in snapshot.people
         },
@@ -146,7 +155,8 @@ def test_window_counts_from_when_a_sync_was_applied(app: Flask, stack: str, cloc
     clock.move_to(reopen)
     assert runs.window_opens_at(ORG) is None
     assert fresh(upload(users_csv(), employees_csv([employee(1)]))).status in (
-        RunStatus.WAITING.value, RunStatus.AUTO_APPROVED.value
+        RunStatus.WAITING.value,
+        RunStatus.AUTO_APPROVED.value,
     )
 
 
@@ -194,7 +204,8 @@ def test_rejected_and_failed_runs_synchronize_nothing_and_do_not_count(
 
     clock.shift(timedelta(minutes=1))
     corrected = upload(
-        users_csv(), employees_csv([employee(n, team="Support" if n else "Sales") for n in range(3)])
+        users_csv(),
+        employees_csv([employee(n, team="Support" if n else "Sales") for n in range(3)]),
     )
     corrected = settle(corrected)
     assert corrected.applied_at == START + timedelta(minutes=7)
@@ -304,8 +315,15 @@ def test_revert_of_a_first_import(app: Flask, stack: str) -> None:
     before = directory()
     first = sync(
         users_csv(
-            [admin_row(), {"email": "person1@example.com", "name": "P One", "role": "Manager",
-                           "teams": "Sales;Support"}]
+            [
+                admin_row(),
+                {
+                    "email": "person1@example.com",
+                    "name": "P One",
+                    "role": "Manager",
+                    "teams": "Sales;Support",
+                },
+            ]
         ),
         employees_csv([employee(n, team="Support" if n % 2 else "Sales") for n in range(6)]),
     )
@@ -328,7 +346,8 @@ def test_revert_of_a_first_import(app: Flask, stack: str) -> None:
     assert now["teams"] - before["teams"] == {"Sales", "Support"}  # kept (documented)
     manager = now["people"][key_of("manager@example.com")]
     assert manager[5] is True and now["access"][key_of("manager@example.com")] == (
-        "Manager", ("Headquarters",)
+        "Manager",
+        ("Headquarters",),
     )
 
 
@@ -366,29 +385,39 @@ def test_revert_of_a_transfer_heavy_run_is_approved_like_any_run(app: Flask, sta
 def test_revert_of_a_run_with_access_changes(app: Flask, stack: str) -> None:
     employees = employees_csv([employee(n, team="Support" if n % 2 else "Sales") for n in range(6)])
     sync(
-        users_csv([
-            admin_row(),
-            {"email": "person1@example.com", "role": "Manager", "teams": "Sales"},
-            {"email": "person2@example.com", "role": "Manager", "teams": "Support"},
-            {"email": "person3@example.com", "role": "Manager", "teams": "Sales;Support"},
-        ]),
+        users_csv(
+            [
+                admin_row(),
+                {"email": "person1@example.com", "role": "Manager", "teams": "Sales"},
+                {"email": "person2@example.com", "role": "Manager", "teams": "Support"},
+                {"email": "person3@example.com", "role": "Manager", "teams": "Sales;Support"},
+            ]
+        ),
         employees,
     )
     before = directory()
     access = sync(
-        users_csv([
-            admin_row(),
-            {"email": "person1@example.com", "role": "Admin", "teams": "*"},  # promoted
-            {"email": "person2@example.com", "role": "Manager", "teams": "Sales;Support"},
-            {"email": "person4@example.com", "role": "Manager", "teams": "Sales"},  # granted
-            {"email": "auditor@example.com", "name": "Aud Itor", "role": "Manager",
-             "teams": "Sales"},  # a dashboard-only account is created
-        ]),  # person3 left out: access revoked
+        users_csv(
+            [
+                admin_row(),
+                {"email": "person1@example.com", "role": "Admin", "teams": "*"},  # promoted
+                {"email": "person2@example.com", "role": "Manager", "teams": "Sales;Support"},
+                {"email": "person4@example.com", "role": "Manager", "teams": "Sales"},  # granted
+                {
+                    "email": "auditor@example.com",
+                    "name": "Aud Itor",
+                    "role": "Manager",
+                    "teams": "Sales",
+                },  # a dashboard-only account is created
+            ]
+        ),  # person3 left out: access revoked
         employees,
     )
     counts = access.change_counts
     assert (counts["access_changed"], counts["access_granted"], counts["access_revoked"]) == (
-        2, 2, 1
+        2,
+        2,
+        1,
     )
     undo = revert(access)
     assert undo.conflict_count == 0
@@ -408,13 +437,15 @@ def test_revert_after_later_edits_lists_conflicts_and_restores_the_rest(
     before = directory()
     second = sync(
         users_csv(),
-        employees_csv([
-            employee(0),
-            employee(1, title="Lead"),
-            employee(2, title="Lead"),
-            employee(3, team="Support"),
-            employee(4, last_name="Renamed"),
-        ]),  # person5 left out: deactivated
+        employees_csv(
+            [
+                employee(0),
+                employee(1, title="Lead"),
+                employee(2, title="Lead"),
+                employee(3, team="Support"),
+                employee(4, last_name="Renamed"),
+            ]
+        ),  # person5 left out: deactivated
     )
     # later edits, by hand in the host
     people = {u.email: u for u in db.session.scalars(select(User))}
@@ -451,14 +482,16 @@ def test_revert_after_later_edits_lists_conflicts_and_restores_the_rest(
 @pytest.mark.settings(**FAST)
 def test_revert_of_a_revert_redoes_the_sync(app: Flask, stack: str) -> None:
     sync(
-        users_csv([admin_row(), {"email": "person1@example.com", "role": "Manager",
-                                 "teams": "Sales"}]),
+        users_csv(
+            [admin_row(), {"email": "person1@example.com", "role": "Manager", "teams": "Sales"}]
+        ),
         employees_csv([employee(n) for n in range(4)]),
     )
     before = directory()
     second = sync(
-        users_csv([admin_row(), {"email": "person2@example.com", "role": "Manager",
-                                 "teams": "Sales"}]),
+        users_csv(
+            [admin_row(), {"email": "person2@example.com", "role": "Manager", "teams": "Sales"}]
+        ),
         employees_csv(
             [employee(0, team="Support"), employee(1, title="Lead"), employee(2), employee(5)]
         ),
@@ -470,9 +503,7 @@ def test_revert_of_a_revert_redoes_the_sync(app: Flask, stack: str) -> None:
         runs.start_revert(ORG, second.id, ADMIN)
 
     redo = revert(first_undo)
-    assert (redo.reverts_run_id, fresh(first_undo).reverted_by_run_id) == (
-        first_undo.id, redo.id
-    )
+    assert (redo.reverts_run_id, fresh(first_undo).reverted_by_run_id) == (first_undo.id, redo.id)
     assert redo.conflict_count == 0
     assert directory() == after_second
 
@@ -511,9 +542,7 @@ def test_purge_keeps_the_record_a_waiting_revert_needs(app: Flask, stack: str) -
     first = sync(users_csv(), employees_csv([employee(1), employee(2)]))
     undo = runs.start_revert(ORG, first.id, ADMIN)
     assert fresh(undo).is_waiting
-    result = app.test_cli_runner().invoke(
-        args=["csvdirectory", "purge", "--older-than-days", "0"]
-    )
+    result = app.test_cli_runner().invoke(args=["csvdirectory", "purge", "--older-than-days", "0"])
     assert result.exit_code == 0, result.output
     assert fresh(first).file("applied").ciphertext is not None
     runs.approve(ORG, undo.id, ADMIN)

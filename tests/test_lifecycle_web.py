@@ -115,16 +115,18 @@ def test_api_revert_and_its_links(
     assert response.status_code == 202, response.text
     undo = response.get_json()
     assert response.headers["Location"].endswith(f"/imports/{undo['id']}")
-    assert (undo["channel"], undo["reverts"], undo["status"]) == ("revert", sync["id"],
-                                                                 "auto_approved")
+    assert (undo["channel"], undo["reverts"], undo["status"]) == (
+        "revert",
+        sync["id"],
+        "auto_approved",
+    )
     assert undo["change_counts"]["employee_deactivated"] == 3
     assert undo["conflict_count"] == 0
     original = client.get(sync["links"]["self"], headers=auth).get_json()
     assert original["reverted_by"] == undo["id"]
     assert original["revert"]["available"] is False
     assert f"already reverted by run {undo['id']}" in original["revert"]["reason"]
-    again = error_of(client.post(sync["links"]["revert"], headers=auth), 409,
-                     "revert_unavailable")
+    again = error_of(client.post(sync["links"]["revert"], headers=auth), 409, "revert_unavailable")
     assert again["message"] == original["revert"]["reason"]
     conflicts = client.get(undo["links"]["conflicts"], headers=auth).get_json()
     assert conflicts == {"run_id": undo["id"], "reverts": sync["id"], "total": 0, "items": []}
@@ -140,8 +142,10 @@ def test_dashboard_reject_reason_revert_button_and_conflicts(
     login(client)
     with app.app_context():
         waiting = runs.start_run(
-            ORG, runs.Upload("Users.csv", users_csv()),
-            runs.Upload("Employees.csv", employees_csv([employee(n) for n in range(12)])), ADMIN,
+            ORG,
+            runs.Upload("Users.csv", users_csv()),
+            runs.Upload("Employees.csv", employees_csv([employee(n) for n in range(12)])),
+            ADMIN,
         ).id
     page = client.get(f"{PREFIX}/runs/{waiting}").text
     assert 'name="reason"' in page and "Revert this sync" not in page
@@ -178,8 +182,10 @@ def test_cli_reject_revert_approve_and_status(app: Flask, stack: str) -> None:
     cli = app.test_cli_runner()
     with app.app_context():
         waiting = runs.start_run(
-            ORG, runs.Upload("Users.csv", users_csv()),
-            runs.Upload("Employees.csv", employees_csv([employee(n) for n in range(3)])), ADMIN,
+            ORG,
+            runs.Upload("Users.csv", users_csv()),
+            runs.Upload("Employees.csv", employees_csv([employee(n) for n in range(3)])),
+            ADMIN,
         ).id
     status = cli.invoke(args=["csvdirectory", "status"])
     assert waiting in status.output and "approve or reject it" in status.output
@@ -189,8 +195,10 @@ def test_cli_reject_revert_approve_and_status(app: Flask, stack: str) -> None:
     with app.app_context():
         assert runs.get_run(ORG, waiting).reject_reason == "Wrong file"
         second = runs.start_run(
-            ORG, runs.Upload("Users.csv", users_csv()),
-            runs.Upload("Employees.csv", employees_csv([employee(n) for n in range(3)])), ADMIN,
+            ORG,
+            runs.Upload("Users.csv", users_csv()),
+            runs.Upload("Employees.csv", employees_csv([employee(n) for n in range(3)])),
+            ADMIN,
         ).id
     result = cli.invoke(args=["csvdirectory", "approve", second])
     assert result.exit_code == 0 and "Approved by command line" in result.output, result.output

@@ -670,8 +670,8 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         actor = current_actor()
         runs.reject(current_org(), run_id, actor, reason=request.form.get("reason"))
         flash(
-            f"Rejected by {actor.name}. Nothing was applied to the directory, and a rejected "
-            "run does not count in the sync window: corrected files can be uploaded now.",
+            f"Rejected by {actor.name}. Nothing was applied to the directory. A rejected run "
+            "does not count in the sync window: corrected files can be uploaded now.",
             "success",
         )
         return _redirect("csvdirectory.run", run_id=run_id)
