@@ -338,12 +338,14 @@ def test_the_window_closed_message_says_until_when_and_why(
     with app.app_context():
         opens_at = runs.window_opens_at("default")
     assert opens_at is not None
-    assert f"Uploads are closed until {opens_at:%Y-%m-%d %H:%M} UTC." in html
-    assert "One upload+sync is allowed per 12 hours" in html
+    assert f"uploads reopen at {opens_at:%Y-%m-%d %H:%M:%S} UTC." in html
+    assert "One synchronization per 12 hours is allowed" in html
     assert f"/runs/{run_id}" in html
     assert "<fieldset disabled>" in html
     response = upload(client, pair([employee(2)]))
-    assert "the next can start at" in client.get(response.location).text
+    assert f"uploads reopen at {opens_at:%Y-%m-%d %H:%M:%S} UTC" in client.get(
+        response.location
+    ).text
     assert run_count(app) == 1
 
 
