@@ -35,6 +35,7 @@ from .. import formats, runs
 from ..changes import ChangeKind
 from ..errors import (
     CSVDirectoryError,
+    FileTooLarge,
     FileValidationError,
     RunInProgress,
     RunNotFound,
@@ -511,6 +512,8 @@ def _uploads() -> tuple[runs.Upload | None, runs.Upload | None]:
     keep_uploads_in_memory(limit)
     try:
         return _upload("users", USERS_FILE), _upload("employees", EMPLOYEES_FILE)
+    except FileTooLarge:
+        raise  # one file crossed its limit: named in the message
     except RequestEntityTooLarge:
         raise ApiError(
             413,

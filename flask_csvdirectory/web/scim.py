@@ -12,14 +12,16 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from scim2_models import SCIMException, UnauthorizedException
+from scim2_models import PayloadTooLargeException, SCIMException, UnauthorizedException
 from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..extension import get_state
 from ..scim import DirectoryScimService, DirectoryStorage, build_service
 from .auth import load_token
+from .uploads import limit_body
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -40,18 +42,29 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
 
 
 def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
-    scim_request = ScimRequest(
-        method=request.method,
-        base_url=request.host_url.rstrip("/") + request.script_root + prefix,
-        path="/" + path,
-        query=request.args.to_dict(),
-        headers=list(request.headers.items()),
-        body=request.get_data(cache=False),
-    )
     try:
+        # who is asking first: an anonymous or bad token never gets its body read
         token = load_token()
         if token is None:
             raise UnauthorizedException(detail="A valid bearer API token is required.")
+        limit = int(get_state().config["MAX_SCIM_BYTES"])
+        limit_body(limit + 1)  # a streamed body stops at the limit: one byte more tells
+        try:
+            body = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            body = None
+        if body is None or len(body) > limit:
+            raise PayloadTooLargeException(
+                detail=f"The request body is larger than the limit of {limit:,} bytes."
+            )
+        scim_request = ScimRequest(
+            method=request.method,
+            base_url=request.host_url.rstrip("/") + request.script_root + prefix,
+            path="/" + path,
+            query=request.args.to_dict(),
+            headers=list(request.headers.items()),
+            body=body,
+        )
         storage = DirectoryStorage(get_state().adapter, token.org)
         response = ScimHandler(service, storage).handle(scim_request)
     except SCIMException as exc:

@@ -8,8 +8,9 @@ to memory to the encrypted store.
 Memory is bounded while the body streams in, not after: :func:`limit_body` sets the request's
 ``max_content_length`` (a declared ``Content-Length`` over it is refused before a byte is read; a
 chunked body is cut off by Werkzeug the moment it crosses it), and each uploaded file is written
-into a buffer that refuses (413) the byte after ``CSVDIRECTORY_MAX_UPLOAD_BYTES``, so a single
-oversized file in a chunked body is refused as soon as it crosses the per-file limit.
+into a buffer that refuses (:class:`~..errors.FileTooLarge`, 413) the byte after
+``CSVDIRECTORY_MAX_UPLOAD_BYTES``, so a single oversized file in a chunked body is refused as
+soon as it crosses the per-file limit.
 """
 
 from __future__ import annotations
@@ -18,23 +19,27 @@ import io
 from typing import IO
 
 from flask import request
-from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..errors import FileTooLarge
 
 #: Bytes a multipart body may carry beyond its files (boundaries, part headers, small fields).
 FORM_OVERHEAD = 64 * 1024
 
 
 class CappedBuffer(io.BytesIO):
-    """An in-memory file that refuses to grow past ``limit`` bytes (413)."""
+    """An in-memory file that refuses to grow past ``limit`` bytes (:class:`FileTooLarge`, a
+    413)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, filename: str | None = None) -> None:
         super().__init__()
         self.limit = limit
+        self.filename = filename
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
         if self.tell() + len(data) > self.limit:
-            raise RequestEntityTooLarge(
-                f"A file is larger than the limit of {self.limit:,} bytes. Nothing was started."
+            name = self.filename or "An uploaded file"
+            raise FileTooLarge(
+                f"{name} is larger than the limit of {self.limit:,} bytes. Nothing was started."
             )
         return super().write(data)
 
@@ -60,6 +65,6 @@ def keep_uploads_in_memory(file_limit: int) -> None:
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
-        return CappedBuffer(file_limit)
+        return CappedBuffer(file_limit, filename)
 
     request._get_file_stream = in_memory  # type: ignore[method-assign]
