@@ -7,7 +7,6 @@ Each test sends its body through a stream that counts the bytes the app reads fr
 from __future__ import annotations
 
 import io
-import re
 
 import pytest
 from flask import Flask
