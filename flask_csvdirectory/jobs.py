@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from datetime import UTC
 from typing import Any
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: Attempts of a failure callback to record a run's failure before leaving it to liveness.
 MARK_ATTEMPTS = 3
+#: Outside RQ (in-process and sync modes): how many retries this job already had.
+_attempt: ContextVar[int] = ContextVar("csvdirectory_job_attempt", default=0)
 
 
 @contextmanager
@@ -98,7 +101,7 @@ def _retry_or_fail(app: Flask, run_id: str, fault: TransientFault) -> Retry | No
 
     intervals = [int(value) for value in get_state(app).config["JOB_RETRY_INTERVALS"]]
     job = _current_rq_job()
-    attempt = (job.number_of_retries or 0) if job is not None else 0
+    attempt = (job.number_of_retries or 0) if job is not None else _attempt.get()
     if attempt < len(intervals):
         wait = intervals[min(attempt, len(intervals) - 1)]
         log.warning(
@@ -295,7 +298,11 @@ class JobRunner:
     def _call_with_retries(self, func: Callable[[str], Retry | None], run_id: str) -> None:
         """Run a job outside RQ, honouring the :class:`~rq.Retry` it may return."""
         for attempt in range(len(self.retry_intervals) + 1):
-            retry = func(run_id)
+            token = _attempt.set(attempt)
+            try:
+                retry = func(run_id)
+            finally:
+                _attempt.reset(token)
             if retry is None:
                 return
             time.sleep(retry.intervals[min(attempt, len(retry.intervals) - 1)])
