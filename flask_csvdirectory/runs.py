@@ -8,7 +8,11 @@
                                                                        └─ plan differs ──> Waiting
     Waiting for Approval ──reject──> Rejected by NAME
     any failure ──> Error while processing (reason shown; the directory is unchanged)
+    applied run ──start_revert──> a new run, channel "revert": planned from the inverse of what
+                                  the applied run changed (revert.py), then the same path
 
+One run is open at a time per organization (from upload until it ends); the sync window counts
+applied runs from ``applied_at`` (not reverts, errors or rejections). See docs/lifecycle.md.
 Functions take the organization and the acting person explicitly; none needs a request, so the
 web layer, the API, the CLI and the jobs all call the same code.
 """
@@ -762,6 +766,10 @@ def _apply(
     _enter_phase(run, Phase.APPLYING)
     run_id, org = run.id, run.org
     started = time.perf_counter()
+    # Staged before the apply: an adapter that works in the extension's session (the SQLAlchemy
+    # one) commits the record with the directory's changes, so an applied sync always has it.
+    _record_applied(run, changeset)
+    run.applied_at = utcnow()
 
     def report(done: int, total: int) -> None:
         state.runner.report(run_id, done, total)
@@ -780,10 +788,9 @@ def _apply(
         raise
     finally:
         state.runner.report(run_id, None, None)
-    session.expire_all()
+    session.commit()  # what the adapter did not commit itself (adapters with their own store)
     run = session.get(SyncRun, run_id)  # type: ignore[assignment]
     now = utcnow()
-    _record_applied(run, changeset)
     run.applied_at = now
     run.status = final_status.value
     run.phase = Phase.DONE.value
