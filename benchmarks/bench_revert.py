@@ -7,11 +7,13 @@ Run from the repository root::
 
 Uses the fixtures of ``bench_planner.py``. Two scenarios per size: ``churn`` (revert a sync where
 about 12% of the people changed something, 1% left and 1% joined) and ``initial`` (revert the
-first import into an empty directory: every person created). For each it applies the sync to an
+first import into an empty directory: every person created; its only admin is kept, since a
+revert never leaves no active admin). For each it applies the sync to an
 ``InMemoryAdapter``, then times ``plan_revert`` against the resulting snapshot (best of a few
 runs; one at 1M), checks that applying the revert gives back the people as they were, and
-reports what recording the sync costs every apply: serialising and encrypting the applied record
-(the change set with its before-values), and its stored size.
+reports the applied record (the change set with its before-values): its stored size and what
+reading it back costs a revert (decrypt and load). Recording it costs an apply nothing more: it
+is a copy of the stored plan's ciphertext.
 """
 
 from __future__ import annotations
@@ -53,9 +55,7 @@ def bench(n: int) -> None:
         adapter.apply(ORG, changeset)
         after = adapter.snapshot(ORG)
 
-        started = time.perf_counter()
         record = store.encrypt(changeset.to_bytes())
-        record_s = time.perf_counter() - started
         started = time.perf_counter()
         ChangeSet.from_bytes(store.decrypt(record))
         load_s = time.perf_counter() - started
@@ -67,12 +67,14 @@ def bench(n: int) -> None:
         restored = {p.key: p for p in adapter.snapshot(ORG).people}
         assert all(restored[p.key] == p for p in before.people), "not restored"
         created = set(restored) - {p.key for p in before.people}
-        assert all(not restored[key].active for key in created), "created people still active"
+        kept = {c.subject for c in result.conflicts}  # type: ignore[attr-defined]
+        # (the initial import made the only admin: the revert keeps them, as a conflict)
+        assert all(not restored[k].active or restored[k].email in kept for k in created)
         print(f"{name:8} sync {len(changeset):>9,} changes   plan_revert {wall * 1000:7.0f} ms "
               f"(cpu {cpu * 1000:7.0f})   {len(inverse):>9,} inverse changes, "
               f"{len(result.conflicts)} conflicts {counts}")  # type: ignore[attr-defined]  # fmt: skip
-        print(f"{'':8} applied record: serialise+encrypt {record_s * 1000:6.0f} ms, "
-              f"decrypt+load {load_s * 1000:6.0f} ms, {len(record) / 2**20:6.1f} MiB stored")
+        print(f"{'':8} applied record {len(record) / 2**20:5.1f} MiB stored, "
+              f"decrypt+load {load_s * 1000:6.0f} ms")
         del adapter, after, result, inverse, restored
         gc.collect()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -739,9 +739,13 @@ def _record_plan(run: SyncRun, changeset: ChangeSet, directory_size: int) -> Non
 
 def _record_applied(run: SyncRun, changeset: ChangeSet) -> None:
     """Keep what the run applied, each change with the values it found (``before``) and wrote
-    (``after``), encrypted like the change set: what :func:`start_revert` inverts."""
+    (``after``), encrypted like the change set: what :func:`start_revert` inverts.
+
+    The applied change set is the stored plan (a re-plan that differs goes back to waiting),
+    so the record is a copy of the plan's ciphertext: nothing is serialised again."""
     state = get_state()
-    state.store.put(state.session, run, "applied", "applied.json.z", changeset.to_bytes())
+    if not state.store.copy(state.session, run, "changeset", "applied", "applied.json.z"):
+        state.store.put(state.session, run, "applied", "applied.json.z", changeset.to_bytes())
 
 
 def _wait_for_approval(run: SyncRun, changeset: ChangeSet) -> None:

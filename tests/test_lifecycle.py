@@ -470,6 +470,8 @@ def test_revert_after_later_edits_lists_conflicts_and_restores_the_rest(
     assert (title.wrote, title.now) == ("Lead", "Director")
     assert "changed since" in title.message
     assert (conflicts[("person3@example.com", "team")].now) == "Ops"
+    stored = fresh(undo).file("conflicts")
+    assert b"Director" not in stored.ciphertext and b"person1" not in stored.ciphertext
 
     now = directory()
     edited = {key_of(f"person{n}@example.com") for n in (1, 3, 4)}
