@@ -235,9 +235,69 @@ def worker_command(burst: bool, name: str | None) -> None:
 @csvdirectory_cli.command("create-tables")
 @with_appcontext
 def create_tables_command() -> None:
-    """Create the extension's tables (hosts without Alembic)."""
+    """Create the extension's tables, or upgrade them to the newest revision."""
     get_state().extension.create_all(current_app)
     click.echo("flask-csvdirectory tables are ready.")
+
+
+@csvdirectory_cli.group("db")
+def db_cli() -> None:
+    """The extension's own tables: Alembic migrations with their own version table."""
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_upgrade_command(revision: str) -> None:
+    """Upgrade the extension's tables to REVISION (default: the newest).
+
+    A database created by 0.1.0 (tables without a version table) is recognised and upgraded.
+    """
+    from . import migrations
+
+    engine = get_state().db.engine
+    before = migrations.current_revision(engine)
+    after = migrations.upgrade(engine, revision)
+    if before == after:
+        click.echo(f"The flask-csvdirectory tables are already at revision {after}.")
+    else:
+        click.echo(
+            f"Upgraded the flask-csvdirectory tables from revision {before or 'none'} to {after}."
+        )
+
+
+@db_cli.command("downgrade")
+@click.argument("revision")
+@with_appcontext
+def db_downgrade_command(revision: str) -> None:
+    """Downgrade the extension's tables to REVISION ("base" drops them, with their data)."""
+    from . import migrations
+
+    after = migrations.downgrade(get_state().db.engine, revision)
+    click.echo(f"The flask-csvdirectory tables are now at revision {after or 'base (none)'}.")
+
+
+@db_cli.command("current")
+@with_appcontext
+def db_current_command() -> None:
+    """Print the revision the extension's tables are at, and the newest one."""
+    from . import migrations
+
+    current = migrations.current_revision(get_state().db.engine)
+    head = migrations.head_revision()
+    state = "up to date" if current == head else "run 'flask csvdirectory db upgrade'"
+    click.echo(f"Current revision: {current or 'none'}; newest: {head} ({state}).")
+
+
+@db_cli.command("stamp")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_stamp_command(revision: str) -> None:
+    """Record REVISION as current without changing any table (tables made some other way)."""
+    from . import migrations
+
+    migrations.stamp(get_state().db.engine, revision)
+    click.echo(f"Marked the flask-csvdirectory tables as revision {revision}.")
 
 
 @csvdirectory_cli.command("rotate-keys")

@@ -255,7 +255,7 @@ def test_a_large_upload_waits_and_the_review_lists_the_exact_changes(
     run_id = upload_run(client, data)
     html = client.get(f"{PREFIX}/runs/{run_id}").text
     assert '<dd id="csvd-status">Waiting for Approval</dd>' in html
-    assert "more than the approval\n    threshold of 2" in html
+    assert "more structural changes than the approval threshold of 2" in html
     counts = dict(re.findall(r'<tr data-kind="(\w+)"><td><a [^>]*>[^<]+</a></td>'
                              r'<td class="csvd-num">(\d+)</td>', html))
     assert counts == {"team_created": "2", "employee_created": "3", "employee_updated": "1"}

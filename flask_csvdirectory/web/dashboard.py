@@ -285,6 +285,16 @@ def _file_format(name: str) -> formats.FileFormat | None:
     return None
 
 
+def _prefilled(org: str, filename: str) -> bytes | None:
+    """The pre-filled template ``filename`` (Users.csv or Employees.csv) of ``org``."""
+    state = get_state()
+    if filename == USERS_FILE:
+        return formats.export_users(state.adapter.snapshot(org))
+    if filename == EMPLOYEES_FILE:
+        return formats.export_employees(state.adapter.snapshot(org), state.adapter.extra_columns)
+    return None
+
+
 def _window(org: str, interval: timedelta) -> dict[str, Any] | None:
     """Why uploads are closed now and until when, or None when the window is open. The
     sentence is :func:`runs.window_message`, the one the API and CLI give too."""
@@ -427,6 +437,8 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             "enabled": "enabled" in form,
             "approval_threshold": form.get("approval_threshold", "").strip(),
             "approval_percent": form.get("approval_percent", "").strip(),
+            "guard_removal_percent": form.get("guard_removal_percent", "").strip(),
+            "guard_removal_people": form.get("guard_removal_people", "").strip(),
         }
         errors: dict[str, str] = {}
         threshold: int | None = None
@@ -446,6 +458,26 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
                 errors["approval_percent"] = (
                     "Enter a percentage between 0 and 100, or leave it blank."
                 )
+        guard_percent: float | None = None
+        if values["guard_removal_percent"]:
+            try:
+                guard_percent = float(values["guard_removal_percent"])
+                if not 0 <= guard_percent <= 100 or math.isnan(guard_percent):
+                    raise ValueError
+            except ValueError:
+                errors["guard_removal_percent"] = (
+                    "Enter a percentage between 0 and 100, or leave it blank to turn it off."
+                )
+        guard_people: int | None = None
+        if values["guard_removal_people"]:
+            try:
+                guard_people = int(values["guard_removal_people"])
+                if guard_people < 0:
+                    raise ValueError
+            except ValueError:
+                errors["guard_removal_people"] = (
+                    "Enter a whole number of 0 or more, or leave it blank to turn it off."
+                )
         if errors:
             flash("The settings were not saved: correct the fields marked below.", "error")
             return render_settings(errors=errors, values=values, status=400)
@@ -455,6 +487,8 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             enabled=bool(values["enabled"]),
             approval_threshold=threshold,
             approval_percent=percent,
+            guard_removal_percent=guard_percent,
+            guard_removal_people=guard_people,
         )
         flash("CSV import settings saved.", "success")
         return _redirect("csvdirectory.settings")
@@ -506,6 +540,22 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             mimetype="text/csv",
             as_attachment=True,
             download_name=file_format.name,
+            max_age=0,
+        )
+
+    @bp.get("/templates/prefilled/<filename>", endpoint="download_prefilled")
+    @admin_required
+    def download_prefilled(filename: str) -> BaseResponse:
+        """Users.csv or Employees.csv holding the current directory: edit and upload back (an
+        untouched pair plans no change)."""
+        data = _prefilled(current_org(), filename)
+        if data is None:
+            raise RunNotFound(f"There is no template called {filename!r}.")
+        return send_file(
+            io.BytesIO(data),
+            mimetype="text/csv",
+            as_attachment=True,
+            download_name=filename,
             max_age=0,
         )
 
@@ -627,6 +677,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             kind=kind,
             query=query,
             row_errors=runs.row_errors(run),
+            guard_reasons=runs.guard_reasons(run),
             review_columns=review_columns,
             is_diff_kind=is_diff_kind,
             change_diff=change_diff,
