@@ -662,12 +662,14 @@ def load_conflicts(run: SyncRun) -> list[Conflict]:
 
 
 def _applied_file(run: SyncRun) -> bytes:
-    """The decrypted record of what ``run`` applied, or :class:`RevertUnavailable`."""
-    stored = run.file("applied")
+    """The decrypted record of what ``run`` applied, or :class:`RevertUnavailable`. A run applied
+    before records were kept (schema revision 0003) falls back to its stored plan, which is
+    what it applied."""
+    role = "applied" if run.file("applied") is not None else "changeset"
+    stored = run.file(role)
     if stored is None:
         raise RevertUnavailable(
-            "This sync was applied before flask-csvdirectory recorded what each sync changed, "
-            "so it cannot be reverted."
+            "The record of what this sync changed is missing, so it cannot be reverted."
         )
     if stored.ciphertext is None:
         retention: timedelta = get_state().config["FILE_RETENTION"]
@@ -677,7 +679,7 @@ def _applied_file(run: SyncRun) -> bytes:
             f"under the retention period ({_describe(retention)}), so it can no longer be "
             "reverted."
         )
-    return get_state().store.get(run, "applied")
+    return get_state().store.get(run, role)
 
 
 def _plan_revert(run: SyncRun, snapshot: DirectorySnapshot) -> ChangeSet:
