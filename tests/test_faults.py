@@ -241,7 +241,10 @@ def lab(tmp_path: Path, workers: Workers) -> Iterator[Lab]:
     )
     pauses = workers.pauses
     with app.app_context():
-        runs.update_settings("default", ADMIN, enabled=True)
+        # the faulty pair deactivates 10 of 50 people: the mass-removal guard would hold it
+        runs.update_settings(
+            "default", ADMIN, enabled=True, guard_removal_percent=None, guard_removal_people=None
+        )
         sales, support = Team(name="Sales"), Team(name="Support")
         db.session.add_all([sales, support])
         for n in range(50):
