@@ -10,7 +10,9 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from example_app.models import User, db
 from flask_csvdirectory import runs
 
 from .conftest import ADMIN
@@ -169,7 +171,21 @@ def test_dashboard_reject_reason_revert_button_and_conflicts(
     assert f'id="csvd-reverts"><a href="{PREFIX}/runs/{applied}"' in revert_page
     # held by the mass-removal guard like any run: the original says a revert is in progress
     assert "Revert run" in client.get(f"{PREFIX}/runs/{applied}").text
+    # meanwhile someone changes the email of a person the sync created: at approval the revert
+    # is re-planned, differs, and waits again, listing the conflict
+    with app.app_context():
+        person = db.session.scalar(select(User).where(User.email == "person0@example.com"))
+        person.email = "changed0@example.com"
+        db.session.commit()
     assert client.post(f"{PREFIX}/runs/{revert_id}/approve").status_code == 303
+    replanned = client.get(f"{PREFIX}/runs/{revert_id}").text
+    assert 'id="csvd-notice"' in replanned and 'id="csvd-conflicts"' in replanned
+    assert 'data-subject="person0@example.com"' in replanned
+    assert client.post(f"{PREFIX}/runs/{revert_id}/approve").status_code == 303
+    with app.app_context():
+        assert runs.get_run(ORG, revert_id).conflict_count == 1
+        kept = db.session.scalar(select(User).where(User.email == "changed0@example.com"))
+        assert kept is not None and kept.active is True  # changed since: left alone
     original_page = client.get(f"{PREFIX}/runs/{applied}").text
     assert 'id="csvd-revert-button"' not in original_page
     assert f"already reverted by run {revert_id}" in original_page
