@@ -36,6 +36,8 @@ START = datetime(2026, 1, 5, 8, 0, 0, 250_000, tzinfo=UTC)
 FAST = {
     "CSVDIRECTORY_MIN_SYNC_INTERVAL": timedelta(0),
     "CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD": 10_000,
+    # these small directories would trip the mass-removal guard (tested in test_safeguards)
+    "CSVDIRECTORY_DEFAULT_GUARD_REMOVAL_PERCENT": None,
 }
 
 

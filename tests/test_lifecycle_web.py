@@ -107,7 +107,9 @@ def test_api_and_dashboard_give_the_same_window_message(
     assert error["message"] in html.unescape(settings_page)
 
 
-@pytest.mark.settings(CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0))
+@pytest.mark.settings(
+    CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0), CSVDIRECTORY_DEFAULT_GUARD_REMOVAL_PERCENT=None
+)
 def test_api_revert_and_its_links(
     app: Flask, stack: str, client: FlaskClient, auth: dict[str, str]
 ) -> None:
@@ -137,7 +139,9 @@ def test_api_revert_and_its_links(
 
 
 @pytest.mark.settings(
-    CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0), CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD=10
+    CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0),
+    CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD=10,
+    CSVDIRECTORY_DEFAULT_GUARD_REMOVAL_PERCENT=None,
 )
 def test_dashboard_reject_reason_revert_button_and_conflicts(
     app: Flask, stack: str, client: FlaskClient
