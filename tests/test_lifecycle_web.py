@@ -119,12 +119,11 @@ def test_api_revert_and_its_links(
     assert response.status_code == 202, response.text
     undo = response.get_json()
     assert response.headers["Location"].endswith(f"/imports/{undo['id']}")
-    # deactivating the 3 people the sync created is held by the mass-removal guard
-    assert (undo["channel"], undo["reverts"], undo["status"]) == ("revert", sync["id"], "waiting")
-    approved = client.post(undo["links"]["approve"], headers=auth)
-    assert approved.status_code == 202
-    undo = approved.get_json()
-    assert undo["status_label"] == "Approved by API token 'ci'"
+    assert (undo["channel"], undo["reverts"], undo["status"]) == (
+        "revert",
+        sync["id"],
+        "auto_approved",
+    )
     assert undo["change_counts"]["employee_deactivated"] == 3
     assert undo["conflict_count"] == 0
     original = client.get(sync["links"]["self"], headers=auth).get_json()
@@ -165,6 +164,8 @@ def test_dashboard_reject_reason_revert_button_and_conflicts(
     assert 'id="csvd-reject-reason">Wrong month<' in client.get(f"{PREFIX}/runs/{waiting}").text
 
     applied = applied_run(app, count=2)
+    with app.app_context():  # from now on every run waits for approval
+        runs.update_settings(ORG, ADMIN, approval_threshold=0)
     page = client.get(f"{PREFIX}/runs/{applied}").text
     assert 'id="csvd-revert-button"' in page
     response = client.post(f"{PREFIX}/runs/{applied}/revert")
@@ -173,7 +174,7 @@ def test_dashboard_reject_reason_revert_button_and_conflicts(
     assert revert_id != applied
     revert_page = client.get(f"{PREFIX}/runs/{revert_id}").text
     assert f'id="csvd-reverts"><a href="{PREFIX}/runs/{applied}"' in revert_page
-    # held by the mass-removal guard like any run: the original says a revert is in progress
+    # it waits for approval like any run: the original says a revert is in progress
     assert "Revert run" in client.get(f"{PREFIX}/runs/{applied}").text
     # meanwhile someone changes the email of a person the sync created: at approval the revert
     # is re-planned, differs, and waits again, listing the conflict
