@@ -35,7 +35,7 @@ from .. import formats, runs
 from ..changes import ChangeKind, exceeds_threshold
 from ..errors import CSVDirectoryError, FileValidationError, RunNotFound, WindowClosed
 from ..extension import get_state
-from ..models import Channel, IdempotentResponse, SyncRun, utcnow
+from ..models import Channel, IdempotentResponse, SyncRun, TokenScope, utcnow
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
 from . import schemas
 from .auth import current_actor, current_org, load_token
@@ -108,7 +108,14 @@ def authenticate() -> None:
     """Every endpoint but the public ones needs an active bearer token of the organization."""
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
-    if load_token() is not None:
+    token = load_token()
+    if token is not None:
+        if not token.allows(TokenScope.API):
+            raise ApiError(
+                403,
+                "forbidden",
+                "This token is for SCIM only; create a token with the CSV API scope.",
+            )
         return
     sent = request.headers.get("Authorization")
     if sent:
