@@ -105,6 +105,10 @@ PHONE_TYPES = ("work", "mobile", "fax")
 # -- the resource models: what the directory stores, nothing more ---------------------------
 
 
+#: References to a User and to a Group, by resource type name.
+UserReference: Any = Reference["User"]
+GroupReference: Any = Reference["Group"]
+
 #: Attributes the directory does not store are ignored in requests (identity providers send
 #: what their mappings hold) and never advertised in /Schemas.
 _IGNORE_EXTRA = ConfigDict(extra="ignore")
@@ -141,7 +145,7 @@ class GroupRef(ComplexAttribute):
     """The team a person is in (read-only: membership is written on the Group)."""
 
     value: Annotated[str | None, Mutability.read_only, CaseExact.true] = None
-    ref: Annotated[Reference["Group"] | None, Mutability.read_only] = Field(
+    ref: Annotated[GroupReference | None, Mutability.read_only] = Field(
         None, serialization_alias="$ref", validation_alias="$ref"
     )
     display: Annotated[str | None, Mutability.read_only] = None
@@ -159,7 +163,7 @@ class ManagerRef(ComplexAttribute):
     model_config = _IGNORE_EXTRA
 
     value: Annotated[str | None, Required.true, CaseExact.true] = None
-    ref: Annotated[Reference["User"] | None, Required.true] = Field(  # type: ignore[type-arg]
+    ref: Annotated[UserReference | None, Required.true] = Field(
         None, serialization_alias="$ref", validation_alias="$ref"
     )
 
@@ -201,7 +205,7 @@ class GroupMember(ComplexAttribute):
     model_config = _IGNORE_EXTRA
 
     value: Annotated[str | None, Mutability.immutable, CaseExact.true] = None
-    ref: Annotated[Reference["User"] | None, Mutability.immutable] = Field(  # type: ignore[type-arg]
+    ref: Annotated[UserReference | None, Mutability.immutable] = Field(
         None, serialization_alias="$ref", validation_alias="$ref"
     )
     type: Annotated[str | None, Mutability.immutable] = Field(None, examples=["User"])

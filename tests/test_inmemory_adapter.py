@@ -12,7 +12,6 @@ from flask_csvdirectory.records import (
     DirectorySnapshot,
     PersonRecord,
     Role,
-    TeamRecord,
 )
 from flask_csvdirectory.rows import EmployeeRow, UserRow
 from flask_csvdirectory.testing import InjectedFailure, InMemoryAdapter
