@@ -59,6 +59,8 @@ from ..records import (
     normalize_team,
 )
 
+#: SCIM text fields stored as NULL when empty (a login name "" would shadow the email).
+_EMPTY_IS_NULL = frozenset({"user_name", "display_name", "employee_number", "department"})
 #: Rows per IN (...) clause / executemany batch.
 CHUNK = 5000
 #: The ``extra`` of people when the host declares no extra columns (shared, read-only).
@@ -745,7 +747,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         for name, value in values.items():
             attribute = plain.get(name)
             if attribute is not None:
-                out[attribute] = value
+                out[attribute] = None if value == "" and name in _EMPTY_IS_NULL else value
             elif name == "team":
                 out[self.person.team_id] = team_ids[value] if value else None
             elif name == "extra" and value:
