@@ -558,6 +558,7 @@ def test_openapi_document(client: FlaskClient) -> None:
         "/imports/{run_id}/changes",
         "/imports/{run_id}/errors",
         "/imports/{run_id}/approve",
+        "/history",
         "/imports/{run_id}/reject",
     }
     create = spec["paths"]["/imports"]["post"]

@@ -39,6 +39,7 @@ OPERATIONS = [
     ("GET", "/imports/{run_id}/errors"),
     ("POST", "/imports/{run_id}/approve"),
     ("POST", "/imports/{run_id}/reject"),
+    ("GET", "/history"),
 ]
 #: Operations without parameters have nothing to make invalid.
 NO_PARAMETERS = {("GET", "/templates/users.csv"), ("GET", "/templates/employees.csv")}

@@ -32,6 +32,7 @@ from werkzeug.exceptions import (
 from werkzeug.routing import Map, Rule
 
 from .. import formats, runs
+from .. import history as history_log
 from ..changes import ChangeKind, exceeds_threshold
 from ..errors import CSVDirectoryError, FileValidationError, RunNotFound, WindowClosed
 from ..extension import get_state
@@ -227,6 +228,24 @@ def list_imports() -> Response:
         {
             "items": [_run_data(run) for run in items],
             **_page(".list_imports", {}, filters, page, per_page, total),
+        }
+    )
+    return _json(body)
+
+
+def list_history() -> Response:
+    """One page of the directory's history (CSV runs and SCIM writes), newest first."""
+    query = _query(schemas.HistoryQuerySchema)
+    page, per_page = query["page"], _per_page(query)
+    source = query.get("source")
+    items, total = history_log.list_entries(
+        current_org(), page=page, per_page=per_page, source=source
+    )
+    filters = {"source": source} if source else {}
+    body = schemas.HistoryPageSchema().dump(
+        {
+            "items": [history_log.entry_dict(entry) for entry in items],
+            **_page(".list_history", {}, filters, page, per_page, total),
         }
     )
     return _json(body)
@@ -679,5 +698,6 @@ ROUTES: tuple[tuple[str, str, Callable[..., Response], list[str]], ...] = (
     ("/imports/<run_id>/errors", "list_errors", list_errors, ["GET"]),
     ("/imports/<run_id>/approve", "approve_import", approve_import, ["POST"]),
     ("/imports/<run_id>/reject", "reject_import", reject_import, ["POST"]),
+    ("/history", "list_history", list_history, ["GET"]),
 )
 PUBLIC_ENDPOINTS = frozenset({f"{BLUEPRINT_NAME}.openapi", f"{BLUEPRINT_NAME}.fallback"})
