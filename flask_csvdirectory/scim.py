@@ -163,7 +163,8 @@ class ManagerRef(ComplexAttribute):
     model_config = _IGNORE_EXTRA
 
     value: Annotated[str | None, Required.true, CaseExact.true] = None
-    ref: Annotated[UserReference | None, Required.true] = Field(
+    #: optional: Entra ID and Okta send the id only
+    ref: Annotated[UserReference | None, Required.false] = Field(
         None, serialization_alias="$ref", validation_alias="$ref"
     )
 
