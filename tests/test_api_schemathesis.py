@@ -40,9 +40,18 @@ OPERATIONS = [
     ("POST", "/imports/{run_id}/approve"),
     ("POST", "/imports/{run_id}/reject"),
     ("GET", "/history"),
+
+
+    ("POST", "/imports/{run_id}/revert"),
+    ("GET", "/imports/{run_id}/conflicts"),
+    ("GET", "/status"),
 ]
 #: Operations without parameters have nothing to make invalid.
-NO_PARAMETERS = {("GET", "/templates/users.csv"), ("GET", "/templates/employees.csv")}
+NO_PARAMETERS = {
+    ("GET", "/templates/users.csv"),
+    ("GET", "/templates/employees.csv"),
+    ("GET", "/status"),
+}
 CASES = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
     for method, path in OPERATIONS
