@@ -70,7 +70,11 @@ class FieldLimit:
 
 #: The fields :meth:`DirectoryAdapter.field_limits` may name (besides extra column names):
 #: person fields, the team name, and the display name of a dashboard-only account (Users.csv).
-LIMITED_FIELDS = ("email", "first_name", "last_name", "title", "external_id", "team", "name")
+LIMITED_FIELDS = (
+    "email", "first_name", "last_name", "title", "external_id", "team", "name",
+    # SCIM's fields (see PersonRecord)
+    "user_name", "display_name", "phone", "employee_number", "department",
+)
 
 
 class DirectoryAdapter(abc.ABC):

@@ -73,8 +73,10 @@ from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 from scim2_server.storage import ScimStorage, SearchPage
 
+from . import validation
 from .adapter import DirectoryAdapter
 from .changes import Change, ChangeKind, ChangeSet
+from .guards import removes_last_active_admin
 from .query import AnyOf, Compare, Condition, Negate, Op, Page, Query, all_of
 from .records import PersonRecord, Role, TeamRecord, normalize_email
 
@@ -463,6 +465,57 @@ class FilterTranslator:
         return value
 
 
+# -- values through the CSV's validators -------------------------------------------------------
+
+#: The longest text SCIM stores in a field whose host column declares no length.
+MAX_TEXT_LENGTH = 255
+#: SCIM attribute -> (the adapter's field for its length limit, the check it goes through)
+_CHECKS: dict[str, tuple[str, str]] = {
+    "userName": ("user_name", "identifier"),
+    "emails.value": ("email", "email"),
+    "externalId": ("external_id", "identifier"),
+    "name.givenName": ("first_name", "text"),
+    "name.familyName": ("last_name", "text"),
+    "displayName": ("display_name", "text"),
+    "title": ("title", "text"),
+    "phoneNumbers.value": ("phone", "identifier"),
+    "employeeNumber": ("employee_number", "identifier"),
+    "department": ("department", "text"),
+    "group.displayName": ("team", "text"),
+}
+
+
+def scim_validator(limits: Mapping[str, Any]) -> Callable[[str, str], str]:
+    """A ``validate(attribute, value)`` for :class:`DirectoryStorage`: the CSV's checks
+    (:mod:`~flask_csvdirectory.validation`: invisible and control characters, mixed scripts,
+    email syntax) and the host's column lengths (``limits``: the adapter's field limits),
+    ``MAX_TEXT_LENGTH`` where the host declares none. Returns the value normalised, or raises
+    ``ValueError`` with the reason."""
+
+    def validate(attribute: str, value: str) -> str:
+        field_name, kind = _CHECKS.get(attribute, ("", "text"))
+        limit = getattr(limits.get(field_name), "max_length", None)
+        limit = MAX_TEXT_LENGTH if limit is None else min(limit, MAX_TEXT_LENGTH * 4)
+        value = value.strip()
+        if not value:
+            return value
+        if kind == "email":
+            checked = validation.check_email(value, max_length=limit)
+        elif kind == "identifier":
+            checked = validation.check_identifier(value, max_length=limit)
+        else:
+            checked = validation.normalize_text(value, max_length=limit)
+            if checked.ok:
+                invisible = validation.find_invisible(checked.value)
+                if invisible is not None:
+                    checked = validation.Checked(value, invisible)
+        if checked.problem is not None:
+            raise ValueError(checked.problem.message)
+        return checked.value
+
+    return validate
+
+
 def _sort_field(search_request: SearchRequest[Any], fields: Mapping[Any, str]) -> str | None:
     sort_by = search_request.sort_by
     if sort_by is None:
@@ -834,15 +887,13 @@ class DirectoryStorage(ScimStorage):
         self._record("deactivated (SCIM delete)", USER, before, before, None)
 
     def _guard_last_admin(self, person: PersonRecord, action: str) -> None:
-        """The organization's last active admin cannot be deactivated or deleted."""
+        """The organization's last active admin cannot be deactivated or deleted (the guards'
+        rule, :func:`~.guards.removes_last_active_admin`). Only an active admin's write reads
+        the directory for it; everyone else's costs nothing."""
         if person.role is not Role.ADMIN or not person.active:
             return
-        others = self.adapter.find_people(
-            self.org,
-            Query(all_of([Compare("role", Op.EQ, Role.ADMIN.value), Compare("active", Op.EQ, True),
-                          Compare("key", Op.NE, person.key)]), limit=0),
-        )
-        if others.total == 0:
+        removal = {"deactivate" if action == "deactivate" else "delete": {person.key}}
+        if removes_last_active_admin(self.adapter.snapshot(self.org), **removal):
             raise ConflictException(
                 detail=f"Cannot {action} {person.login}: they are the organization's last "
                 "active admin. Give another person the Admin role in Users.csv first."
@@ -981,8 +1032,9 @@ class DirectoryStorage(ScimStorage):
         self._record("deleted", GROUP, before, before, None)
 
     def _group_name(self, resource: Resource[Any]) -> str:
-        name = " ".join(self._checked("displayName", cast(Any, resource).display_name or "")
-                        .split())
+        name = " ".join(
+            self._checked("group.displayName", cast(Any, resource).display_name or "").split()
+        )
         if not name:
             raise InvalidValueException(detail="displayName is required")
         return name

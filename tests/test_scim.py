@@ -536,8 +536,8 @@ def multi_org(tmp_path: Path) -> Iterator[tuple[Flask, InMemoryAdapter]]:
     adapter.seed(
         "default",
         teams=["Sales"],
-        people=[PersonRecord("1", "ann@acme.test", "Ann", "A", team="Sales")],
-        access=[AccessRecord("ann@acme.test", Role.ADMIN, ("*",), "Ann A", "1")],
+        people=[PersonRecord("1", "ann@acme.com", "Ann", "A", team="Sales")],
+        access=[AccessRecord("ann@acme.com", Role.ADMIN, ("*",), "Ann A", "1")],
     )
     app = Flask(__name__)
     app.config.update(
@@ -574,7 +574,7 @@ def test_a_token_only_sees_its_organization(
     assert ok(default.get("/Users"))["totalResults"] == 1
     assert ok(other.get("/Users"))["totalResults"] == 0
     assert ok(other.get("/Groups"))["totalResults"] == 0
-    assert ok(other.filter("/Users", 'userName eq "ann@acme.test"'))["totalResults"] == 0
+    assert ok(other.filter("/Users", 'userName eq "ann@acme.com"'))["totalResults"] == 0
     assert_error(other.get(f"/Users/{ann_id}"), 404)
     assert_error(
         other.patch(f"/Users/{ann_id}", {"op": "replace", "value": {"active": False}}), 404
@@ -583,7 +583,7 @@ def test_a_token_only_sees_its_organization(
     assert_error(other.get(f"/Groups/{sales_id}"), 404)
 
     # the same email may exist in each organization; writes land in the token's
-    created = ok(other.post("/Users", user_body("ann@acme.test")), 201)
+    created = ok(other.post("/Users", user_body("ann@acme.com")), 201)
     assert adapter.find_person("other", "id", created["id"]) is not None
     assert adapter.find_person("default", "id", created["id"]) is None
     assert adapter.get_person("default", "1").active is True
@@ -600,7 +600,7 @@ def test_inmemory_adapter_lifecycle_through_scim(
     """The reference adapter supports everything SCIM asks (rename keeps scopes)."""
     app, adapter = multi_org
     scim = Scim(app.test_client(), scim_token())
-    adapter.seed("default", access=[AccessRecord("mia@acme.test", Role.MANAGER, ("Sales",))])
+    adapter.seed("default", access=[AccessRecord("mia@acme.com", Role.MANAGER, ("Sales",))])
     sales = adapter.find_team("default", "name", "Sales")
     ann = adapter.get_person("default", "1")
     assert sales is not None and ann is not None
@@ -608,12 +608,12 @@ def test_inmemory_adapter_lifecycle_through_scim(
                                                          "value": "Field Sales"}))
     assert renamed["displayName"] == "Field Sales" and member_ids(renamed) == [ann.scim_id]
     snapshot = adapter.snapshot("default")
-    assert snapshot.by_email["ann@acme.test"].team == "Field Sales"
-    assert snapshot.access_by_email["mia@acme.test"].teams == ("Field Sales",)
+    assert snapshot.by_email["ann@acme.com"].team == "Field Sales"
+    assert snapshot.access_by_email["mia@acme.com"].teams == ("Field Sales",)
     assert_error(scim.delete(f"/Groups/{sales.scim_id}"), 409)  # in Mia's scope
     # Ann is the only admin: SCIM cannot deactivate or delete her
     assert_error(scim.delete(f"/Users/{ann.scim_id}"), 409)
-    adapter.seed("default", access=[AccessRecord("bo@acme.test", Role.ADMIN, ("*",))])
+    adapter.seed("default", access=[AccessRecord("bo@acme.com", Role.ADMIN, ("*",))])
     assert scim.delete(f"/Users/{ann.scim_id}").status_code == 204
     assert_error(scim.get(f"/Users/{ann.scim_id}"), 404)
     retired = adapter.get_person("default", "1")

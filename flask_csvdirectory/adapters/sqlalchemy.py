@@ -223,6 +223,11 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 "title": (P, m.title),
                 "external_id": (P, m.external_id),
                 "team": (self.team_model, self.team_name),
+                "user_name": (P, m.user_name),
+                "display_name": (P, m.display_name),
+                "phone": (P, next(iter(m.phones.values()), None)),
+                "employee_number": (P, m.employee_number),
+                "department": (P, m.department),
                 **{name: (P, attribute) for name, attribute in m.extra.items()},
             }
             limits = {

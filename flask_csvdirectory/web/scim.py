@@ -31,8 +31,13 @@ from ..history import record_scim_write
 from ..locks import OrganizationBusy, organization_lock
 from ..models import TokenScope
 from ..runs import get_settings
-from ..scim import DirectoryScimService, DirectoryStorage, ScimWrite, build_service
-from ..validation_bridge import validate_scim_value
+from ..scim import (
+    DirectoryScimService,
+    DirectoryStorage,
+    ScimWrite,
+    build_service,
+    scim_validator,
+)
 from .auth import current_actor, load_token
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -91,7 +96,8 @@ def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
             )
 
         storage = DirectoryStorage(
-            state.adapter, token.org, validate=validate_scim_value, record=record,
+            state.adapter, token.org, validate=scim_validator(state.adapter.field_limits()),
+            record=record,
             hard_delete=hard_delete,
         )
         lock = (
