@@ -22,7 +22,8 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Annotated, Any, cast
 
 from pydantic import ConfigDict, Field
@@ -39,7 +40,6 @@ from scim2_models import (
     Filter,
     InvalidFilterException,
     InvalidValueException,
-    Meta,
     Mutability,
     NotFoundException,
     NotImplementedException,
@@ -69,7 +69,10 @@ from scim2_models.path import (
 )
 from scim2_models.resources.resource import AnyExtension
 from scim2_models.urn import URN
+from scim2_server.handler import ScimHandler
+from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
+from scim2_server.routing import Operation
 from scim2_server.service import ScimService
 from scim2_server.storage import ScimStorage, SearchPage
 
@@ -358,6 +361,87 @@ def _rewrite_operations(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, key: rewritten}
 
 
+class DirectoryScimHandler(ScimHandler):
+    """:class:`~scim2_server.handler.ScimHandler` with a fast read path.
+
+    A GET of one user or group, or a GET search of ``/Users`` or ``/Groups``, without
+    ``attributes``/``excludedAttributes`` (but ``excludedAttributes=members`` on groups) is
+    answered from :meth:`DirectoryStorage.document` / :meth:`DirectoryStorage.search_documents`:
+    the same JSON as the pydantic path, built straight from the records, so a page of 100 users
+    costs milliseconds. Everything else (writes, projections, conditional GETs, ``.search``)
+    takes scim2-server's path.
+    """
+
+    storage: DirectoryStorage
+
+    def query(self, request: ScimRequest) -> ScimResponse:
+        """Read one resource (fast path when the request allows it)."""
+        fast = self._fast_members(request)
+        if fast is None or request.header("If-None-Match"):
+            return super().query(request)
+        with self.service.provider:
+            target = self.service.route(request, Operation.query)
+            if target.me:
+                return super().query(request)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            if resource_type.name == USER and not fast:
+                return super().query(request)
+            document = self.storage.document(
+                cast(str, resource_type.name), cast(str, target.resource_id), request.base_url,
+                members=fast,
+            )
+            headers = {"Content-Location": document["meta"]["location"],
+                       "ETag": document["meta"]["version"]}
+            return ScimResponse(HTTPStatus.OK, document, headers)
+
+    def search(self, request: ScimRequest) -> ScimResponse:
+        """Search with GET (fast path on /Users and /Groups when the request allows it)."""
+        fast = self._fast_members(request)
+        if fast is None:
+            return super().search(request)
+        with self.service.provider:
+            target = self.service.route(request, Operation.search)
+            if target.endpoint is None or target.endpoint.strip("/").casefold() not in (
+                "users", "groups"
+            ):
+                return super().search(request)
+            resource_types = self.service.searched_types(target.endpoint)
+            if resource_types[0].name == USER and not fast:
+                return super().search(request)
+            authorized = self.service.authorized_types(request, target, resource_types)
+            search_request, _position = self.service.read_search_query(
+                resource_types, request.query
+            )
+            if search_request.cursor is not None:
+                return super().search(request)
+            total, documents = self.storage.search_documents(
+                authorized, search_request, request.base_url
+            )
+            body = {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                "totalResults": total,
+                "startIndex": search_request.start_index,
+                "itemsPerPage": len(documents),
+                "Resources": documents,
+            }
+            return ScimResponse(HTTPStatus.OK, body)
+
+    @staticmethod
+    def _fast_members(request: ScimRequest) -> bool | None:
+        """``None`` when the request needs the pydantic path; else whether members are wanted
+        (``excludedAttributes=members`` is the one projection the fast path serves)."""
+        query = {key.casefold(): value for key, value in request.query.items()}
+        if "attributes" in query:
+            return None
+        excluded = query.get("excludedattributes")
+        if excluded is None:
+            return True
+        if excluded.strip().casefold() in ("members", f"{CORE_GROUP.casefold()}:members"):
+            return False
+        return None
+
+
 # -- SCIM filters -> adapter queries ------------------------------------------------------------
 
 #: (schema URN or None, attribute, sub-attribute) folded -> person query field
@@ -544,6 +628,100 @@ def scim_id_of(record: PersonRecord | TeamRecord) -> str:
     return record.scim_id or record.key
 
 
+CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+_GROUP_TYPE = ResourceType(name=GROUP, endpoint="/Groups", schema_=CORE_GROUP, id=GROUP)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _compact(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None and v != [] and v != {}}
+
+
+def user_document(
+    person: PersonRecord, team: TeamRecord | None, manager: PersonRecord | None
+) -> dict[str, Any]:
+    """A person as the JSON of a ``User`` (references relative to the SCIM root, no
+    ``meta.location``): the one mapping from records to users, for the fast read path and for
+    the pydantic resources the write path builds from it. ``meta.version`` hashes the rest."""
+    extension = _compact({
+        "employeeNumber": person.employee_number or None,
+        "department": person.department or None,
+        "manager": {"value": scim_id_of(manager), "$ref": f"Users/{scim_id_of(manager)}"}
+        if manager is not None
+        else None,
+    })
+    document = _compact({
+        "schemas": [CORE_USER, ENTERPRISE] if extension else [CORE_USER],
+        "id": scim_id_of(person),
+        "externalId": person.external_id or None,
+        "userName": person.login,
+        "name": _compact({"givenName": person.first_name or None,
+                          "familyName": person.last_name or None}),
+        "displayName": person.display_name or None,
+        "title": person.title or None,
+        "active": person.active,
+        "emails": [{"value": person.email, "type": "work"}],
+        "phoneNumbers": [
+            {"value": person.phones[kind], "type": kind}
+            for kind in PHONE_TYPES
+            if person.phones.get(kind)
+        ],
+        "groups": [{"value": scim_id_of(team), "$ref": f"Groups/{scim_id_of(team)}",
+                    "display": team.name}]
+        if team is not None
+        else None,
+        "roles": [{"value": person.role.value}] if person.role is not None else None,
+        ENTERPRISE: extension,
+    })
+    document["meta"] = _compact({
+        "resourceType": USER,
+        "created": _iso(person.created_at),
+        "lastModified": _iso(person.updated_at or person.created_at),
+        "version": version_of(document),
+    })
+    return document
+
+
+def group_document(team: TeamRecord, member_ids: list[str]) -> dict[str, Any]:
+    """A team as the JSON of a ``Group`` (see :func:`user_document`); its version does not
+    depend on whether members were read (the team's ``updated_at`` moves with them)."""
+    document = _compact({
+        "schemas": [CORE_GROUP],
+        "id": scim_id_of(team),
+        "displayName": team.name,
+        "members": [{"value": m, "$ref": f"Users/{m}", "type": "User"} for m in member_ids],
+    })
+    document["meta"] = _compact({
+        "resourceType": GROUP,
+        "created": _iso(team.created_at),
+        "lastModified": _iso(team.updated_at or team.created_at),
+        "version": version_of([scim_id_of(team), team.name, str(team.updated_at)]),
+    })
+    return document
+
+
+def _published(document: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """A document with ``meta.location`` and absolute references, as responses carry it."""
+    root = base_url.rstrip("/")
+    endpoint = "Users" if document["meta"]["resourceType"] == USER else "Groups"
+    published = dict(document)
+    published["meta"] = {**document["meta"], "location": f"{root}/{endpoint}/{document['id']}"}
+    for name in ("groups", "members"):
+        if name in published:
+            published[name] = [{**item, "$ref": f"{root}/{item['$ref']}"}
+                               for item in published[name]]
+    extension = published.get(ENTERPRISE)
+    if extension and "manager" in extension:
+        manager = extension["manager"]
+        published[ENTERPRISE] = {**extension,
+                                 "manager": {**manager, "$ref": f"{root}/{manager['$ref']}"}}
+    return published
+
+
 @dataclass
 class ScimWrite:
     """One SCIM write, for the audit trail: what changed, before and after."""
@@ -595,14 +773,25 @@ class DirectoryStorage(ScimStorage):
     ) -> Resource[Any]:
         """The resource, or :class:`~scim2_models.NotFoundException`."""
         if resource_type.name == USER:
-            person = self._person(resource_id)
-            return self._users([person])[0]
+            return self._resource(USER, self._user_documents([self._person(resource_id)])[0])
         team = self._team(resource_id)
-        return self._group(team, members=_wants_members(response_parameters))
+        return self._resource(
+            GROUP, self._group_document(team, members=_wants_members(response_parameters))
+        )
+
+    def document(
+        self, name: str, resource_id: str, base_url: str, *, members: bool = True
+    ) -> dict[str, Any]:
+        """The JSON of one resource as the response carries it (the fast read path)."""
+        if name == USER:
+            doc = self._user_documents([self._person(resource_id)])[0]
+        else:
+            doc = self._group_document(self._team(resource_id), members=members)
+        return _published(doc, base_url)
 
     def _visible(self) -> list[Condition]:
         """People whose SCIM id was retired (deleted through SCIM) are not SCIM resources."""
-        return [Compare("id", Op.PR)] if getattr(self.adapter, "scim_ids", False) else []
+        return [Compare("id", Op.PR)] if self.adapter.scim_ids else []
 
     def _person(self, resource_id: str) -> PersonRecord:
         page = self.adapter.find_people(
@@ -634,12 +823,25 @@ class DirectoryStorage(ScimStorage):
         position: Any = None,
     ) -> SearchPage:
         """One page of users and/or groups, filtered, sorted and paged by the adapter."""
+        total, documents = self.search_documents(resource_types, search_request)
+        return SearchPage(
+            total, [self._resource(d["meta"]["resourceType"], d) for d in documents]
+        )
+
+    def search_documents(
+        self,
+        resource_types: list[ResourceType],
+        search_request: SearchRequest[Any],
+        base_url: str | None = None,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """The total and one page of resources as JSON documents (published when ``base_url``
+        is given): users first, then groups. The adapter filters, sorts and pages."""
         start = search_request.start_index_0 or 0
         count = MAX_RESULTS if search_request.count is None else search_request.count
         names = [rt.name for rt in resource_types]
         members = _wants_members(search_request)
         total = 0
-        resources: list[Resource[Any]] = []
+        documents: list[dict[str, Any]] = []
         for name in (USER, GROUP):
             if name not in names:
                 continue
@@ -647,17 +849,20 @@ class DirectoryStorage(ScimStorage):
             if query is None:  # a filter naming another type's attributes: nothing matches
                 continue
             offset = max(0, start - total)
-            limit = max(0, count - len(resources))
+            limit = max(0, count - len(documents))
             page = self._find(name, Query(query.where, query.order_by, query.descending,
                                           offset, limit))
             total += page.total
             if name == USER:
-                resources += self._users(cast(list[PersonRecord], page.items))
+                documents += self._user_documents(cast(list[PersonRecord], page.items))
             else:
-                resources += [
-                    self._group(t, members=members) for t in cast(list[TeamRecord], page.items)
+                documents += [
+                    self._group_document(t, members=members)
+                    for t in cast(list[TeamRecord], page.items)
                 ]
-        return SearchPage(total, resources)
+        if base_url is not None:
+            documents = [_published(d, base_url) for d in documents]
+        return total, documents
 
     def _query(self, name: str, search_request: SearchRequest[Any], several: bool) -> Query | None:
         fields = _USER_FIELDS if name == USER else _GROUP_FIELDS
@@ -679,8 +884,13 @@ class DirectoryStorage(ScimStorage):
             return self.adapter.find_people(self.org, query)
         return self.adapter.find_teams(self.org, query)
 
-    def _users(self, people: list[PersonRecord]) -> list[Resource[Any]]:
-        """``User`` resources of a page of people: their teams and managers in two queries."""
+    def _resource(self, name: str, document: dict[str, Any]) -> Resource[Any]:
+        """The pydantic resource of a document (what scim2-server's write path works on)."""
+        model = UserModel if name == USER else DirectoryGroup
+        return cast(Resource[Any], model.model_validate(document))
+
+    def _user_documents(self, people: list[PersonRecord]) -> list[dict[str, Any]]:
+        """The documents of a page of people: their teams and managers in two queries."""
         team_keys = sorted({p.team_key for p in people if p.team_key})
         manager_keys = sorted({p.manager for p in people if p.manager})
         teams = {
@@ -697,87 +907,26 @@ class DirectoryStorage(ScimStorage):
                               *self._visible()])),
             ).items
         } if manager_keys else {}
-        return [self._user(p, teams, managers) for p in people]
+        return [
+            user_document(p, teams.get(p.team_key or ""), managers.get(p.manager or ""))
+            for p in people
+        ]
 
-    def _user(
-        self,
-        person: PersonRecord,
-        teams: Mapping[str, TeamRecord],
-        managers: Mapping[str, PersonRecord],
-    ) -> Resource[Any]:
-        team = teams.get(person.team_key or "")
-        manager = managers.get(person.manager or "")
-        extension = EnterpriseExtension(
-            employee_number=person.employee_number or None,
-            department=person.department or None,
-            manager=ManagerRef(value=scim_id_of(manager), ref=f"Users/{scim_id_of(manager)}")
-            if manager is not None
-            else None,
-        )
-        user = UserModel(
-            id=scim_id_of(person),
-            external_id=person.external_id or None,
-            user_name=person.login,
-            name=PersonName(given_name=person.first_name or None,
-                            family_name=person.last_name or None)
-            if person.first_name or person.last_name
-            else None,
-            display_name=person.display_name or None,
-            title=person.title or None,
-            active=person.active,
-            emails=[WorkEmail(value=person.email, type="work")],
-            phone_numbers=[
-                PhoneNumber(value=person.phones[kind], type=kind)
-                for kind in PHONE_TYPES
-                if person.phones.get(kind)
-            ]
-            or None,
-            groups=[GroupRef(value=scim_id_of(team), ref=f"Groups/{scim_id_of(team)}",
-                             display=team.name)]
-            if team is not None
-            else None,
-            roles=[DashboardRole(value=person.role.value)] if person.role is not None else None,
-        )
-        if any(v is not None for v in (extension.employee_number, extension.department,
-                                       extension.manager)):
-            user[EnterpriseExtension] = extension
-        content = user.model_dump(exclude={"meta"})
-        user.meta = Meta(
-            resource_type=USER,
-            created=person.created_at,
-            last_modified=person.updated_at or person.created_at,
-            version=version_of(content),
-        )
-        return cast(Resource[Any], user)
-
-    def _group(self, team: TeamRecord, *, members: bool = True) -> Resource[Any]:
-        """The ``Group`` of a team; its members read a page at a time (none when excluded)."""
-        group = DirectoryGroup(id=scim_id_of(team), display_name=team.name)
+    def _group_document(self, team: TeamRecord, *, members: bool = True) -> dict[str, Any]:
+        """The document of a team; its members read a page of ids at a time (none when
+        ``members`` is false)."""
+        member_ids: list[str] = []
         if members:
-            found: list[GroupMember] = []
             offset = 0
             while True:
-                page = self.adapter.team_members(
+                page = self.adapter.team_member_ids(
                     self.org, team.key, offset=offset, limit=MEMBER_PAGE
                 )
-                found += [
-                    GroupMember.model_construct(
-                        value=scim_id_of(p), ref=f"Users/{scim_id_of(p)}", type="User"
-                    )
-                    for p in page.items
-                    if p.scim_id or not getattr(self.adapter, "scim_ids", False)
-                ]
+                member_ids += page.items
                 offset += MEMBER_PAGE
                 if offset >= page.total:
                     break
-            group.members = found or None
-        group.meta = Meta(
-            resource_type=GROUP,
-            created=team.created_at,
-            last_modified=team.updated_at or team.created_at,
-            version=version_of([scim_id_of(team), team.name, str(team.updated_at)]),
-        )
-        return group
+        return group_document(team, member_ids)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -837,12 +986,12 @@ class DirectoryStorage(ScimStorage):
         if active is False:
             self._apply([_activation(person, False)])
             person = self._person(scim_id_of(person))
-        created = self._users([person])[0]
+        created = self._resource(USER, self._user_documents([person])[0])
         self._record("created", USER, created, None, created)
         return created
 
     def _update_user(self, person: PersonRecord, resource: Resource[Any]) -> None:
-        before_resource = self._users([person])[0]
+        before_resource = self._resource(USER, self._user_documents([person])[0])
         values = self._user_values(resource)
         self._check_user_unique(person.key, values)
         current = _person_values(person)
@@ -865,12 +1014,14 @@ class DirectoryStorage(ScimStorage):
             changes.append(_activation(person, values["active"]))
         if changes:
             self._apply(changes)
-            updated = self._users([self._person(scim_id_of(person))])[0]
+            updated = self._resource(
+                USER, self._user_documents([self._person(scim_id_of(person))])[0]
+            )
             self._record("updated", USER, updated, before_resource, updated)
 
     def _delete_user(self, resource_id: str) -> None:
         person = self._person(resource_id)
-        before = self._users([person])[0]
+        before = self._resource(USER, self._user_documents([person])[0])
         self._guard_last_admin(person, "delete")
         if self.hard_delete:
             try:
@@ -880,7 +1031,7 @@ class DirectoryStorage(ScimStorage):
             self._record("deleted", USER, before, before, None)
             return
         after: dict[str, Any] = {"active": False}
-        if getattr(self.adapter, "scim_ids", False):
+        if self.adapter.scim_ids:
             after["scim_id"] = None  # retired: the id answers 404 from now on, and is never reused
         self._apply([Change(ChangeKind.EMPLOYEE_DEACTIVATED, person.email, person.key,
                             {"active": person.active, "scim_id": person.scim_id}, after)])
@@ -988,12 +1139,12 @@ class DirectoryStorage(ScimStorage):
         team = self.adapter.find_team(self.org, "name", name)
         if team is None:  # pragma: no cover - the adapter did not create the team
             raise RuntimeError(f"the adapter did not create team {name!r}")
-        created = self._group(team)
+        created = self.get(_GROUP_TYPE, scim_id_of(team))
         self._record("created", GROUP, created, None, created)
         return created
 
     def _update_group(self, team: TeamRecord, resource: Resource[Any]) -> None:
-        before = self._group(team)
+        before = self.get(_GROUP_TYPE, scim_id_of(team))
         name = self._group_name(resource)
         holder = self.adapter.find_team(self.org, "name", name)
         if holder is not None and holder.key != team.key:
@@ -1009,12 +1160,12 @@ class DirectoryStorage(ScimStorage):
         moves += [_move(p, None) for key, p in current.items() if key not in wanted]
         self._apply(moves)
         if moves or name != team.name:
-            after = self._group(self._team(scim_id_of(team)))
+            after = self.get(_GROUP_TYPE, scim_id_of(team))
             self._record("updated", GROUP, after, before, after)
 
     def _delete_group(self, resource_id: str) -> None:
         team = self._team(resource_id)
-        before = self._group(team)
+        before = self.get(_GROUP_TYPE, scim_id_of(team))
         scoped = [
             a.email for a in self.adapter.snapshot(self.org).access if team.name in a.teams
         ]

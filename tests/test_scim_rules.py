@@ -26,6 +26,7 @@ from .conftest import ADMIN
 from .factories import employee, employees_csv, users_csv
 from .test_scim import (
     ENTERPRISE_SCHEMA,
+    SEARCH_SCHEMA,
     Scim,
     assert_error,
     group_body,
@@ -309,13 +310,13 @@ def test_group_members_are_read_a_page_at_a_time(
     group = ok(scim.post("/Groups", group_body("Five", *ids)), 201)
     adapter = get_state().adapter
     calls: list[tuple[int, int | None]] = []
-    original = adapter.team_members
+    original = adapter.team_member_ids
 
     def counted(org: str, team_key: str, *, offset: int = 0, limit: int | None = None) -> Any:
         calls.append((offset, limit))
         return original(org, team_key, offset=offset, limit=limit)
 
-    monkeypatch.setattr(adapter, "team_members", counted)
+    monkeypatch.setattr(adapter, "team_member_ids", counted)
     assert member_ids(ok(scim.get(f"/Groups/{group['id']}"))) == ids
     assert calls == [(0, 2), (2, 2), (4, 2)]
     calls.clear()
@@ -501,3 +502,27 @@ def test_every_scim_write_is_recorded_with_the_csv_runs(
     filtered = client.get(f"{API}/history?source=scim",
                           headers={"Authorization": f"Bearer {api_token}"}).get_json()
     assert filtered["total"] == 3
+
+
+def test_the_fast_read_path_and_the_pydantic_path_agree(scim: Scim) -> None:
+    """GET searches and reads are built straight from records; POST .search and conditional
+    GETs go through scim2-models: the JSON must be the same."""
+    boss = ok(scim.post("/Users", user_body("boss@example.com", "B-1")), 201)
+    body = user_body("jane@example.com", "E-2", userName="jane", displayName="Jane",
+                     phoneNumbers=[{"value": "+1 555", "type": "mobile"}])
+    body["schemas"].append(ENTERPRISE_SCHEMA)
+    body[ENTERPRISE_SCHEMA] = {"department": "Ops", "manager": {"value": boss["id"]}}
+    jane = ok(scim.post("/Users", body), 201)
+    ok(scim.post("/Groups", group_body("Ops", jane["id"], boss["id"])), 201)
+    for endpoint in ("/Users", "/Groups"):
+        fast = ok(scim.get(endpoint))
+        slow = ok(scim.post(f"{endpoint}/.search", {"schemas": [SEARCH_SCHEMA]}))
+        assert fast == slow and fast["totalResults"] >= 1
+        for resource in fast["Resources"]:
+            path = f"{endpoint}/{resource['id']}"
+            single = scim.get(path)
+            conditional = scim.get(path, headers={"If-None-Match": 'W/"other"'})
+            assert ok(single) == ok(conditional) == resource
+            assert single.headers["ETag"] == conditional.headers["ETag"]
+    excluded = ok(scim.get("/Groups", query_string={"excludedAttributes": "members"}))
+    assert all("members" not in g for g in excluded["Resources"])

@@ -433,6 +433,21 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             ],
         )
 
+    def team_member_ids(
+        self, org: str, team_key: str, *, offset: int = 0, limit: int | None = None
+    ) -> Page[str]:
+        """The members' SCIM ids: one column, by primary key (retired ids left out)."""
+        P, m = self.person_model, self.person
+        where = [self._column(P, m.team_id) == _key(team_key), *self._org_filter(P, org)]
+        id_column = self._column(P, m.scim_id) if m.scim_id else self._pk(P)
+        if m.scim_id:
+            where.append(id_column.is_not(None))
+        total = self._count(P, where)
+        statement = select(id_column).where(*where).order_by(self._pk(P)).offset(offset)
+        if limit is not None:
+            statement = statement.limit(limit)
+        return Page(total, [str(value) for value in self.session.scalars(statement)])
+
     def _count(self, model: type, where: list[Any]) -> int:
         return int(
             self.session.scalar(select(func.count()).select_from(model).where(*where)) or 0

@@ -21,7 +21,6 @@ from scim2_models import (
     UnauthorizedException,
     UniquenessException,
 )
-from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -32,6 +31,7 @@ from ..locks import OrganizationBusy, organization_lock
 from ..models import TokenScope
 from ..runs import get_settings
 from ..scim import (
+    DirectoryScimHandler,
     DirectoryScimService,
     DirectoryStorage,
     ScimWrite,
@@ -106,7 +106,7 @@ def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
             else nullcontext()
         )
         with lock:
-            response = ScimHandler(service, storage).handle(scim_request)
+            response = DirectoryScimHandler(service, storage).handle(scim_request)
             state.session.commit()  # the history entries of this write
     except SCIMException as exc:
         state.session.rollback()
