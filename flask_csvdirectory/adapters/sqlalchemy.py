@@ -335,9 +335,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         where = [*self._org_filter(P, org)]
         if query.where is not None:
             where.append(self._sql(query.where, self._person_column))
-        total = self._count(P, where)
-        if query.limit == 0 or total == 0 or query.offset >= total:
-            return Page(total, [])
+        if query.limit == 0:
+            return Page(self._count(P, where), [])
 
         def optional(attribute: str | None) -> Any:
             return self._column(P, attribute) if attribute else null()
@@ -360,6 +359,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if query.limit is not None:
             statement = statement.limit(query.limit)
         rows = self.session.execute(statement).all()
+        total = self._total(P, where, query, len(rows))
         team_ids = {row[6] for row in rows if row[6] is not None}
         team_names = {}
         if team_ids:
@@ -410,9 +410,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         where = [*self._org_filter(T, org)]
         if query.where is not None:
             where.append(self._sql(query.where, self._team_column))
-        total = self._count(T, where)
-        if query.limit == 0 or total == 0 or query.offset >= total:
-            return Page(total, [])
+        if query.limit == 0:
+            return Page(self._count(T, where), [])
 
         def optional(attribute: str | None) -> Any:
             return self._column(T, attribute) if attribute else null()
@@ -425,13 +424,11 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         statement = statement.offset(query.offset)
         if query.limit is not None:
             statement = statement.limit(query.limit)
-        return Page(
-            total,
-            [
-                TeamRecord(str(key), name, scim_id, _aware(created), _aware(updated))
-                for key, name, scim_id, created, updated in self.session.execute(statement)
-            ],
-        )
+        teams = [
+            TeamRecord(str(key), name, scim_id, _aware(created), _aware(updated))
+            for key, name, scim_id, created, updated in self.session.execute(statement)
+        ]
+        return Page(self._total(T, where, query, len(teams)), teams)
 
     def team_member_ids(
         self, org: str, team_key: str, *, offset: int = 0, limit: int | None = None
@@ -442,11 +439,18 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         id_column = self._column(P, m.scim_id) if m.scim_id else self._pk(P)
         if m.scim_id:
             where.append(id_column.is_not(None))
-        total = self._count(P, where)
         statement = select(id_column).where(*where).order_by(self._pk(P)).offset(offset)
         if limit is not None:
             statement = statement.limit(limit)
-        return Page(total, [str(value) for value in self.session.scalars(statement)])
+        ids = [str(value) for value in self.session.scalars(statement)]
+        return Page(self._total(P, where, Query(offset=offset, limit=limit), len(ids)), ids)
+
+    def _total(self, model: type, where: list[Any], query: Query, found: int) -> int:
+        """How many match: known from the page itself when it is the first and not full
+        (look-ups, small results), else a COUNT."""
+        if query.offset == 0 and (query.limit is None or found < query.limit):
+            return found
+        return self._count(model, where)
 
     def _count(self, model: type, where: list[Any]) -> int:
         return int(
