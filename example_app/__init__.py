@@ -15,8 +15,7 @@ from flask_login import LoginManager, current_user, login_required, login_user, 
 from flask_wtf import CSRFProtect
 from sqlalchemy import func, select
 
-from flask_csvdirectory import CSVDirectory, SQLAlchemyDirectoryAdapter
-from flask_csvdirectory.adapters.sqlalchemy import PersonMapping, TeamMapping
+from flask_csvdirectory import CSVDirectory, PersonMapping, SQLAlchemyDirectoryAdapter, TeamMapping
 
 from .models import Team, User, db
 
