@@ -761,6 +761,7 @@ class DirectoryStorage(ScimStorage):
         self.record = record or (lambda _write: None)
         self.hard_delete = hard_delete
         self.writes: list[ScimWrite] = []
+        self._read: dict[str, tuple[PersonRecord, Resource[Any]]] = {}
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -773,7 +774,7 @@ class DirectoryStorage(ScimStorage):
     ) -> Resource[Any]:
         """The resource, or :class:`~scim2_models.NotFoundException`."""
         if resource_type.name == USER:
-            return self._resource(USER, self._user_documents([self._person(resource_id)])[0])
+            return self._read_user(resource_id)[1]
         team = self._team(resource_id)
         return self._resource(
             GROUP, self._group_document(team, members=_wants_members(response_parameters))
@@ -950,9 +951,8 @@ class DirectoryStorage(ScimStorage):
         ``If-Match`` was checked by the service against that read)."""
         resource_id = cast(str, resource.id)
         if resource_type.name == USER:
-            person = self._person(resource_id)
-            self._update_user(person, resource)
-            return self.get(resource_type, resource_id)
+            person, before = self._read.get(resource_id) or self._read_user(resource_id)
+            return self._update_user(person, before, resource)
         team = self._team(resource_id)
         self._update_group(team, resource)
         return self.get(resource_type, resource_id)
@@ -990,11 +990,24 @@ class DirectoryStorage(ScimStorage):
         self._record("created", USER, created, None, created)
         return created
 
-    def _update_user(self, person: PersonRecord, resource: Resource[Any]) -> None:
-        before_resource = self._resource(USER, self._user_documents([person])[0])
+    def _read_user(self, resource_id: str) -> tuple[PersonRecord, Resource[Any]]:
+        """A person and their resource, remembered for the rest of this request: the handler
+        reads before it writes, under the organization lock, so the write reuses the read."""
+        person = self._person(resource_id)
+        read = self._read[resource_id] = (
+            person, self._resource(USER, self._user_documents([person])[0])
+        )
+        return read
+
+    def _update_user(
+        self, person: PersonRecord, before_resource: Resource[Any], resource: Resource[Any]
+    ) -> Resource[Any]:
         values = self._user_values(resource)
-        self._check_user_unique(person.key, values)
         current = _person_values(person)
+        self._check_user_unique(
+            person.key,
+            {k: v for k, v in values.items() if _folded(v) != _folded(current.get(k))},
+        )
         before: dict[str, Any] = {}
         after: dict[str, Any] = {}
         for name, new in values.items():
@@ -1012,16 +1025,16 @@ class DirectoryStorage(ScimStorage):
             if not values["active"]:
                 self._guard_last_admin(person, "deactivate")
             changes.append(_activation(person, values["active"]))
-        if changes:
-            self._apply(changes)
-            updated = self._resource(
-                USER, self._user_documents([self._person(scim_id_of(person))])[0]
-            )
-            self._record("updated", USER, updated, before_resource, updated)
+        if not changes:
+            return before_resource
+        self._apply(changes)
+        self._read.pop(scim_id_of(person), None)
+        _person, updated = self._read_user(scim_id_of(person))
+        self._record("updated", USER, updated, before_resource, updated)
+        return updated
 
     def _delete_user(self, resource_id: str) -> None:
-        person = self._person(resource_id)
-        before = self._resource(USER, self._user_documents([person])[0])
+        person, before = self._read.get(resource_id) or self._read_user(resource_id)
         self._guard_last_admin(person, "delete")
         if self.hard_delete:
             try:
@@ -1051,20 +1064,27 @@ class DirectoryStorage(ScimStorage):
             )
 
     def _check_user_unique(self, key: str | None, values: Mapping[str, Any]) -> None:
-        for name, label in (("user_name", "userName"), ("email", "emails.value"),
-                            ("external_id", "externalId")):
-            value = values.get(name)
-            if not value:
-                continue
-            holders = self.adapter.find_people(
-                self.org, Query(Compare(name, Op.EQ, value), limit=2)
-            ).items
-            if name == "user_name":  # the login namespace also holds emails of people
-                holders += self.adapter.find_people(
-                    self.org, Query(Compare("email", Op.EQ, value), limit=2)
-                ).items
-            if any(holder.key != key for holder in holders):
-                raise UniquenessException(detail=f"{label} {value!r} is already taken")
+        """``userName`` (one login namespace with the emails), the email and ``externalId``
+        are unique: one query for all of them."""
+        login, email, external_id = (values.get(n) for n in ("user_name", "email", "external_id"))
+        terms: list[Condition] = []
+        for value in {v for v in (login, email) if v}:
+            terms += [Compare("user_name", Op.EQ, value), Compare("email", Op.EQ, value)]
+        if external_id:
+            terms.append(Compare("external_id", Op.EQ, external_id))
+        if not terms:
+            return
+        holders = [
+            p
+            for p in self.adapter.find_people(self.org, Query(AnyOf(tuple(terms)), limit=10)).items
+            if p.key != key
+        ]
+        for holder in holders:
+            for value, label in ((login, "userName"), (email, "emails.value")):
+                if value and value.casefold() in (holder.login.casefold(), holder.email.casefold()):
+                    raise UniquenessException(detail=f"{label} {value!r} is already taken")
+            if external_id and holder.external_id == external_id:
+                raise UniquenessException(detail=f"externalId {external_id!r} is already taken")
 
     def _user_values(self, resource: Resource[Any]) -> dict[str, Any]:
         """The person fields a ``User`` asks for, through the CSV's validators."""
@@ -1266,6 +1286,10 @@ def _extension(user: Any) -> EnterpriseExtension | None:
 
 def _last_segment(reference: Any) -> str | None:
     return str(reference).rstrip("/").rsplit("/", 1)[-1] if reference else None
+
+
+def _folded(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else (value or None)
 
 
 def _person_values(person: PersonRecord) -> dict[str, Any]:

@@ -353,25 +353,20 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             *(self._column(P, m.phones[kind]) for kind in phone_types),
             *(self._column(P, m.extra[name]) for name in extra_names),
         ]
-        statement = select(*columns).where(*where)
+        T = self.team_model
+        statement = (
+            select(*columns, self._column(T, self.team.name))
+            .select_from(P)
+            .outerjoin(T, self._column(P, m.team_id) == self._pk(T))
+            .where(*where)
+        )
         statement = statement.order_by(*self._order(query, self._person_column, P))
         statement = statement.offset(query.offset)
         if query.limit is not None:
-            statement = statement.limit(query.limit)
+            statement = statement.limit(query.limit + 1)  # one more: is there a next page?
         rows = self.session.execute(statement).all()
         total = self._total(P, where, query, len(rows))
-        team_ids = {row[6] for row in rows if row[6] is not None}
-        team_names = {}
-        if team_ids:
-            T = self.team_model
-            team_names = {
-                key: name
-                for key, name in self.session.execute(
-                    select(self._pk(T), self._column(T, self.team.name)).where(
-                        self._pk(T).in_(team_ids)
-                    )
-                )
-            }
+        rows = rows[: query.limit] if query.limit is not None else rows
         people = []
         for row in rows:
             (key, email, first, last, title, external_id, team_id, active, role_value,
@@ -380,12 +375,13 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             phones = {
                 kind: value for kind, value in zip(phone_types, row[17:], strict=False) if value
             }
-            extras = row[17 + len(phone_types):]
+            extras = row[17 + len(phone_types):-1]
+            team_name = row[-1]
             people.append(
                 PersonRecord(
                     key=str(key), email=email, first_name=first or "", last_name=last or "",
                     title=title or "", external_id=external_id,
-                    team=None if team_id is None else team_names.get(team_id),
+                    team=team_name,
                     team_key=None if team_id is None else str(team_id),
                     active=bool(active),
                     extra=(
@@ -423,12 +419,13 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         statement = statement.order_by(*self._order(query, self._team_column, T))
         statement = statement.offset(query.offset)
         if query.limit is not None:
-            statement = statement.limit(query.limit)
+            statement = statement.limit(query.limit + 1)  # one more: is there a next page?
         teams = [
             TeamRecord(str(key), name, scim_id, _aware(created), _aware(updated))
             for key, name, scim_id, created, updated in self.session.execute(statement)
         ]
-        return Page(self._total(T, where, query, len(teams)), teams)
+        total = self._total(T, where, query, len(teams))
+        return Page(total, teams[: query.limit] if query.limit is not None else teams)
 
     def team_member_ids(
         self, org: str, team_key: str, *, offset: int = 0, limit: int | None = None
@@ -441,15 +438,17 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             where.append(id_column.is_not(None))
         statement = select(id_column).where(*where).order_by(self._pk(P)).offset(offset)
         if limit is not None:
-            statement = statement.limit(limit)
+            statement = statement.limit(limit + 1)  # one more: is there a next page?
         ids = [str(value) for value in self.session.scalars(statement)]
-        return Page(self._total(P, where, Query(offset=offset, limit=limit), len(ids)), ids)
+        total = self._total(P, where, Query(offset=offset, limit=limit), len(ids))
+        return Page(total, ids[:limit] if limit is not None else ids)
 
     def _total(self, model: type, where: list[Any], query: Query, found: int) -> int:
-        """How many match: known from the page itself when it is the first and not full
-        (look-ups, small results), else a COUNT."""
-        if query.offset == 0 and (query.limit is None or found < query.limit):
-            return found
+        """How many match, ``found`` being the rows read for the page plus one: known without
+        a COUNT when that is the whole result (look-ups, small results, a last page)."""
+        if query.limit is None or found <= query.limit:
+            if query.offset == 0 or found > 0:
+                return query.offset + found
         return self._count(model, where)
 
     def _count(self, model: type, where: list[Any]) -> int:
@@ -778,6 +777,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if not self.team.updated_at:
             return
         wanted = {normalize_team(name) for name in names if name}
+        if not wanted:
+            return
         keys = [_key(t.key) for t in self._teams(org) if normalize_team(t.name) in wanted]
         T = self.team_model
         for chunk in _chunks(keys):

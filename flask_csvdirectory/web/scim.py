@@ -85,23 +85,23 @@ def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
                 detail="SCIM provisioning is turned off for this organization; an admin can "
                 "turn it on in Settings > Integrations > CSV Import."
             )
-        actor = current_actor()
+        actor, org = current_actor(), token.org
         hard_delete = bool(settings.scim_hard_delete)
         state.session.commit()  # hold no database lock while waiting for the organization
 
         def record(change: ScimWrite) -> None:
             record_scim_write(
-                token.org, actor, action=change.action, resource_type=change.resource_type,
+                org, actor, action=change.action, resource_type=change.resource_type,
                 resource_id=change.resource_id, before=change.before, after=change.after,
             )
 
         storage = DirectoryStorage(
-            state.adapter, token.org, validate=scim_validator(state.adapter.field_limits()),
+            state.adapter, org, validate=scim_validator(state.adapter.field_limits()),
             record=record,
             hard_delete=hard_delete,
         )
         lock = (
-            organization_lock(state.db.engine, token.org, state.config["SCIM_LOCK_TIMEOUT"])
+            organization_lock(state.db.engine, org, state.config["SCIM_LOCK_TIMEOUT"])
             if write
             else nullcontext()
         )
