@@ -39,18 +39,22 @@ OPERATIONS = [
     ("GET", "/imports/{run_id}/errors"),
     ("POST", "/imports/{run_id}/approve"),
     ("POST", "/imports/{run_id}/reject"),
-    ("GET", "/history"),
-
-
     ("POST", "/imports/{run_id}/revert"),
     ("GET", "/imports/{run_id}/conflicts"),
     ("GET", "/status"),
+    ("GET", "/settings"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
+    ("GET", "/history"),
 ]
 #: Operations without parameters have nothing to make invalid.
 NO_PARAMETERS = {
     ("GET", "/templates/users.csv"),
     ("GET", "/templates/employees.csv"),
     ("GET", "/status"),
+    ("GET", "/settings"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
 }
 CASES = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
