@@ -5,8 +5,8 @@ setting (off: DELETE /Users deactivates); tokens get their scopes (existing toke
 API only: an admin creates a SCIM token); ``csvdirectory_history`` is the one history of CSV
 runs and SCIM writes.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-27 10:57:00.256196
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | None = None
 depends_on: str | None = None
 
