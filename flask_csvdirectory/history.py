@@ -52,20 +52,23 @@ def record_scim_write(
 
 
 def record_run(run: SyncRun, counts: dict[str, int]) -> HistoryEntry:
-    """Add the entry of an applied CSV run (the caller commits). Its changes, with their
-    before-values, are the run's stored change set; the entry keeps the counts."""
+    """Add the entry of an applied CSV run or revert (the caller commits). Its changes, with
+    their before-values, are the run's applied record; the entry keeps the counts."""
     actor_id = run.decided_by_id or run.uploaded_by_id
     actor_name = run.decided_by_name or run.uploaded_by_name
     total = sum(counts.values())
+    changes = f"{total} change{'s' if total != 1 else ''}"
+    reverted = getattr(run, "reverts_run_id", None)
     entry = HistoryEntry(
         org=run.org,
         at=utcnow(),
         source="csv",
-        action="applied",
+        action="reverted" if reverted else "applied",
         actor_id=actor_id,
         actor_name=actor_name or "",
         run_id=run.id,
-        summary=f"CSV sync applied: {total} change{'s' if total != 1 else ''}",
+        summary=f"Revert of a CSV sync applied: {changes}" if reverted
+        else f"CSV sync applied: {changes}",
         details=_encrypt({"counts": counts}),
     )
     get_state().session.add(entry)

@@ -761,7 +761,7 @@ class DirectoryStorage(ScimStorage):
         self.record = record or (lambda _write: None)
         self.hard_delete = hard_delete
         self.writes: list[ScimWrite] = []
-        self._read: dict[str, tuple[PersonRecord, Resource[Any]]] = {}
+        self._read: dict[str, tuple[PersonRecord, dict[str, Any]]] = {}
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -951,7 +951,7 @@ class DirectoryStorage(ScimStorage):
         ``If-Match`` was checked by the service against that read)."""
         resource_id = cast(str, resource.id)
         if resource_type.name == USER:
-            person, before = self._read.get(resource_id) or self._read_user(resource_id)
+            person, before = self._read_user(resource_id)
             return self._update_user(person, before, resource)
         team = self._team(resource_id)
         self._update_group(team, resource)
@@ -991,13 +991,14 @@ class DirectoryStorage(ScimStorage):
         return created
 
     def _read_user(self, resource_id: str) -> tuple[PersonRecord, Resource[Any]]:
-        """A person and their resource, remembered for the rest of this request: the handler
-        reads before it writes, under the organization lock, so the write reuses the read."""
-        person = self._person(resource_id)
-        read = self._read[resource_id] = (
-            person, self._resource(USER, self._user_documents([person])[0])
-        )
-        return read
+        """A person and a fresh resource of them. The record and its document are remembered
+        for the rest of this request: the handler reads before it writes, under the
+        organization lock, so the write reuses the read."""
+        cached = self._read.get(resource_id)
+        if cached is None:
+            person = self._person(resource_id)
+            cached = self._read[resource_id] = (person, self._user_documents([person])[0])
+        return cached[0], self._resource(USER, cached[1])
 
     def _update_user(
         self, person: PersonRecord, before_resource: Resource[Any], resource: Resource[Any]
@@ -1034,7 +1035,7 @@ class DirectoryStorage(ScimStorage):
         return updated
 
     def _delete_user(self, resource_id: str) -> None:
-        person, before = self._read.get(resource_id) or self._read_user(resource_id)
+        person, before = self._read_user(resource_id)
         self._guard_last_admin(person, "delete")
         if self.hard_delete:
             try:
@@ -1262,8 +1263,9 @@ class DirectoryStorage(ScimStorage):
 def _dump(resource: Resource[Any] | None) -> dict[str, Any] | None:
     if resource is None:
         return None
-    return cast(dict[str, Any], resource.model_dump(mode="json", exclude={"meta"},
-                                                     scim_ctx=None))
+    dumped = resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+    dumped.pop("meta", None)
+    return cast(dict[str, Any], dumped)
 
 
 def _wants_members(parameters: Any) -> bool:

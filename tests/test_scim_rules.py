@@ -502,6 +502,11 @@ def test_every_scim_write_is_recorded_with_the_csv_runs(
     filtered = client.get(f"{API}/history?source=scim",
                           headers={"Authorization": f"Bearer {api_token}"}).get_json()
     assert filtered["total"] == 3
+    # and on the dashboard's history page
+    client.post("/login", data={"email": "admin@example.com", "password": "admin"})
+    page = client.get("/settings/integrations/csv-import/runs").get_data(as_text=True)
+    assert "Directory changes" in page and "User updated" in page
+    assert "CSV sync applied" in page and "API token &#39;IdP&#39;" in page
 
 
 def test_the_fast_read_path_and_the_pydantic_path_agree(scim: Scim) -> None:
