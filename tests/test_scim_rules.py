@@ -531,3 +531,17 @@ def test_the_fast_read_path_and_the_pydantic_path_agree(scim: Scim) -> None:
             assert single.headers["ETag"] == conditional.headers["ETag"]
     excluded = ok(scim.get("/Groups", query_string={"excludedAttributes": "members"}))
     assert all("members" not in g for g in excluded["Resources"])
+
+
+def test_the_example_platform_signs_in_by_login_name(
+    app: Flask, client: FlaskClient, scim: Scim
+) -> None:
+    ok(scim.post("/Users", user_body("jdoe@example.com", userName="jdoe")), 201)
+    row = person("jdoe@example.com")
+    assert row is not None
+    row.set_password("secret")
+    db.session.commit()
+    signed_in = client.post("/login", data={"email": "JDoe", "password": "secret"})
+    assert signed_in.status_code == 302 and signed_in.headers["Location"].endswith("/")
+    wrong = client.post("/login", data={"email": "jdoe", "password": "nope"})
+    assert wrong.status_code == 200 and "Wrong" in wrong.get_data(as_text=True)
