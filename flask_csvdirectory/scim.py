@@ -98,7 +98,7 @@ __all__ = [
 #: Most resources one search returns (``filter.maxResults``); clients page with startIndex.
 MAX_RESULTS = 1000
 #: Group members are read this many at a time.
-MEMBER_PAGE = 1000
+MEMBER_PAGE = 5000
 
 USER = "User"
 GROUP = "Group"

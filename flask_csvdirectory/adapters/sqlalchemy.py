@@ -61,6 +61,8 @@ from ..records import (
 
 #: SCIM text fields stored as NULL when empty (a login name "" would shadow the email).
 _EMPTY_IS_NULL = frozenset({"user_name", "display_name", "employee_number", "department"})
+#: From this offset on, a page is found by its keys first (see find_people).
+DEEP_OFFSET = 1000
 #: Rows per IN (...) clause / executemany batch.
 CHUNK = 5000
 #: The ``extra`` of people when the host declares no extra columns (shared, read-only).
@@ -360,10 +362,18 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             .outerjoin(T, self._column(P, m.team_id) == self._pk(T))
             .where(*where)
         )
-        statement = statement.order_by(*self._order(query, self._person_column, P))
-        statement = statement.offset(query.offset)
-        if query.limit is not None:
-            statement = statement.limit(query.limit + 1)  # one more: is there a next page?
+        order = self._order(query, self._person_column, P)
+        if query.offset > DEEP_OFFSET:
+            # a deep page: skip through the keys alone (an index scan), then read the page's rows
+            keys = select(self._pk(P)).where(*where).order_by(*order).offset(query.offset)
+            if query.limit is not None:
+                keys = keys.limit(query.limit + 1)
+            statement = statement.where(self._pk(P).in_(keys.scalar_subquery()))
+        else:
+            statement = statement.offset(query.offset)
+            if query.limit is not None:
+                statement = statement.limit(query.limit + 1)  # one more: is there a next page?
+        statement = statement.order_by(*order)
         rows = self.session.execute(statement).all()
         total = self._total(P, where, query, len(rows))
         rows = rows[: query.limit] if query.limit is not None else rows
@@ -540,14 +550,24 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             return column == wanted if op is Op.EQ else column != wanted
         if op is Op.PR:
             present = column.is_not(None)
-            return and_(present, column != "") if _is_text(column) else present
+            if name == "id" or not _is_text(column):  # ids are never empty: the index answers
+                return present
+            return and_(present, column != "")
         if name in ("key", "team", "manager") or (name == "id" and not _is_text(column)):
             value = _key(str(value))
             if isinstance(value, str) and not _is_text(column):
                 return true() if op is Op.NE else false()
         elif isinstance(value, datetime) or name in ("created_at", "updated_at"):
             value = _naive_utc(value)
-        if _is_text(column) and isinstance(value, str) and name not in CASE_EXACT:
+        folded = _is_text(column) and isinstance(value, str) and name not in CASE_EXACT
+        if folded and op in (Op.CO, Op.SW, Op.EW):
+            # SQLite's LIKE ignores ASCII case by itself (and its lower() is ASCII-only);
+            # PostgreSQL's ILIKE: no lower() per row either way
+            pattern = _like_pattern(str(value), op)
+            if self.session.get_bind().dialect.name == "postgresql":
+                return column.ilike(pattern, escape="\\")
+            return column.like(pattern, escape="\\")
+        if folded:
             column, value = func.lower(column), value.lower()
         if op is Op.EQ:
             return column == value
@@ -993,6 +1013,13 @@ def _key(value: str) -> Any:
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _like_pattern(value: str, op: Op) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if op is Op.CO:
+        return f"%{escaped}%"
+    return f"{escaped}%" if op is Op.SW else f"%{escaped}"
 
 
 def _is_text(column: Any) -> bool:
