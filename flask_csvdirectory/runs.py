@@ -43,6 +43,7 @@ from .errors import (
     WindowClosed,
 )
 from .extension import get_state
+from .locks import organization_lock
 from .models import Channel, IntegrationSettings, Phase, RunStatus, SyncRun, utcnow
 from .pipeline import ParsedPair, PlanOutcome, build_plan, plan_pair, read_pair
 from .records import DirectorySnapshot
@@ -81,6 +82,8 @@ def get_settings(org: str) -> IntegrationSettings:
         settings = IntegrationSettings(
             org=org,
             enabled=False,
+            scim_enabled=False,
+            scim_hard_delete=False,
             approval_threshold=state.config["DEFAULT_APPROVAL_THRESHOLD"],
             approval_percent=state.config["DEFAULT_APPROVAL_PERCENT"],
             guard_removal_percent=state.config["DEFAULT_GUARD_REMOVAL_PERCENT"],
@@ -99,6 +102,8 @@ def update_settings(
     enabled: bool | None = None,
     approval_threshold: int | None = None,
     approval_percent: float | None | bool = False,
+    scim_enabled: bool | None = None,
+    scim_hard_delete: bool | None = None,
     guard_removal_percent: float | None | bool = False,
     guard_removal_people: int | None | bool = False,
 ) -> IntegrationSettings:
@@ -108,6 +113,10 @@ def update_settings(
     settings = get_settings(org)
     if enabled is not None:
         settings.enabled = enabled
+    if scim_enabled is not None:
+        settings.scim_enabled = scim_enabled
+    if scim_hard_delete is not None:
+        settings.scim_hard_delete = scim_hard_delete
     if approval_threshold is not None:
         if approval_threshold < 0:
             raise ValueError("The approval threshold cannot be negative")
@@ -907,7 +916,9 @@ def _apply(
             progress(done, total)
 
     try:
-        state.adapter.apply(org, changeset, progress=report)
+        # one writer per organization: a SCIM write waits for this apply (or gets a 409)
+        with organization_lock(state.db.engine, org, float(state.config["JOB_TIMEOUT"])):
+            state.adapter.apply(org, changeset, progress=report)
     except Exception as exc:
         session.rollback()
         run = session.get(SyncRun, run_id)  # type: ignore[assignment]
@@ -928,6 +939,9 @@ def _apply(
     run.timings = {**(run.timings or {}), "apply_seconds": round(time.perf_counter() - started, 3)}
     run.finished_at = now
     run.heartbeat_at = now
+    from .history import record_run
+
+    record_run(run, changeset.counts())
     session.commit()
     signals.run_applied.send(current_app._get_current_object(), run=run, changeset=changeset)
 
