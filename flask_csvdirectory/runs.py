@@ -47,6 +47,7 @@ from .errors import (
     WindowClosed,
 )
 from .extension import get_state
+from .locks import organization_lock
 from .models import Channel, IntegrationSettings, Phase, RunStatus, SyncRun, utcnow
 from .pipeline import ParsedPair, PlanOutcome, build_plan, plan_pair, read_pair
 from .records import DirectorySnapshot
@@ -85,6 +86,8 @@ def get_settings(org: str) -> IntegrationSettings:
         settings = IntegrationSettings(
             org=org,
             enabled=False,
+            scim_enabled=False,
+            scim_hard_delete=False,
             approval_threshold=state.config["DEFAULT_APPROVAL_THRESHOLD"],
             approval_percent=state.config["DEFAULT_APPROVAL_PERCENT"],
             guard_removal_percent=state.config["DEFAULT_GUARD_REMOVAL_PERCENT"],
@@ -103,6 +106,8 @@ def update_settings(
     enabled: bool | None = None,
     approval_threshold: int | None = None,
     approval_percent: float | None | bool = False,
+    scim_enabled: bool | None = None,
+    scim_hard_delete: bool | None = None,
     guard_removal_percent: float | None | bool = False,
     guard_removal_people: int | None | bool = False,
 ) -> IntegrationSettings:
@@ -112,6 +117,10 @@ def update_settings(
     settings = get_settings(org)
     if enabled is not None:
         settings.enabled = enabled
+    if scim_enabled is not None:
+        settings.scim_enabled = scim_enabled
+    if scim_hard_delete is not None:
+        settings.scim_hard_delete = scim_hard_delete
     if approval_threshold is not None:
         if approval_threshold < 0:
             raise ValueError("The approval threshold cannot be negative")
@@ -583,8 +592,9 @@ def _lock_waiting(org: str, run_id: str, action: str) -> SyncRun:
         raise RunNotFound()
     if not run.is_waiting:
         session.rollback()
-        raise RunStateError(f"Only a run Waiting for Approval can be {action}d; this one is "
-                            f"{run.status_label}.")
+        raise RunStateError(
+            f"Only a run Waiting for Approval can be {action}d; this one is {run.status_label}."
+        )
     return run
 
 
@@ -806,7 +816,8 @@ def mark_failed_if_unfinished(
         if text_reason is None:
             session.rollback()
             return False
-        _fail(run, text_reason)
+        if not _finish_if_applied(run):
+            _fail(run, text_reason)
         return True
     except sa_exc.OperationalError as exc:
         session.rollback()
@@ -825,6 +836,21 @@ def note_retry(run_id: str, wait: int) -> None:
         .values(phase=Phase.QUEUED.value, heartbeat_at=utcnow())
     )
     session.commit()
+
+
+def _finish_if_applied(run: SyncRun) -> bool:
+    """A run whose job stopped after the adapter committed its changes (with the applied record
+    and ``applied_at``, staged in the same transaction) was applied: end it so, not as an
+    error. Returns whether it was."""
+    if run.applied_at is None:
+        return False
+    now = utcnow()
+    run.status = RunStatus.APPROVED.value if run.decided_by_name else RunStatus.AUTO_APPROVED.value
+    run.phase = Phase.DONE.value
+    run.notice = "The job stopped right after the changes were applied; they were applied in full."
+    run.finished_at = run.heartbeat_at = now
+    get_state().session.commit()
+    return True
 
 
 def reap_stuck_runs(org: str | None = None) -> int:
@@ -944,30 +970,36 @@ def _apply(
             progress(done, total)
 
     try:
-        guard_apply_transaction(session)
-        run = session.scalars(
-            select(SyncRun)
-            .where(SyncRun.id == run_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).one()
-        if run.is_finished:  # ended meanwhile (liveness, a callback): apply nothing
-            session.rollback()
-            return
-        now = utcnow()
-        # what a revert inverts, staged in the apply's transaction: an adapter working in the
-        # extension's session (the SQLAlchemy one) commits it with the directory's changes
-        _record_applied(run, changeset)
-        run.applied_at = now
-        run.status = final_status.value
-        run.phase = Phase.DONE.value
-        run.progress_done = changeset.count
-        run.finished_at = now
-        run.heartbeat_at = now
-        session.flush()
-        checkpoint("apply:start", session)
-        state.adapter.apply(org, changeset, progress=report)
-        session.commit()  # for an adapter that does not commit the host's session (else a no-op)
+        # one writer per organization: a SCIM write waits for this apply (or gets a 409)
+        with organization_lock(state.db.engine, org, float(state.config["JOB_TIMEOUT"])):
+            guard_apply_transaction(session)
+            run = session.scalars(
+                select(SyncRun)
+                .where(SyncRun.id == run_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).one()
+            if run.is_finished:  # ended meanwhile (liveness, a callback): apply nothing
+                session.rollback()
+                return
+            now = utcnow()
+            # what a revert inverts and the history entry, staged in the apply's transaction:
+            # an adapter working in the extension's session (the SQLAlchemy one) commits them
+            # with the directory's changes
+            _record_applied(run, changeset)
+            run.applied_at = now
+            run.status = final_status.value
+            run.phase = Phase.DONE.value
+            run.progress_done = changeset.count
+            run.finished_at = now
+            run.heartbeat_at = now
+            from .history import record_run
+
+            record_run(run, changeset.counts())
+            session.flush()
+            checkpoint("apply:start", session)
+            state.adapter.apply(org, changeset, progress=report)
+            session.commit()  # for an adapter that does not commit the host's session
     except Exception as exc:
         _stop(run_id, Phase.APPLYING.value, exc, transient_ok=False)
         raise
