@@ -32,6 +32,9 @@ API = "/api/csv-directory/v1"
 OPERATIONS = [
     ("GET", "/templates/users.csv"),
     ("GET", "/templates/employees.csv"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
+    ("GET", "/settings"),
     ("POST", "/imports"),
     ("GET", "/imports"),
     ("GET", "/imports/{run_id}"),
@@ -47,6 +50,9 @@ OPERATIONS = [
 NO_PARAMETERS = {
     ("GET", "/templates/users.csv"),
     ("GET", "/templates/employees.csv"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
+    ("GET", "/settings"),
     ("GET", "/status"),
 }
 CASES = [
