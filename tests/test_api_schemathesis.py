@@ -45,6 +45,10 @@ OPERATIONS = [
     ("POST", "/imports/{run_id}/revert"),
     ("GET", "/imports/{run_id}/conflicts"),
     ("GET", "/status"),
+    ("GET", "/settings"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
+    ("GET", "/history"),
 ]
 #: Operations without parameters have nothing to make invalid.
 NO_PARAMETERS = {
@@ -54,6 +58,9 @@ NO_PARAMETERS = {
     ("GET", "/templates/prefilled/employees.csv"),
     ("GET", "/settings"),
     ("GET", "/status"),
+    ("GET", "/settings"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
 }
 CASES = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
