@@ -655,3 +655,7 @@ def test_a_job_that_stops_after_the_commit_ends_applied_and_revertible(
     done = fresh(run)
     assert done.status == RunStatus.AUTO_APPROVED.value and "applied in full" in done.notice
     assert runs.revert_unavailable_reason(done) is None
+    from flask_csvdirectory.models import HistoryEntry
+
+    entries = db.session.scalars(select(HistoryEntry).where(HistoryEntry.run_id == run.id)).all()
+    assert [e.action for e in entries] == ["applied"]  # the history has the applied run too
