@@ -849,6 +849,9 @@ def _finish_if_applied(run: SyncRun) -> bool:
     run.phase = Phase.DONE.value
     run.notice = "The job stopped right after the changes were applied; they were applied in full."
     run.finished_at = run.heartbeat_at = now
+    from .history import record_run
+
+    record_run(run, dict(run.change_counts or {}))
     get_state().session.commit()
     return True
 
