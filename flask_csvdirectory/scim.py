@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any, cast
@@ -86,13 +86,20 @@ from .records import PersonRecord, Role, TeamRecord, normalize_email
 __all__ = [
     "MAX_RESULTS",
     "DirectoryGroup",
+    "DirectoryScimHandler",
     "DirectoryScimService",
     "DirectoryStorage",
     "DirectoryUser",
     "EnterpriseExtension",
     "ScimWrite",
+    "FilterTranslator",
     "build_provider",
     "build_service",
+    "group_document",
+    "scim_id_of",
+    "scim_validator",
+    "user_document",
+    "version_of",
 ]
 
 #: Most resources one search returns (``filter.maxResults``); clients page with startIndex.
@@ -1320,11 +1327,3 @@ def _activation(person: PersonRecord, active: bool) -> Change:
     kind = ChangeKind.EMPLOYEE_REACTIVATED if active else ChangeKind.EMPLOYEE_DEACTIVATED
     return Change(kind, person.email, person.key, {"active": not active}, {"active": active})
 
-
-def iter_ids(records: Iterable[PersonRecord | TeamRecord]) -> list[str]:
-    """The SCIM ids of records (helper for tests and the audit trail)."""
-    return [scim_id_of(r) for r in records]
-
-
-__all__ += ["FilterTranslator", "iter_ids", "scim_id_of", "version_of"]
-_ = field  # dataclasses.field re-exported for subclasses' convenience
