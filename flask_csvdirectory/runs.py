@@ -565,8 +565,9 @@ def _lock_waiting(org: str, run_id: str, action: str) -> SyncRun:
         raise RunNotFound()
     if not run.is_waiting:
         session.rollback()
-        raise RunStateError(f"Only a run Waiting for Approval can be {action}d; this one is "
-                            f"{run.status_label}.")
+        raise RunStateError(
+            f"Only a run Waiting for Approval can be {action}d; this one is {run.status_label}."
+        )
     return run
 
 
@@ -764,7 +765,23 @@ def mark_failed_if_unfinished(run_id: str, reason: str) -> bool:
     run = session.get(SyncRun, run_id)
     if run is None or run.is_finished or run.is_waiting:
         return False
-    _fail(run, reason)
+    if not _finish_if_applied(run):
+        _fail(run, reason)
+    return True
+
+
+def _finish_if_applied(run: SyncRun) -> bool:
+    """A run whose job stopped after the adapter committed its changes (with the applied record
+    and ``applied_at``, staged in the same transaction) was applied: end it so, not as an
+    error. Returns whether it was."""
+    if run.applied_at is None:
+        return False
+    now = utcnow()
+    run.status = RunStatus.APPROVED.value if run.decided_by_name else RunStatus.AUTO_APPROVED.value
+    run.phase = Phase.DONE.value
+    run.notice = "The job stopped right after the changes were applied; they were applied in full."
+    run.finished_at = run.heartbeat_at = now
+    get_state().session.commit()
     return True
 
 
@@ -783,6 +800,9 @@ def reap_stuck_runs(org: str | None = None) -> int:
     reaped = 0
     for run in session.scalars(query).all():
         if state.runner.is_stuck(run, now, state.config["STUCK_AFTER"]):
+            if _finish_if_applied(run):
+                reaped += 1
+                continue
             _fail(
                 run,
                 "The job processing this run stopped without finishing (its worker died or "

@@ -32,6 +32,9 @@ API = "/api/csv-directory/v1"
 OPERATIONS = [
     ("GET", "/templates/users.csv"),
     ("GET", "/templates/employees.csv"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
+    ("GET", "/settings"),
     ("POST", "/imports"),
     ("GET", "/imports"),
     ("GET", "/imports/{run_id}"),
@@ -51,6 +54,9 @@ OPERATIONS = [
 NO_PARAMETERS = {
     ("GET", "/templates/users.csv"),
     ("GET", "/templates/employees.csv"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
+    ("GET", "/settings"),
     ("GET", "/status"),
     ("GET", "/settings"),
     ("GET", "/templates/prefilled/users.csv"),
