@@ -909,6 +909,9 @@ def _apply(
     # one) commits the record with the directory's changes, so an applied sync always has it.
     _record_applied(run, changeset)
     run.applied_at = utcnow()
+    from .history import record_run
+
+    record_run(run, changeset.counts())  # the history entry, staged likewise
 
     def report(done: int, total: int) -> None:
         state.runner.report(run_id, done, total)
@@ -939,9 +942,6 @@ def _apply(
     run.timings = {**(run.timings or {}), "apply_seconds": round(time.perf_counter() - started, 3)}
     run.finished_at = now
     run.heartbeat_at = now
-    from .history import record_run
-
-    record_run(run, changeset.counts())
     session.commit()
     signals.run_applied.send(current_app._get_current_object(), run=run, changeset=changeset)
 
