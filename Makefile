@@ -2,16 +2,20 @@
 #   make example   run the example platform on http://127.0.0.1:5000 (SQLite, in-process jobs)
 #   make test      lint and run the whole suite (both stacks; real-stack tests need PostgreSQL
 #                  and Redis, browser tests need Chromium, which this target installs)
+# And for CI: make test-lowest   the suite on the lowest dependency versions setup.cfg declares
 VENV ?= .venv
+LOWEST_VENV ?= .venv-lowest
 PYTHON ?= python3
 BIN = $(VENV)/bin
+SHELL := /bin/bash
+EXTRAS = test,scim,rq,postgres
 
-.PHONY: example test install bench
+.PHONY: example test test-lowest install bench
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -23,6 +27,16 @@ test: $(BIN)/.installed
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Every runtime dependency pinned to its declared lower bound (scripts/lowest-constraints.py);
+# browser and packaging tests are left to `make test` (they do not depend on these versions).
+test-lowest: setup.cfg
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(PYTHON) scripts/lowest-constraints.py > $(LOWEST_VENV)/constraints.txt
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -c $(LOWEST_VENV)/constraints.txt -e ".[$(EXTRAS)]"
+	$(LOWEST_VENV)/bin/python -m pip list --format=freeze | grep -i -f <(cut -d= -f1 $(LOWEST_VENV)/constraints.txt) || true
+	$(LOWEST_VENV)/bin/python -m pytest -q -m "not browser and not packaging"
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_sync.py

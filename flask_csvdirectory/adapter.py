@@ -24,7 +24,14 @@ from typing import Any
 from marshmallow import fields as ma_fields
 
 from .changes import Change, ChangeKind, ChangeSet
-from .records import DirectorySnapshot, PersonRecord, Role, TeamRecord
+from .records import (
+    FIELD_NOTES,
+    OPTIONAL_FIELDS,
+    DirectorySnapshot,
+    PersonRecord,
+    Role,
+    TeamRecord,
+)
 
 #: ``progress(done, total)``: called while applying, so a run can show how far it got.
 ProgressCallback = Callable[[int, int], None]
@@ -54,6 +61,30 @@ class DirectoryAdapter(abc.ABC):
 
     #: Extra Employees.csv columns the host declares (validated, shown in the template).
     extra_columns: Sequence[ExtraColumn] = ()
+
+    # -- what the host's directory holds ----------------------------------------------------
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The optional fields (:data:`~flask_csvdirectory.records.OPTIONAL_FIELDS`) the host
+        stores; the planner plans no change of the others. Default: all of them."""
+        return OPTIONAL_FIELDS
+
+    def configuration_problems(self) -> list[str]:
+        """Every way the adapter's configuration does not fit the host, each with its fix.
+
+        ``init_app`` refuses to start when this is not empty. Default: none.
+        """
+        return []
+
+    def is_admin(self, user: Any) -> bool | None:
+        """Whether the host's ``user`` has the Admin role as Users.csv sets it, or ``None``
+        when the adapter cannot tell (the extension then reads ``user.is_admin``)."""
+        return None
+
+    def notes(self) -> list[str]:
+        """Sentences telling admins what the host does not store (shown with the templates)."""
+        return [FIELD_NOTES[name] for name in sorted(OPTIONAL_FIELDS - self.fields)]
 
     # -- domain operations -------------------------------------------------------------------
 

@@ -9,12 +9,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, inspect, null, select, update
-from sqlalchemy.orm import RelationshipProperty
+from sqlalchemy import (
+    Boolean,
+    String,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    inspect,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.orm import ColumnProperty, RelationshipProperty
 
 from ..adapter import DirectoryAdapter, ExtraColumn, ProgressCallback
 from ..changes import ChangeKind, ChangeSet
@@ -35,17 +47,29 @@ CHUNK = 5000
 _NO_EXTRA: Mapping[str, str] = MappingProxyType({})
 
 
+class Default(str):
+    """An attribute name the mapping uses by default: when the model lacks it, the field is
+    simply not stored (with a note), whereas a name the host gives must exist."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class PersonMapping:
-    """Where the person model keeps each field (attribute names; ``None``: the host has none)."""
+    """Where the person model keeps each field (attribute names; ``None``: the host has none).
 
-    email: str = "email"
-    first_name: str = "first_name"
-    last_name: str = "last_name"
-    title: str | None = "title"
-    external_id: str | None = "employee_id"
-    team_id: str = "team_id"
-    active: str = "active"
+    Only ``email`` and ``active`` are required. Every other field left at its default is used
+    when the model has that attribute and skipped otherwise (the dashboard then says what is not
+    stored); a name given explicitly must exist, or the app refuses to start.
+    """
+
+    email: str = Default("email")
+    first_name: str | None = Default("first_name")
+    last_name: str | None = Default("last_name")
+    title: str | None = Default("title")
+    external_id: str | None = Default("employee_id")
+    team_id: str | None = Default("team_id")
+    active: str = Default("active")
     #: extra Employees.csv column name -> person attribute
     extra: Mapping[str, str] = field(default_factory=dict)
     #: values set on every person the import creates (``{"role": "employee"}``, ...)
@@ -54,20 +78,20 @@ class PersonMapping:
 
 @dataclass(frozen=True)
 class AccessMapping:
-    """How the person model records dashboard access.
+    """How the person model records dashboard access (all optional, like :class:`PersonMapping`).
 
     ``role`` holds ``role_values[Role]`` for admins and managers and ``no_access`` otherwise;
     ``all_teams`` (a boolean attribute) marks a scope of every team; ``scope`` is a
     many-to-many relationship to the team model holding a manager's teams.
     """
 
-    role: str = "role"
+    role: str | None = Default("role")
     role_values: Mapping[Role, Any] = field(
         default_factory=lambda: {Role.ADMIN: "admin", Role.MANAGER: "manager"}
     )
     no_access: Any = "employee"
-    all_teams: str | None = "sees_all_teams"
-    scope: str | None = "scoped_teams"
+    all_teams: str | None = Default("sees_all_teams")
+    scope: str | None = Default("scoped_teams")
 
 
 class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
@@ -86,7 +110,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         db: Any,
         *,
         person_model: type,
-        team_model: type,
+        team_model: type | None = None,
         person: PersonMapping | None = None,
         access: AccessMapping | None = None,
         team_name: str = "name",
@@ -101,6 +125,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self.team_name = team_name
         self.org_attribute = org_attribute
         self.extra_columns = tuple(extra_columns)
+        self._problems = self._resolve_mapping()
         self._role_by_value = {value: role for role, value in self.access.role_values.items()}
         self._key_maps: dict[type, dict[str, str]] = {}
         #: change fields stored as-is -> person attribute (fields the host lacks left out)
@@ -109,6 +134,168 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             for name in ("email", "first_name", "last_name", "active", "title", "external_id")
             if (attribute := getattr(self.person, name))
         }
+
+    # -- checking the mapping against the models -----------------------------------------
+
+    def _resolve_mapping(self) -> list[str]:
+        """Check every mapped attribute against the models; drop the default ones they lack.
+
+        Returns the problems (each with its fix); :meth:`configuration_problems` reports them.
+        """
+        problems: list[str] = []
+        P, T = self.person_model, self.team_model
+        person_name = getattr(P, "__name__", repr(P))
+        try:
+            person_mapper = inspect(P)
+        except Exception:
+            return [f"person_model={person_name} is not a mapped SQLAlchemy model class."]
+        team_mapper = None
+        if T is not None:
+            try:
+                team_mapper = inspect(T)
+            except Exception:
+                problems.append(f"team_model={T!r} is not a mapped SQLAlchemy model class.")
+                T = self.team_model = None
+
+        def column(mapper: Any, model_name: str, attribute: str | None, what: str,
+                   kind: tuple[type, ...], kind_name: str, required: bool = False) -> str | None:
+            """The attribute if ``model`` maps it as a column of ``kind``; else a problem."""
+            if attribute is None:
+                return None
+            prop = mapper.attrs.get(attribute)
+            if prop is None or not isinstance(prop, ColumnProperty):
+                if isinstance(attribute, Default) and prop is None and not required:
+                    return None  # optional and absent: not stored
+                if prop is not None or hasattr(mapper.class_, attribute):
+                    found = "is not a mapped column (a property or relationship?)"
+                else:
+                    found = "does not exist"
+                needed = " (required)" if required else ""
+                owner, _, field_name = what.rpartition(".")
+                example = f"{owner}({field_name}='...')" if owner else f"{what}='...'"
+                problems.append(
+                    f"{model_name}.{attribute} ({what}{needed}) {found}. Add that column, or "
+                    f"map {what} to the attribute that holds it, e.g. {example}."
+                )
+                return None
+            column_type = prop.columns[0].type
+            if kind and not isinstance(column_type, kind):
+                problems.append(
+                    f"{model_name}.{attribute} ({what}) is {type(column_type).__name__}, not "
+                    f"{kind_name}. Map {what} to a {kind_name} column."
+                )
+                return None
+            return attribute
+
+        text, boolean = (String, Text), (Boolean,)
+        m, a = self.person, self.access
+        email = column(person_mapper, person_name, m.email or "email", "PersonMapping.email",
+                       text, "string", required=True)
+        active = column(person_mapper, person_name, m.active or "active",
+                        "PersonMapping.active", boolean, "boolean", required=True)
+        resolved = {
+            "first_name": column(person_mapper, person_name, m.first_name,
+                                 "PersonMapping.first_name", text, "string"),
+            "last_name": column(person_mapper, person_name, m.last_name,
+                                "PersonMapping.last_name", text, "string"),
+            "title": column(person_mapper, person_name, m.title, "PersonMapping.title", text,
+                            "string"),
+            "external_id": column(person_mapper, person_name, m.external_id,
+                                  "PersonMapping.external_id", text, "string"),
+            "team_id": None,
+        }
+        if T is not None:
+            resolved["team_id"] = column(person_mapper, person_name, m.team_id,
+                                         "PersonMapping.team_id", (), "")
+        elif m.team_id is not None and not isinstance(m.team_id, Default):
+            problems.append(
+                f"PersonMapping.team_id={m.team_id!r} needs a team model: pass team_model=... "
+                "to SQLAlchemyDirectoryAdapter, or set team_id=None."
+            )
+        team_name_ok = True
+        if T is not None and team_mapper is not None:
+            team_model_name = getattr(T, "__name__", repr(T))
+            team_name_ok = column(team_mapper, team_model_name, self.team_name,
+                                  "team_name", text, "string") is not None
+        for csv_column, attribute in m.extra.items():
+            column(person_mapper, person_name, attribute, f"PersonMapping.extra[{csv_column!r}]",
+                   (), "")
+        if self.org_attribute is not None:
+            column(person_mapper, person_name, self.org_attribute, "org_attribute", (), "")
+            if T is not None and team_mapper is not None:
+                column(team_mapper, getattr(T, "__name__", repr(T)), self.org_attribute,
+                       "org_attribute", (), "")
+        for attribute in m.defaults:
+            if attribute not in person_mapper.attrs:
+                problems.append(
+                    f"PersonMapping.defaults sets {person_name}.{attribute}, which {person_name} "
+                    "does not map. Remove it or add the column."
+                )
+
+        role = column(person_mapper, person_name, a.role, "AccessMapping.role", (), "")
+        all_teams = column(person_mapper, person_name, a.all_teams, "AccessMapping.all_teams",
+                           boolean, "boolean") if role else None
+        scope = None
+        if a.scope is not None and role is not None:
+            prop = person_mapper.attrs.get(a.scope)
+            if prop is None:
+                if not isinstance(a.scope, Default):
+                    problems.append(
+                        f"{person_name}.{a.scope} (AccessMapping.scope): {person_name} has no "
+                        f"relationship {a.scope!r}. Add a many-to-many relationship to the team "
+                        "model, or set scope=None."
+                    )
+            elif (
+                not isinstance(prop, RelationshipProperty)
+                or prop.secondary is None
+                or T is None
+                or prop.mapper.class_ is not T
+            ):
+                problems.append(
+                    f"{person_name}.{a.scope} (AccessMapping.scope) must be a many-to-many "
+                    "relationship (secondary=...) to the team model. Fix it, or set scope=None."
+                )
+            else:
+                scope = a.scope
+        self.person = replace(
+            self.person,
+            email=email or m.email,
+            active=active or m.active,
+            first_name=resolved["first_name"],
+            last_name=resolved["last_name"],
+            title=resolved["title"],
+            external_id=resolved["external_id"],
+            team_id=resolved["team_id"] if team_name_ok else None,
+        )
+        self.access = replace(self.access, role=role, all_teams=all_teams, scope=scope)
+        return problems
+
+    def configuration_problems(self) -> list[str]:
+        """Every mapped attribute the models lack or map with the wrong type, with the fix."""
+        return list(self._problems)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The optional fields the host's models hold (after checking the mapping)."""
+        m, a = self.person, self.access
+        held = {
+            name for name in ("first_name", "last_name", "title", "external_id")
+            if getattr(m, name) is not None
+        }
+        if self.team_model is not None and m.team_id is not None:
+            held.add("team")
+        if a.role is not None:
+            held.add("access")
+            if a.scope is not None:
+                held.add("scope")
+        return frozenset(held)
+
+    def is_admin(self, user: Any) -> bool | None:
+        """Whether ``user`` (a person model instance) holds the Admin role value."""
+        role = self.access.role
+        if role is None or not isinstance(user, self.person_model):
+            return None
+        return bool(getattr(user, role, None) == self.access.role_values.get(Role.ADMIN))
 
     # -- mapping helpers ------------------------------------------------------------------
 
@@ -148,6 +335,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     def _teams(self, org: str) -> list[TeamRecord]:
         T = self.team_model
+        if T is None:
+            return []
         rows = self.session.execute(
             select(self._pk(T), self._column(T, self.team_name)).where(*self._org_filter(T, org))
         ).all()
@@ -166,13 +355,13 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         query = select(
             self._pk(P),
             self._column(P, m.email),
-            self._column(P, m.first_name),
-            self._column(P, m.last_name),
+            optional(m.first_name),
+            optional(m.last_name),
             optional(m.title),
             optional(m.external_id),
-            self._column(P, m.team_id),
+            optional(m.team_id if self.team_model is not None else None),
             self._column(P, m.active),
-            self._column(P, a.role),
+            optional(a.role),
             optional(a.all_teams),
             *(self._column(P, m.extra[name]) for name in extra_names),
         ).where(*self._org_filter(P, org))
@@ -225,7 +414,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                         person_key=key,
                     )
                 )
-        return DirectorySnapshot.build(people, teams, access)
+        return DirectorySnapshot.build(people, teams, access, fields=self.fields)
 
     # -- SCIM additions: single-record writes (each commits, or rolls back and raises) -----
 
@@ -261,7 +450,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         T, P = self.team_model, self.person_model
         try:
             team_id = self._team_id(org, name)
-            members = self.session.scalar(
+            members = self.person.team_id is not None and self.session.scalar(
                 select(func.count())
                 .select_from(P)
                 .where(self._column(P, self.person.team_id) == team_id)
@@ -304,6 +493,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
     def _team_id(self, org: str, name: str) -> Any:
         """The primary key of the organization's team called ``name`` (normalised match)."""
         wanted = normalize_team(name)
+        if self.team_model is None:
+            raise LookupError("this directory has no teams")
         for team in self._teams(org):
             if normalize_team(team.name) == wanted:
                 return _key(team.key)
@@ -431,7 +622,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             if attribute is not None:
                 out[attribute] = value
             elif name == "team":
-                out[self.person.team_id] = team_ids[value] if value else None
+                if self.person.team_id is not None:
+                    out[self.person.team_id] = team_ids[value] if value else None
             elif name == "extra" and value:
                 extra = self.person.extra
                 out.update({extra[col]: cell for col, cell in value.items() if col in extra})
@@ -444,7 +636,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         base = {**m.defaults, **self._org_values(org), m.active: True}
         if self.access.all_teams:
             base.setdefault(self.access.all_teams, False)
-        base.setdefault(self.access.role, self.access.no_access)
+        if self.access.role:
+            base.setdefault(self.access.role, self.access.no_access)
         self._insert(
             self.person_model, [self._person_values(v, team_ids, base) for v in values]
         )
@@ -460,7 +653,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         )
 
     def _apply_access(self, org: str, changes: list, team_ids: Mapping[str, Any]) -> None:
-        if not changes:
+        if not changes or self.access.role is None:
             return
         P, a = self.person_model, self.access
         emails = {normalize_email(c.subject) for c in changes}

@@ -481,6 +481,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         return render_template(
             "csvdirectory/templates.html",
             file_formats=[_file_format(USERS_FILE), _file_format(EMPLOYEES_FILE)],
+            notes=get_state().adapter.notes(),
         )
 
     @bp.get("/templates/<filename>", endpoint="download_template")
