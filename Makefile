@@ -10,7 +10,7 @@ BIN = $(VENV)/bin
 SHELL := /bin/bash
 EXTRAS = test,scim,rq,postgres
 
-.PHONY: example test test-lowest install bench
+.PHONY: example test test-lowest install bench docs
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ example: $(BIN)/.installed
 test: $(BIN)/.installed
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
+	$(MAKE) docs
 	$(BIN)/python -m pytest
+
+# The Sphinx site (MyST pages + API reference from the docstrings); any warning fails it.
+docs: $(BIN)/.installed
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 # Every runtime dependency pinned to its declared lower bound (scripts/lowest-constraints.py);
 # browser and packaging tests are left to `make test` (they do not depend on these versions).

@@ -1,6 +1,6 @@
 """flask-csvdirectory: directory integration by CSV import for Flask platforms."""
 
-from .adapter import DirectoryAdapter, ExtraColumn
+from .adapter import DirectoryAdapter, ExtraColumn, FieldLimit
 from .adapters.sqlalchemy import AccessMapping, PersonMapping, SQLAlchemyDirectoryAdapter
 from .changes import Change, ChangeKind, ChangeSet
 from .errors import (
@@ -12,6 +12,8 @@ from .errors import (
     IntakeRefused,
     IntegrationDisabled,
     MissingFile,
+    RevertUnavailable,
+    RunInProgress,
     RunNotFound,
     RunStateError,
     WindowClosed,
@@ -51,6 +53,7 @@ __all__ = [
     "DirectoryAdapter",
     "DirectorySnapshot",
     "ExtraColumn",
+    "FieldLimit",
     "FileTooLarge",
     "FileValidationError",
     "IntakeRefused",
@@ -58,7 +61,9 @@ __all__ = [
     "MissingFile",
     "PersonMapping",
     "PersonRecord",
+    "RevertUnavailable",
     "Role",
+    "RunInProgress",
     "RunNotFound",
     "RunStateError",
     "RunStatus",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -98,7 +99,9 @@ def csvdirectory_cli() -> None:
 
 
 def _print_plan(changeset: ChangeSet, limit: int, option: str = "--show", indent: str = "") -> None:
-    click.echo(f"{indent}{changeset.count} change(s):")
+    click.echo(
+        f"{indent}{changeset.count} change(s), {changeset.structural_count} structural:"
+    )
     for kind, count in changeset.counts().items():
         if count:
             click.echo(f"{indent}  {ChangeKind(kind).label}: {count}")
@@ -118,7 +121,9 @@ def _print_plan(changeset: ChangeSet, limit: int, option: str = "--show", indent
 @click.argument("employees", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing, record no run.")
 @ORG_OPTION
-@click.option("--yes", is_flag=True, help="Approve a plan above the threshold without asking.")
+@click.option("--yes", is_flag=True,
+              help="Approve a plan above the threshold without asking (never a plan held by a "
+              "safeguard).")
 @ACTOR_OPTION
 @click.option("--show", default=20, show_default=True, help="How many changes to list.")
 @with_appcontext
@@ -135,6 +140,8 @@ def sync_command(
         if dry_run:
             outcome = runs.dry_run(org, users_upload, employees_upload)
             _print_plan(outcome.changeset, show)
+            for reason in outcome.guard_reasons:
+                click.echo(f"Safeguard ({reason.verdict.value}): {reason.message}")
             click.echo("Dry run: nothing was changed.")
             return
         run = runs.start_run(
@@ -146,9 +153,23 @@ def sync_command(
         if run.status == RunStatus.WAITING.value:
             changeset = runs.load_changeset(run)
             _print_plan(changeset, show)
-            click.echo(f"{changeset.count} changes exceed the approval threshold.")
+            reasons = runs.guard_reasons(run)
+            for reason in reasons:
+                click.echo(f"Safeguard: {reason.message}")
+            if reasons and yes:
+                raise CommandError(
+                    f"Run {run.id} waits for approval: the safeguards above need a person to "
+                    "approve it (--yes does not), on the dashboard, the API or with "
+                    f"'flask csvdirectory approve {run.id}'. Nothing was changed.",
+                    EXIT_REFUSED,
+                )
+            if not reasons:
+                click.echo(
+                    f"{changeset.structural_count} structural changes exceed the approval "
+                    "threshold."
+                )
             if not yes and not click.confirm("Approve and apply them?", default=False):
-                runs.reject(org, run.id, actor)
+                runs.reject(org, run.id, actor, reason="Declined at the command line")
                 raise CommandError(
                     f"Run {run.id} was rejected: nothing was changed.", EXIT_REFUSED
                 )
@@ -468,15 +489,85 @@ def approve_command(run_id: str, org: str | None, actor_name: str) -> None:
 
 @csvdirectory_cli.command("reject")
 @click.argument("run_id")
+@click.option("--reason", default=None, help="Why (shown in the history and the API).")
 @ORG_OPTION
 @ACTOR_OPTION
 @with_appcontext
-def reject_command(run_id: str, org: str | None, actor_name: str) -> None:
-    """Reject run RUN_ID (Waiting for Approval): nothing is applied."""
+def reject_command(run_id: str, reason: str | None, org: str | None, actor_name: str) -> None:
+    """Reject run RUN_ID (Waiting for Approval): nothing is applied, and it does not count in
+    the sync window."""
     org = _org(org)
     with _operator_errors(org):
-        run = runs.reject(org, run_id, runs.Actor(None, actor_name))
-    click.echo(f"Run {run.id}: {run.status_label}. Nothing was changed.")
+        run = runs.reject(org, run_id, runs.Actor(None, actor_name), reason=reason)
+    suffix = f" ({run.reject_reason})" if run.reject_reason else ""
+    click.echo(f"Run {run.id}: {run.status_label}{suffix}. Nothing was changed.")
+
+
+def _print_conflicts(run: SyncRun, limit: int) -> None:
+    conflicts = runs.load_conflicts(run)
+    if not conflicts:
+        return
+    click.echo(f"{len(conflicts)} conflict(s), changed since the sync and left alone:")
+    for conflict in conflicts[:limit]:
+        click.echo(
+            f"  - {conflict.subject} {conflict.field}: wrote {json.dumps(conflict.wrote)}, "
+            f"now {json.dumps(conflict.now)}. {conflict.message}"
+        )
+    if len(conflicts) > limit:
+        click.echo(f"  ... and {len(conflicts) - limit} more")
+
+
+@csvdirectory_cli.command("revert")
+@click.argument("run_id")
+@ORG_OPTION
+@click.option("--yes", is_flag=True, help="Approve a revert above the threshold without asking.")
+@click.option("--as", "actor_name", default="command line", show_default=True,
+              help="Name recorded as who started and approved the revert.")
+@click.option("--show", default=20, show_default=True, help="How many changes to list.")
+@with_appcontext
+def revert_command(run_id: str, org: str | None, yes: bool, actor_name: str, show: int) -> None:
+    """Revert the applied sync RUN_ID: a new run (channel "revert") that puts back what it
+    changed wherever nothing changed since; conflicts are listed and left alone."""
+    org = _org(org)
+    actor = runs.Actor(id=None, name=actor_name)
+    with _operator_errors(org):
+        run = runs.start_revert(org, run_id, actor, enqueue=False)
+        _run_here(runs.process, run, "Processing")
+        if run.status == RunStatus.WAITING.value:
+            _print_plan(runs.load_changeset(run), show)
+            _print_conflicts(run, show)
+            click.echo(f"{run.change_count} changes exceed the approval threshold.")
+            if not yes and not click.confirm("Approve and apply the revert?", default=False):
+                runs.reject(org, run.id, actor, reason="Declined at the command line")
+                raise CommandError(
+                    f"Revert run {run.id} was rejected: nothing was changed.", EXIT_REFUSED
+                )
+            _approve_and_apply(org, run, actor)
+        elif run.status != RunStatus.ERROR.value:
+            _print_plan(runs.load_changeset(run), show)
+            _print_conflicts(run, show)
+    if run.status == RunStatus.ERROR.value:
+        _fail_run(run)
+    click.echo(f"Revert run {run.id} of run {run_id}: {run.status_label}.")
+
+
+@csvdirectory_cli.command("status")
+@ORG_OPTION
+@with_appcontext
+def status_command(org: str | None) -> None:
+    """Whether an upload may start now; if not, the open run or when the window reopens."""
+    org = _org(org)
+    runs.reap_stuck_runs(org)
+    blocking = runs.open_run(org)
+    opens_at = runs.window_opens_at(org)
+    if not runs.get_settings(org).enabled:
+        click.echo("The CSV import integration is disabled for this organization.")
+    elif blocking is not None:
+        click.echo(runs.open_run_message(blocking))
+    elif opens_at is not None:
+        click.echo(runs.window_message(opens_at))
+    else:
+        click.echo("Uploads are open.")
 
 
 @csvdirectory_cli.command("worker")
@@ -575,13 +666,28 @@ def rotate_keys_command() -> None:
 
 
 @csvdirectory_cli.command("purge")
+@click.option(
+    "--older-than-days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Retention in days (default: CSVDIRECTORY_FILE_RETENTION).",
+)
+@click.option("--org", default=None, help="Only this organization (default: every one).")
 @with_appcontext
-def purge_command() -> None:
-    """Drop stored file contents older than CSVDIRECTORY_FILE_RETENTION (finished runs)."""
+def purge_command(older_than_days: int | None, org: str | None) -> None:
+    """Purge the stored files, change sets and before-values of runs finished longer ago than
+    the retention period. A purged sync can no longer be reverted."""
     state = get_state()
-    count = state.store.purge(state.session, utcnow() - state.config["FILE_RETENTION"])
+    retention = (
+        timedelta(days=older_than_days)
+        if older_than_days is not None
+        else state.config["FILE_RETENTION"]
+    )
+    count = state.store.purge(state.session, utcnow() - retention, org=org)
     state.session.commit()
-    click.echo(f"Purged {count} stored file(s).")
+    click.echo(
+        f"Purged {count} stored file(s) of runs finished more than {retention.days} day(s) ago."
+    )
 
 
 @csvdirectory_cli.command("reap")

@@ -57,17 +57,29 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     ),
     "MIN_SYNC_INTERVAL": (
         timedelta(hours=12),
-        "One upload+sync per organization per this interval (a run that ended in Error while "
-        "processing does not count).",
+        "One synchronization per organization per this interval, counted from when the last "
+        "one was applied (Error while processing and Rejected runs and reverts do not count; "
+        "timedelta(0) turns the window off).",
     ),
     "MAX_UPLOAD_BYTES": (100 * 1024 * 1024, "Largest accepted size of each uploaded file."),
     "DEFAULT_APPROVAL_THRESHOLD": (
         50,
-        "Change count above which a run waits for approval, until an admin sets another.",
+        "Structural change count above which a run waits for approval, until an admin sets "
+        "another.",
     ),
     "DEFAULT_APPROVAL_PERCENT": (
         None,
         "Optional: a run also waits when its changes exceed this percentage of the directory.",
+    ),
+    "DEFAULT_GUARD_REMOVAL_PERCENT": (
+        10.0,
+        "Destructive-change guard: a run whose deactivations plus access revocations exceed "
+        "this percentage of the active directory waits for approval (None: off), until an "
+        "admin sets another.",
+    ),
+    "DEFAULT_GUARD_REMOVAL_PEOPLE": (
+        25,
+        "Destructive-change guard: ... or exceed this many people (None: off).",
     ),
     "MAX_ROW_ERRORS": (1000, "Row errors kept and shown per file (all are counted)."),
     "DEFAULT_ORGANIZATION": (
@@ -76,7 +88,8 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     ),
     "FILE_RETENTION": (
         timedelta(days=90),
-        "Stored upload files older than this are purged by 'flask csvdirectory purge'.",
+        "Stored files, change sets and before-values of runs finished longer ago than this are "
+        "purged by 'flask csvdirectory purge'; a purged sync can no longer be reverted.",
     ),
     "RUNS_PER_PAGE": (25, "Runs per page of the history and of the API listing."),
 }

@@ -82,6 +82,30 @@ class FileStore:
             )
         )
 
+    def copy(
+        self, session: Session, run: SyncRun, role: str, new_role: str, filename: str
+    ) -> bool:
+        """Store the ``role`` file of ``run`` again as ``new_role`` (same ciphertext, nothing
+        decrypted); ``False`` when there is no such file to copy."""
+        source = run.file(role)
+        if source is None or source.ciphertext is None:
+            return False
+        existing = run.file(new_role)
+        if existing is not None:
+            run.files.remove(existing)
+            session.flush()
+        run.files.append(
+            StoredFile(
+                org=run.org,
+                role=new_role,
+                filename=filename,
+                size=source.size,
+                sha256=source.sha256,
+                ciphertext=source.ciphertext,
+            )
+        )
+        return True
+
     def get(self, run: SyncRun, role: str) -> bytes:
         """The decrypted bytes of the ``role`` file of ``run``."""
         stored = run.file(role)
@@ -104,17 +128,28 @@ class FileStore:
         return rewritten
 
     @staticmethod
-    def purge(session: Session, older_than: datetime) -> int:
-        """Drop the contents of files of finished runs stored before ``older_than`` (their
-        metadata stays). Files of runs still waiting or processing are kept."""
-        finished = select(SyncRun.id).where(SyncRun.finished_at.is_not(None))
+    def purge(session: Session, older_than: datetime, org: str | None = None) -> int:
+        """Drop the contents of every stored file (uploads, change set, the applied record with
+        its before-values, a revert's conflicts) of runs that finished before ``older_than``;
+        their metadata stays, with ``purged_at``. Files of open runs are kept, and so is the
+        record of a run whose revert is still open (the revert plans from it). A run whose
+        applied record is purged can no longer be reverted. Returns how many files were
+        purged."""
+        finished = select(SyncRun.id).where(
+            SyncRun.finished_at.is_not(None), SyncRun.finished_at < older_than
+        )
+        if org is not None:
+            finished = finished.where(SyncRun.org == org)
+        being_reverted = select(SyncRun.reverts_run_id).where(
+            SyncRun.reverts_run_id.is_not(None), SyncRun.finished_at.is_(None)
+        )
         result = session.execute(
             update(StoredFile)
             .where(
-                StoredFile.created_at < older_than,
                 StoredFile.ciphertext.is_not(None),
                 StoredFile.run_id.in_(finished),
+                StoredFile.run_id.not_in(being_reverted),
             )
             .values(ciphertext=None, purged_at=utcnow())
         )
-        return result.rowcount or 0
+        return result.rowcount or 0  # type: ignore[attr-defined]

@@ -119,7 +119,8 @@ def test_a_closed_window_is_refused_with_when_it_opens(app: Flask, tmp_path: Pat
     result = cli(app, "sync", *files(tmp_path, employees_csv([employee(2)])))
     assert result.exit_code == EXIT_REFUSED
     assert "Too Many Requests" not in result.stderr and "429" not in result.stderr
-    assert "One upload+sync per 12 hours is allowed; the next can start at" in result.stderr
+    assert "One synchronization per 12 hours is allowed" in result.stderr
+    assert "uploads reopen at" in result.stderr
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -255,3 +256,23 @@ def test_a_failed_apply_exits_with_failure(
     assert result.exit_code == EXIT_FAILED
     assert f"Run {run.id} ended in Error while processing" in result.stderr
     assert db.session.scalar(select(User).where(User.email == "person2@example.com")) is None
+
+
+@pytest.mark.safeguards
+def test_yes_does_not_approve_a_run_held_by_a_safeguard(app: Flask, tmp_path: Path) -> None:
+    users_path, employees_path = tmp_path / "Users.csv", tmp_path / "Employees.csv"
+    users_path.write_bytes(
+        users_csv([{"email": "new.admin@example.com", "name": "New Admin", "role": "Admin"}])
+    )
+    employees_path.write_bytes(employees_csv([employee(1)]))
+    paths = [str(users_path), str(employees_path)]
+    dry = app.test_cli_runner().invoke(args=["csvdirectory", "sync", *paths, "--dry-run"])
+    assert "Safeguard (hold): No current admin would keep Admin access" in dry.output
+    result = app.test_cli_runner().invoke(args=["csvdirectory", "sync", *paths, "--yes"])
+    assert result.exit_code == EXIT_REFUSED
+    assert "Safeguard: 1 admin would lose Admin access: admin@example.com" in result.output
+    assert "--yes does not" in result.output
+    run = db.session.scalars(select(SyncRun)).one()
+    assert run.status == "Waiting for Approval"
+    admin = db.session.scalar(select(User).where(User.email == "admin@example.com"))
+    assert admin is not None and admin.role == "admin"

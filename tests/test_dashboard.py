@@ -255,7 +255,7 @@ def test_a_large_upload_waits_and_the_review_lists_the_exact_changes(
     run_id = upload_run(client, data)
     html = client.get(f"{PREFIX}/runs/{run_id}").text
     assert '<dd id="csvd-status">Waiting for Approval</dd>' in html
-    assert "more than the approval\n    threshold of 2" in html
+    assert "more structural changes than the approval threshold of 2" in html
     counts = dict(re.findall(r'<tr data-kind="(\w+)"><td><a [^>]*>[^<]+</a></td>'
                              r'<td class="csvd-num">(\d+)</td>', html))
     assert counts == {"team_created": "2", "employee_created": "3", "employee_updated": "1"}
@@ -338,12 +338,14 @@ def test_the_window_closed_message_says_until_when_and_why(
     with app.app_context():
         opens_at = runs.window_opens_at("default")
     assert opens_at is not None
-    assert f"Uploads are closed until {opens_at:%Y-%m-%d %H:%M} UTC." in html
-    assert "One upload+sync is allowed per 12 hours" in html
+    assert f"uploads reopen at {opens_at:%Y-%m-%d %H:%M:%S} UTC." in html
+    assert "One synchronization per 12 hours is allowed" in html
     assert f"/runs/{run_id}" in html
     assert "<fieldset disabled>" in html
     response = upload(client, pair([employee(2)]))
-    assert "the next can start at" in client.get(response.location).text
+    assert f"uploads reopen at {opens_at:%Y-%m-%d %H:%M:%S} UTC" in client.get(
+        response.location
+    ).text
     assert run_count(app) == 1
 
 

@@ -56,6 +56,7 @@ _CHANNEL_LABELS = {
     Channel.DASHBOARD.value: "Dashboard",
     Channel.API.value: "API",
     Channel.CLI.value: "CLI",
+    Channel.REVERT.value: "Revert",
 }
 _PHASE_LABELS = {
     Phase.QUEUED.value: "Waiting for a worker to pick the run up",
@@ -284,14 +285,30 @@ def _file_format(name: str) -> formats.FileFormat | None:
     return None
 
 
+def _prefilled(org: str, filename: str) -> bytes | None:
+    """The pre-filled template ``filename`` (Users.csv or Employees.csv) of ``org``."""
+    state = get_state()
+    if filename == USERS_FILE:
+        return formats.export_users(state.adapter.snapshot(org))
+    if filename == EMPLOYEES_FILE:
+        return formats.export_employees(state.adapter.snapshot(org), state.adapter.extra_columns)
+    return None
+
+
 def _window(org: str, interval: timedelta) -> dict[str, Any] | None:
-    """Why uploads are closed now and until when, or None when the window is open."""
+    """Why uploads are closed now and until when, or None when the window is open. The
+    sentence is :func:`runs.window_message`, the one the API and CLI give too."""
     opens_at = runs.window_opens_at(org)
     if opens_at is None:
         return None
     recent, _ = runs.list_runs(org, page=1, per_page=20)
-    last = next((run for run in recent if run.status != RunStatus.ERROR.value), None)
-    return {"opens_at": opens_at, "last_run": last, "interval": describe_interval(interval)}
+    last = next((run for run in recent if run.is_applied and not run.is_revert), None)
+    return {
+        "opens_at": opens_at,
+        "message": runs.window_message(opens_at),
+        "last_run": last,
+        "interval": describe_interval(interval),
+    }
 
 
 def _redirect(endpoint: str, **values: Any) -> BaseResponse:
@@ -320,6 +337,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             "csvdirectory_csrf_field": current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"),
             "format_time": format_time,
             "format_size": format_size,
+            "format_value": format_value,
             "status_slug": status_slug,
             "channel_label": lambda value: _CHANNEL_LABELS.get(value, value),
             "phase_label": lambda value: _PHASE_LABELS.get(value, value),
@@ -347,6 +365,9 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     @bp.errorhandler(IntakeRefused)
     def intake_refused(error: IntakeRefused) -> BaseResponse:
         flash(str(error.description), "error")
+        run_id = (request.view_args or {}).get("run_id")
+        if run_id:  # a revert refused (another run is open, ...): back to the sync's page
+            return _redirect("csvdirectory.run", run_id=run_id)
         return _redirect("csvdirectory.upload")
 
     @bp.errorhandler(RunStateError)
@@ -416,6 +437,8 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             "enabled": "enabled" in form,
             "approval_threshold": form.get("approval_threshold", "").strip(),
             "approval_percent": form.get("approval_percent", "").strip(),
+            "guard_removal_percent": form.get("guard_removal_percent", "").strip(),
+            "guard_removal_people": form.get("guard_removal_people", "").strip(),
         }
         errors: dict[str, str] = {}
         threshold: int | None = None
@@ -435,6 +458,26 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
                 errors["approval_percent"] = (
                     "Enter a percentage between 0 and 100, or leave it blank."
                 )
+        guard_percent: float | None = None
+        if values["guard_removal_percent"]:
+            try:
+                guard_percent = float(values["guard_removal_percent"])
+                if not 0 <= guard_percent <= 100 or math.isnan(guard_percent):
+                    raise ValueError
+            except ValueError:
+                errors["guard_removal_percent"] = (
+                    "Enter a percentage between 0 and 100, or leave it blank to turn it off."
+                )
+        guard_people: int | None = None
+        if values["guard_removal_people"]:
+            try:
+                guard_people = int(values["guard_removal_people"])
+                if guard_people < 0:
+                    raise ValueError
+            except ValueError:
+                errors["guard_removal_people"] = (
+                    "Enter a whole number of 0 or more, or leave it blank to turn it off."
+                )
         if errors:
             flash("The settings were not saved: correct the fields marked below.", "error")
             return render_settings(errors=errors, values=values, status=400)
@@ -444,6 +487,8 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             enabled=bool(values["enabled"]),
             approval_threshold=threshold,
             approval_percent=percent,
+            guard_removal_percent=guard_percent,
+            guard_removal_people=guard_people,
         )
         flash("CSV import settings saved.", "success")
         return _redirect("csvdirectory.settings")
@@ -499,6 +544,22 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             max_age=0,
         )
 
+    @bp.get("/templates/prefilled/<filename>", endpoint="download_prefilled")
+    @admin_required
+    def download_prefilled(filename: str) -> BaseResponse:
+        """Users.csv or Employees.csv holding the current directory: edit and upload back (an
+        untouched pair plans no change)."""
+        data = _prefilled(current_org(), filename)
+        if data is None:
+            raise RunNotFound(f"There is no template called {filename!r}.")
+        return send_file(
+            io.BytesIO(data),
+            mimetype="text/csv",
+            as_attachment=True,
+            download_name=filename,
+            max_age=0,
+        )
+
     # -- upload ------------------------------------------------------------------------------
 
     @bp.get("/upload", endpoint="upload")
@@ -506,12 +567,14 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     def upload_page() -> str:
         """The upload form, or why uploads are not possible now."""
         org = current_org()
-        waiting, _ = runs.list_runs(org, status=RunStatus.WAITING, page=1, per_page=1)
+        runs.reap_stuck_runs(org)
+        blocking = runs.open_run(org)
         return render_template(
             "csvdirectory/upload.html",
             settings=runs.get_settings(org),
             window=_window(org, interval),
-            waiting_run=waiting[0] if waiting else None,
+            open_run=blocking,
+            open_run_message=runs.open_run_message(blocking) if blocking is not None else None,
             max_bytes=int(config["MAX_UPLOAD_BYTES"]),
         )
 
@@ -605,6 +668,9 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         return render_template(
             "csvdirectory/run.html",
             run=run,
+            revert_unavailable=runs.revert_unavailable_reason(run),
+            conflicts=runs.load_conflicts(run) if run.is_revert else [],
+            window_rule=describe_interval(interval),
             status=status_payload(run),
             counts=counts,
             groups=groups,
@@ -612,6 +678,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             kind=kind,
             query=query,
             row_errors=runs.row_errors(run),
+            guard_reasons=runs.guard_reasons(run),
             review_columns=review_columns,
             is_diff_kind=is_diff_kind,
             change_diff=change_diff,
@@ -653,8 +720,24 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     def reject(run_id: str) -> BaseResponse:
         """Reject a waiting run in the admin's name; nothing is applied."""
         actor = current_actor()
-        runs.reject(current_org(), run_id, actor)
-        flash(f"Rejected by {actor.name}. Nothing was applied to the directory.", "success")
+        runs.reject(current_org(), run_id, actor, reason=request.form.get("reason"))
+        flash(
+            f"Rejected by {actor.name}. Nothing was applied to the directory. A rejected run "
+            "does not count in the sync window: corrected files can be uploaded now.",
+            "success",
+        )
         return _redirect("csvdirectory.run", run_id=run_id)
+
+    @bp.post("/runs/<run_id>/revert", endpoint="revert")
+    @admin_required
+    def revert(run_id: str) -> BaseResponse:
+        """Revert this sync: start a revert run in the admin's name and show it."""
+        revert_run = runs.start_revert(current_org(), run_id, current_actor())
+        flash(
+            "Revert started: it puts back what that sync changed wherever nothing changed "
+            "since. It goes through approval like any run.",
+            "success",
+        )
+        return _redirect("csvdirectory.run", run_id=revert_run.id)
 
     return bp

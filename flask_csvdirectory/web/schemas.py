@@ -36,8 +36,9 @@ class ErrorBodySchema(Schema):
         required=True,
         metadata={
             "description": "A stable, machine-readable reason: missing_file, file_too_large, "
-            "request_too_large, window_closed, integration_disabled, invalid_files, not_found, "
-            "invalid_state, unauthorized, validation_error, idempotency_key_reused, "
+            "request_too_large, window_closed, run_in_progress, integration_disabled, "
+            "invalid_files, not_found, invalid_state, revert_unavailable, unauthorized, "
+            "validation_error, idempotency_key_reused, "
             "idempotency_key_in_use, invalid_idempotency_key, method_not_allowed, "
             "internal_error, ...",
             "example": "window_closed",
@@ -48,7 +49,8 @@ class ErrorBodySchema(Schema):
         allow_none=True,
         metadata={
             "description": "Extra data for some codes: window_closed gives opens_at and "
-            "retry_after; invalid_files gives error_count and errors (file, line, column, "
+            "retry_after; run_in_progress gives run_id, status_label and run (its URL); "
+            "invalid_files gives error_count and errors (file, line, column, "
             "value, message); validation_error gives the invalid parameters."
         },
     )
@@ -102,6 +104,12 @@ class TimingsSchema(Schema):
     started_at = fields.DateTime(allow_none=True, required=True)
     planned_at = fields.DateTime(allow_none=True, required=True)
     decided_at = fields.DateTime(allow_none=True, required=True)
+    applied_at = fields.DateTime(
+        allow_none=True,
+        required=True,
+        metadata={"description": "When the changes were applied (the sync window counts from "
+                  "here); null when nothing was applied."},
+    )
     finished_at = fields.DateTime(allow_none=True, required=True)
     seconds = fields.Dict(
         keys=fields.String(),
@@ -119,6 +127,41 @@ class RunLinksSchema(Schema):
     errors = fields.String(required=True)
     approve = fields.String(required=True)
     reject = fields.String(required=True)
+    revert = fields.String(required=True)
+    conflicts = fields.String(required=True)
+
+
+class RevertInfoSchema(Schema):
+    """Whether the run can be reverted now, and why not."""
+
+    available = fields.Boolean(required=True)
+    reason = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Why it cannot be reverted (not applied, already reverted, "
+                  "its before-values purged by retention, ...); null when it can."},
+    )
+
+
+class GuardReasonSchema(Schema):
+    """Why a run waits for approval (``hold``) or was refused (``refuse``), by one guard."""
+
+    guard = fields.String(
+        required=True,
+        metadata={
+            "description": "uploader_loses_admin, admin_continuity, admin_loses_access or "
+            "mass_removal.",
+            "example": "mass_removal",
+        },
+    )
+    verdict = fields.String(required=True, validate=validate.OneOf(["hold", "refuse"]))
+    message = fields.String(required=True, metadata={"description": "Names who is affected."})
+    people = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "Emails of the people affected (at most 100)."},
+    )
+    people_count = fields.Integer(required=True, metadata={"description": "All of them."})
 
 
 class RunSchema(Schema):
@@ -151,6 +194,22 @@ class RunSchema(Schema):
         required=True,
         metadata={"description": "Changes by kind (every kind, zeros included) once planned."},
     )
+    structural_change_count = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={
+            "description": "The changes compared with the approval threshold: employees "
+            "created, deactivated, reactivated or moved, teams created, dashboard access "
+            "granted, changed or revoked, email changes. Name, title, employee ID and extra "
+            "column edits do not count."
+        },
+    )
+    guard_reasons = fields.List(
+        fields.Nested(GuardReasonSchema),
+        required=True,
+        metadata={"description": "Why the run waits for approval or was refused (empty: no "
+                  "guard spoke)."},
+    )
     approval_threshold = fields.Integer(allow_none=True, required=True)
     approval_percent = fields.Float(allow_none=True, required=True)
     directory_size = fields.Integer(allow_none=True, required=True)
@@ -158,6 +217,28 @@ class RunSchema(Schema):
     notice = fields.String(allow_none=True, required=True)
     error_reason = fields.String(allow_none=True, required=True)
     error_count = fields.Integer(required=True)
+    reject_reason = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Why the run was rejected, when the admin said."},
+    )
+    reverts = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "A revert run (channel revert): the id of the run it undoes."},
+    )
+    reverted_by = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The id of the latest revert run started for this run."},
+    )
+    conflict_count = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={"description": "A revert run: changes of the original made since and left "
+                  "alone (see links.conflicts)."},
+    )
+    revert = fields.Nested(RevertInfoSchema, required=True)
     progress = fields.Nested(ProgressSchema, required=True)
     timings = fields.Nested(TimingsSchema, required=True)
     links = fields.Nested(RunLinksSchema, required=True)
@@ -230,13 +311,69 @@ class RowErrorListSchema(Schema):
     items = fields.List(fields.Nested(RowErrorSchema), required=True)
 
 
+class ConflictSchema(Schema):
+    """A change of the reverted run that was changed again since, so the revert left it alone."""
+
+    kind = fields.String(
+        required=True,
+        validate=validate.OneOf([k.value for k in ChangeKind]),
+        metadata={"description": "The kind of the original change."},
+    )
+    subject = fields.String(required=True, metadata={"description": "An email or a team name."})
+    field = fields.String(required=True, metadata={"example": "title"})
+    wrote = fields.Raw(allow_none=True, required=True, metadata={"description": "What the "
+                       "reverted run wrote."})
+    now = fields.Raw(allow_none=True, required=True, metadata={"description": "What the "
+                     "directory held when the revert was planned."})
+    message = fields.String(required=True)
+
+
+class ConflictListSchema(Schema):
+    """A revert run's conflicts."""
+
+    run_id = fields.String(required=True)
+    reverts = fields.String(allow_none=True, required=True)
+    total = fields.Integer(required=True)
+    items = fields.List(fields.Nested(ConflictSchema), required=True)
+
+
+class IntakeStatusSchema(Schema):
+    """Whether an upload may start now, and if not, why and until when."""
+
+    integration_enabled = fields.Boolean(required=True)
+    uploads_open = fields.Boolean(required=True)
+    window_opens_at = fields.DateTime(
+        allow_none=True,
+        required=True,
+        metadata={"description": "When the sync window reopens, to the second, rounded up; "
+                  "null when it is open."},
+    )
+    open_run = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The id of the open run that blocks uploads, if any."},
+    )
+    message = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The sentence the dashboard shows; null when uploads are open."},
+    )
+
+
 class DryRunSchema(Schema):
     """What an import would do now, computed without starting it."""
 
     dry_run = fields.Boolean(required=True, metadata={"example": True})
     change_count = fields.Integer(required=True)
     change_counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    structural_change_count = fields.Integer(required=True)
     would_wait_for_approval = fields.Boolean(required=True)
+    would_be_refused = fields.Boolean(
+        required=True,
+        metadata={"description": "A guard would refuse the run (it removes your own Admin "
+                  "access): another admin must upload these files."},
+    )
+    guard_reasons = fields.List(fields.Nested(GuardReasonSchema), required=True)
     approval_threshold = fields.Integer(required=True)
     approval_percent = fields.Float(allow_none=True, required=True)
     users_rows = fields.Integer(required=True)
@@ -255,6 +392,31 @@ class DryRunSchema(Schema):
     )
     changes_truncated = fields.Boolean(required=True)
     seconds = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+
+
+class SettingsSchema(Schema):
+    """The organization's integration settings (read-only here: an admin edits them on the
+    dashboard's settings page, so a token cannot loosen the guards protecting its own
+    uploads)."""
+
+    enabled = fields.Boolean(required=True)
+    approval_threshold = fields.Integer(
+        required=True,
+        metadata={"description": "Structural changes above which a run waits for approval."},
+    )
+    approval_percent = fields.Float(allow_none=True, required=True)
+    guard_removal_percent = fields.Float(
+        allow_none=True,
+        required=True,
+        metadata={"description": "A run waits when its deactivations plus access revocations "
+                  "exceed this share of the active directory (percent; null: off).",
+                  "example": 10.0},
+    )
+    guard_removal_people = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={"description": "... or exceed this many people (null: off).", "example": 25},
+    )
 
 
 # -- requests ----------------------------------------------------------------------------
@@ -310,6 +472,20 @@ class ErrorsQuerySchema(_Query):
     format = fields.String(
         validate=validate.OneOf(["json", "csv"]),
         metadata={"description": "csv for a CSV download (as `Accept: text/csv`)."},
+    )
+
+
+class RejectBodySchema(Schema):
+    """The optional body of ``POST imports/{id}/reject`` (JSON or form)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    reason = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=2000),
+        metadata={"description": "Why the run is rejected (shown in the history and here)."},
     )
 
 
