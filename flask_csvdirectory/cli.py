@@ -231,11 +231,24 @@ def _describe_settings(settings: IntegrationSettings) -> str:
     threshold = f"more than {settings.approval_threshold} change(s)"
     if settings.approval_percent is not None:
         threshold += f" or more than {settings.approval_percent:g}% of the directory"
+    removal = [
+        f"{settings.guard_removal_percent:g}% of the directory"
+        if settings.guard_removal_percent is not None else None,
+        f"{settings.guard_removal_people} people"
+        if settings.guard_removal_people is not None else None,
+    ]
+    limits = " or ".join(limit for limit in removal if limit)
+    guard = (
+        f"The mass-removal safeguard holds a run that would deactivate more than {limits}."
+        if limits
+        else "The mass-removal safeguard is off."
+    )
     updated = f"{settings.updated_at:%Y-%m-%d %H:%M} UTC" if settings.updated_at else "never"
     by = f" by {settings.updated_by}" if settings.updated_by else ""
     return (
         f"The CSV import integration of organization {settings.org!r} is {state}.\n"
         f"A run waits for approval when it has {threshold}.\n"
+        f"{guard}\n"
         f"Last changed {updated}{by}."
     )
 
@@ -290,25 +303,49 @@ def settings_disable_command(org: str | None, actor_name: str) -> None:
     help="A run changing more than this percentage of the directory also waits.",
 )
 @click.option("--no-percent", is_flag=True, help="Drop the percentage rule.")
+@click.option(
+    "--removal-percent", type=click.FloatRange(0, 100), default=None,
+    help="Safeguard: hold a run deactivating more than this share of the directory.",
+)
+@click.option(
+    "--removal-people", type=click.IntRange(min=0), default=None,
+    help="Safeguard: hold a run deactivating more than this many people.",
+)
+@click.option("--no-removal-guard", is_flag=True, help="Turn the mass-removal safeguard off.")
 @click.option("--enable/--disable", "enabled", default=None, help="Enable or disable uploads.")
 @with_appcontext
 def settings_set_command(
     org: str | None, actor_name: str, threshold: int | None, percent: float | None,
-    no_percent: bool, enabled: bool | None,
+    no_percent: bool, removal_percent: float | None, removal_people: int | None,
+    no_removal_guard: bool, enabled: bool | None,
 ) -> None:
-    """Change the approval threshold (and more) in one go."""
+    """Change the approval threshold, the safeguards and more in one go."""
     if percent is not None and no_percent:
         raise click.UsageError("Give either --percent or --no-percent, not both.")
-    if threshold is None and percent is None and not no_percent and enabled is None:
+    if no_removal_guard and (removal_percent is not None or removal_people is not None):
         raise click.UsageError(
-            "Nothing to change: give --threshold, --percent, --no-percent or --enable/--disable."
+            "Give either --no-removal-guard or --removal-percent/--removal-people, not both."
         )
+    if (
+        threshold is None and percent is None and not no_percent and enabled is None
+        and removal_percent is None and removal_people is None and not no_removal_guard
+    ):
+        raise click.UsageError(
+            "Nothing to change: give --threshold, --percent, --no-percent, --removal-percent, "
+            "--removal-people, --no-removal-guard or --enable/--disable."
+        )
+
+    def keep_or(value: Any) -> Any:  # False: leave the setting as it is
+        return None if no_removal_guard else (value if value is not None else False)
+
     settings = runs.update_settings(
         _org(org),
         runs.Actor(None, actor_name),
         enabled=enabled,
         approval_threshold=threshold,
         approval_percent=None if no_percent else (percent if percent is not None else False),
+        guard_removal_percent=keep_or(removal_percent),
+        guard_removal_people=keep_or(removal_people),
     )
     click.echo("Saved. " + _describe_settings(settings))
 

@@ -145,6 +145,18 @@ def test_settings_enable_disable_and_threshold(app: Flask) -> None:
     assert "The CSV import integration of organization 'default' is enabled." in result.stdout
     assert "more than 120 change(s)." in result.stdout
 
+    result = cli(app, "settings", "set", "--removal-percent", "20", "--removal-people", "7")
+    assert result.exit_code == 0, result.stderr
+    assert (settings().guard_removal_percent, settings().guard_removal_people) == (20, 7)
+    assert (
+        "The mass-removal safeguard holds a run that would deactivate more than 20% of the "
+        "directory or 7 people." in result.stdout
+    )
+    result = cli(app, "settings", "set", "--no-removal-guard")
+    assert (settings().guard_removal_percent, settings().guard_removal_people) == (None, None)
+    assert "The mass-removal safeguard is off." in result.stdout
+    assert cli(app, "settings", "set", "--no-removal-guard", "--removal-people", "3").exit_code == 2
+
     assert cli(app, "settings", "set").exit_code == 2  # nothing to change: usage
     assert cli(app, "settings", "set", "--threshold", "-1").exit_code == 2
     assert cli(app, "settings", "set", "--percent", "101").exit_code == 2
