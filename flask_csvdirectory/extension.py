@@ -45,14 +45,15 @@ class CSVDirectoryState:
     @property
     def session(self) -> Session:
         """The host's Flask-SQLAlchemy session (the extension's tables share it)."""
-        return self.db.session
+        return self.db.session  # type: ignore[return-value]  # a scoped_session proxies one
 
 
 def get_state(app: Flask | None = None) -> CSVDirectoryState:
     """The extension's state of ``app`` (default: the current app)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        return app.extensions[EXTENSION_KEY]
+        state: CSVDirectoryState = app.extensions[EXTENSION_KEY]
+        return state
     except KeyError:
         raise ConfigurationError(
             "flask-csvdirectory is not registered on this app. "

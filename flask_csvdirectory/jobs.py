@@ -114,7 +114,9 @@ class JobRunner:
 
     # -- starting jobs --------------------------------------------------------------------
 
-    def enqueue(self, func: Callable[[str], None], run_id: str, job_id: str) -> Future | str:
+    def enqueue(
+        self, func: Callable[[str], None], run_id: str, job_id: str
+    ) -> Future[None] | str:
         """Start ``func(run_id)``; return the RQ job id, or a Future in the in-process modes."""
         if self.mode == "rq":
             from rq import Callback
@@ -130,7 +132,7 @@ class JobRunner:
             )
             return job_id
         if self.mode == "sync":
-            future: Future = Future()
+            future: Future[None] = Future()
             try:
                 func(run_id)
                 future.set_result(None)
@@ -184,8 +186,8 @@ class JobRunner:
         hard_limit = timedelta(seconds=self.job_timeout + 60)
         if self.mode != "rq":
             if run.id in self._active:
-                return silent > hard_limit
-            return silent > stuck_after
+                return bool(silent > hard_limit)
+            return bool(silent > stuck_after)
         from rq.job import JobStatus
 
         job = self._fetch(run.job_id)
@@ -193,8 +195,8 @@ class JobRunner:
         if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
             return False
         if status == JobStatus.STARTED:
-            return silent > hard_limit
-        return silent > timedelta(seconds=30)
+            return bool(silent > hard_limit)
+        return bool(silent > timedelta(seconds=30))
 
     def _fetch(self, job_id: str | None) -> Any:
         if not job_id:

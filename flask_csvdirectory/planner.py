@@ -118,16 +118,17 @@ def _check_renamed_users(
             renamed[normalize_email(person.email)] = row
     errors = []
     for user in users:
-        row = renamed.get(user.email)
-        if row is not None and user.email not in {r.email for r in employees}:
+        renamed_row = renamed.get(user.email)
+        if renamed_row is not None and user.email not in {r.email for r in employees}:
             errors.append(
                 RowError(
                     USERS_FILE,
                     user.line,
                     "email",
                     user.email,
-                    f"Employees.csv line {row.line} changes this person's email to {row.email} "
-                    f"(employee_id {row.employee_id}); use the new email here.",
+                    f"Employees.csv line {renamed_row.line} changes this person's email to "
+                    f"{renamed_row.email} (employee_id {renamed_row.employee_id}); use the new "
+                    "email here.",
                 )
             )
     return errors
@@ -334,6 +335,8 @@ def _plan(
     final_email: dict[str, str] = {}  # key of each matched person -> their email after the sync
     renamed: dict[str, str] = {}  # new email -> key of the matched person it is given to
     for row in employees:
+        team: str | None
+        team_norm: str | None
         if has_team:
             team, team_norm = team_of_raw.get(row.team) or canonical_team(row.team)
         else:
