@@ -29,7 +29,12 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "ENABLE_SCIM": (
         None,
         "Register the SCIM 2.0 blueprint. None: when the [scim] extra is installed; True "
-        "requires it.",
+        "requires it. Each organization still turns SCIM on in its settings (off by default).",
+    ),
+    "SCIM_LOCK_TIMEOUT": (
+        10.0,
+        "Seconds a SCIM write waits for the organization's write lock (held by a CSV apply or "
+        "another write) before it is answered 409 with Retry-After.",
     ),
     "BASE_TEMPLATE": (
         "csvdirectory/base.html",
