@@ -1,6 +1,6 @@
 # The two commands a newcomer needs:
 #   make example   run the example platform on http://127.0.0.1:5000 (SQLite, in-process jobs)
-#   make test      lint and run the whole suite (both stacks; real-stack tests need PostgreSQL
+#   make test      lint, type-check (mypy --strict), build the docs and run the whole suite (both stacks; real-stack tests need PostgreSQL
 #                  and Redis, browser tests need Chromium, which this target installs)
 # And for CI: make test-lowest   the suite on the lowest dependency versions setup.cfg declares
 VENV ?= .venv
@@ -26,6 +26,7 @@ example: $(BIN)/.installed
 test: $(BIN)/.installed
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(MAKE) docs
 	$(BIN)/python -m pytest
 

@@ -63,7 +63,7 @@ class ExtraColumn:
     """
 
     name: str
-    field: ma_fields.Field = field(default_factory=lambda: ma_fields.String(load_default=""))
+    field: ma_fields.Field[Any] = field(default_factory=lambda: ma_fields.String(load_default=""))
     example: str = ""
     description: str = ""
 
@@ -286,7 +286,7 @@ class DirectoryAdapter(abc.ABC):
         members: an adapter over a database selects the one column."""
         where = Compare("team", Op.EQ, team_key)
         if getattr(self, "scim_ids", False):
-            where = AllOf((where, Compare("id", Op.PR)))
+            where = AllOf((where, Compare("id", Op.PR)))  # type: ignore[assignment]
         page = self.find_people(org, Query(where, offset=offset, limit=limit))
         return Page(page.total, [p.scim_id or p.key for p in page.items])
 

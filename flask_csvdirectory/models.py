@@ -36,7 +36,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored naive-UTC and always read back timezone-aware (SQLite drops zones)."""
 
     impl = DateTime

@@ -111,8 +111,8 @@ PHONE_TYPES = ("work", "mobile", "fax")
 
 
 #: References to a User and to a Group, by resource type name.
-UserReference: Any = Reference["User"]
-GroupReference: Any = Reference["Group"]
+UserReference: Any = Reference["User"]  # type: ignore[name-defined]  # by resource name
+GroupReference: Any = Reference["Group"]  # type: ignore[name-defined]  # by resource name
 
 #: Attributes the directory does not store are ignored in requests (identity providers send
 #: what their mappings hold) and never advertised in /Schemas.
@@ -232,7 +232,7 @@ class DirectoryGroup(Resource[Any]):
 ManagerRef.model_rebuild()
 GroupMember.model_rebuild()
 
-UserModel: Any = DirectoryUser[EnterpriseExtension]  # type: ignore[index]
+UserModel: Any = DirectoryUser[EnterpriseExtension]
 
 
 def build_provider() -> ScimProvider:
@@ -358,7 +358,7 @@ def _rewrite_operations(payload: dict[str, Any]) -> dict[str, Any]:
             rewritten.append({"op": op, "path": path, "value": {"value": str(value)}})
         else:
             rewritten.append(operation)
-    return {**payload, key: rewritten}
+    return {**payload, str(key): rewritten}
 
 
 class DirectoryScimHandler(ScimHandler):
@@ -519,7 +519,7 @@ class FilterTranslator:
         if prefix is not None:  # emails[value eq "x"]: the sub-attribute of the prefix
             uri, attr, sub = prefix.uri, prefix.attr, path.attr
         else:
-            uri, attr, sub = path.uri, path.attr, path.sub_attr
+            uri, attr, sub = path.uri, path.attr, path.sub_attr  # type: ignore[assignment]
         folded_uri = None if uri is None or uri.casefold() in _CORE_URNS else uri
         key = (folded_uri, attr.casefold(), sub.casefold() if sub else None)
         name = self.fields.get(key)
@@ -630,7 +630,9 @@ def scim_id_of(record: PersonRecord | TeamRecord) -> str:
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-_GROUP_TYPE = ResourceType(name=GROUP, endpoint="/Groups", schema_=CORE_GROUP, id=GROUP)
+_GROUP_TYPE = ResourceType(  # type: ignore[call-arg]  # schema_ is the field's alias
+    name=GROUP, endpoint="/Groups", schema_=CORE_GROUP, id=GROUP  # type: ignore[arg-type]
+)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -1265,7 +1267,7 @@ def _dump(resource: Resource[Any] | None) -> dict[str, Any] | None:
         return None
     dumped = resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
     dumped.pop("meta", None)
-    return cast(dict[str, Any], dumped)
+    return dumped
 
 
 def _wants_members(parameters: Any) -> bool:

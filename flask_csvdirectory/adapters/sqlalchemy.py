@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import ColumnProperty, RelationshipProperty
 
 from ..adapter import DirectoryAdapter, ExtraColumn, FieldLimit, ProgressCallback
-from ..changes import ChangeKind, ChangeSet
+from ..changes import Change, ChangeKind, ChangeSet
 from ..query import (
     CASE_EXACT,
     PERSON_FIELDS,
@@ -203,10 +203,10 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         P, T = self.person_model, self.team_model
         person_name = getattr(P, "__name__", repr(P))
         try:
-            person_mapper = inspect(P)
+            person_mapper: Any = inspect(P)
         except Exception:
             return [f"person_model={person_name} is not a mapped SQLAlchemy model class."]
-        team_mapper = None
+        team_mapper: Any = None
         if T is not None:
             try:
                 team_mapper = inspect(T)
@@ -366,7 +366,14 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     # -- mapping helpers ------------------------------------------------------------------
 
-    def _column(self, model: type, attribute: str) -> Any:
+    def _teams_model(self) -> type:
+        """The team model; :class:`LookupError` when the host has none (teams not stored)."""
+        if self.team_model is None:
+            raise LookupError("this directory stores no teams (no team_model)")
+        return self.team_model
+
+    def _column(self, model: type, attribute: str | None) -> Any:
+        assert attribute is not None, "an optional attribute the host lacks was used"
         return getattr(model, attribute)
 
     def _pk(self, model: type) -> Any:
@@ -387,8 +394,9 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         """(secondary table, its person-id column, its team-id column) of the scope relation."""
         if self.access.scope is None:
             return None
-        prop = inspect(self.person_model).get_property(self.access.scope)
+        prop: Any = inspect(self.person_model).get_property(self.access.scope)
         assert isinstance(prop, RelationshipProperty) and prop.secondary is not None
+        assert prop.secondary_synchronize_pairs is not None  # many-to-many: always set
         person_col = prop.synchronize_pairs[0][1]
         team_col = prop.secondary_synchronize_pairs[0][1]
         return prop.secondary, person_col, team_col
@@ -412,7 +420,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 "last_name": (P, m.last_name),
                 "title": (P, m.title),
                 "external_id": (P, m.external_id),
-                "team": (self.team_model, self.team_name),
+                "team": (self.team_model, self.team_name),  # type: ignore[dict-item]
                 "user_name": (P, m.user_name),
                 "display_name": (P, m.display_name),
                 "phone": (P, next(iter(m.phones.values()), None)),
@@ -545,7 +553,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             *(self._column(P, m.phones[kind]) for kind in phone_types),
             *(self._column(P, m.extra[name]) for name in extra_names),
         ]
-        T = self.team_model
+        T = self._teams_model()
         statement = (
             select(*columns, self._column(T, self.team.name))
             .select_from(P)
@@ -602,7 +610,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
     def find_teams(self, org: str, query: Query) -> Page[TeamRecord]:
         """Teams matching ``query``, as SQL (``member`` conditions become an ``EXISTS``)."""
         check_fields(query, TEAM_FIELDS)
-        T, t = self.team_model, self.team
+        T, t = self._teams_model(), self.team
         where = [*self._org_filter(T, org)]
         if query.where is not None:
             where.append(self._sql(query.where, self._team_column))
@@ -688,7 +696,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         return None if column is None else self._column(P, column)
 
     def _team_column(self, name: str) -> Any:
-        T, t = self.team_model, self.team
+        T, t = self._teams_model(), self.team
         if name == "key" or (name == "id" and t.scim_id is None):
             return self._pk(T)
         if name == "member":
@@ -718,7 +726,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             exists = (
                 select(self._pk(P))
                 .where(
-                    self._column(P, self.person.team_id) == self._pk(self.team_model),
+                    self._column(P, self.person.team_id) == self._pk(self._teams_model()),
                     self._pk(P) == person_key,
                 )
                 .exists()
@@ -806,7 +814,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
         Raises :class:`LookupError` for an unknown team, :class:`ValueError` when it is in use.
         """
-        T, P = self.team_model, self.person_model
+        T, P = self._teams_model(), self.person_model
         try:
             team_id = self._team_id(org, name)
             members = self.person.team_id is not None and self.session.scalar(
@@ -832,7 +840,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     def rename_team(self, org: str, name: str, new_name: str) -> None:
         """Rename a team in place (its id, members and scopes stay)."""
-        T = self.team_model
+        T = self._teams_model()
         try:
             team_id = self._team_id(org, name)
             holder = {normalize_team(t.name): t.key for t in self._teams(org)}.get(
@@ -932,7 +940,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         """Attribute names -> table column keys, for Core statements (no ORM overhead)."""
         keys = self._key_maps.get(model)
         if keys is None:
-            mapper = inspect(model)
+            mapper: Any = inspect(model)
             keys = self._key_maps[model] = {
                 attr.key: attr.columns[0].key for attr in mapper.column_attrs
             }
@@ -940,7 +948,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     def _insert(self, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
         """Core executemany INSERT of attribute-keyed rows, batched by key shape."""
-        table = inspect(model).local_table
+        table: Any = inspect(model).local_table
         by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             values = self._column_keys(model, row)
@@ -953,7 +961,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     def _update_by_pk(self, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
         """Core executemany UPDATE ... WHERE pk = :pk of attribute-keyed rows (pk included)."""
-        table = inspect(model).local_table
+        table: Any = inspect(model).local_table
         pk_attr = self._pk_attr(model)
         pk_column = self._pk(model)
         by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -982,7 +990,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if t.scim_id:
             for row in rows:
                 row[t.scim_id] = new_scim_id()
-        self._insert(self.team_model, rows)
+        self._insert(self._teams_model(), rows)
 
     def _touch_teams(self, org: str, names: Iterable[str | None]) -> None:
         """Stamp ``updated_at`` on teams whose members changed (their Group changed)."""
@@ -992,7 +1000,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if not wanted:
             return
         keys = [_key(t.key) for t in self._teams(org) if normalize_team(t.name) in wanted]
-        T = self.team_model
+        T = self._teams_model()
         for chunk in _chunks(keys):
             self.session.execute(
                 update(T)
@@ -1005,7 +1013,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         values: Mapping[str, Any],
         team_ids: Mapping[str, Any],
         base: Mapping[str, Any] | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Translate change values (email, names, team, active, extra...) to model attributes,
         on top of ``base``."""
         plain = self._plain_fields
@@ -1058,9 +1066,10 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
              for key, values in merged.items()],
         )
 
-    def _apply_access(self, org: str, changes: list, team_ids: Mapping[str, Any]) -> None:
+    def _apply_access(self, org: str, changes: list[Change], team_ids: Mapping[str, Any]) -> None:
         if not changes or self.access.role is None:
             return
+        role_attr: str = self.access.role
         P, a = self.person_model, self.access
         emails = {normalize_email(c.subject) for c in changes}
         ids = self._ids_by_email(org, emails)
@@ -1070,13 +1079,13 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if missing:  # dashboard-only accounts for emails no person has
             new_people = []
             for change in missing:
-                first, _, last = (change.after.get("name") or "").strip().partition(" ")
+                first, _, last = ((change.after or {}).get("name") or "").strip().partition(" ")
                 new_people.append(
                     {"email": normalize_email(change.subject), "first_name": first,
                      "last_name": last, "team": None}
                 )
             self._create_people(org, new_people, team_ids)
-            ids.update(self._ids_by_email(org, {p["email"] for p in new_people}))
+            ids.update(self._ids_by_email(org, {str(p["email"]) for p in new_people}))
 
         pk = self._pk_attr(P)
         rows: list[dict[str, Any]] = []
@@ -1084,15 +1093,15 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         for change in changes:
             person_id = ids[normalize_email(change.subject)]
             if change.kind is ChangeKind.ACCESS_REVOKED:
-                row = {pk: person_id, a.role: a.no_access}
+                row = {pk: person_id, role_attr: a.no_access}
                 if a.all_teams:
                     row[a.all_teams] = False
                 scoped[person_id] = []
             else:
-                role = Role(change.after["role"])
-                teams = list(change.after["teams"])
+                role = Role((change.after or {})["role"])
+                teams = list((change.after or {})["teams"])
                 every = role is Role.ADMIN or ALL_TEAMS in teams
-                row = {pk: person_id, a.role: a.role_values[role]}
+                row = {pk: person_id, role_attr: a.role_values[role]}
                 if a.all_teams:
                     row[a.all_teams] = every
                 scoped[person_id] = (
@@ -1132,7 +1141,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         return found
 
 
-class _TeamKeys(dict):
+class _TeamKeys(dict[str, Any]):
     """Team name as written -> database key, normalising each distinct name once."""
 
     def __init__(self, by_normalized_name: Mapping[str, str]) -> None:

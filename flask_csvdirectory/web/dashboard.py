@@ -442,7 +442,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     def save_settings() -> BaseResponse:
         """Save the enable switch and the approval threshold (count, optional percentage)."""
         form = request.form
-        values = {
+        values: dict[str, Any] = {
             "enabled": "enabled" in form,
             "approval_threshold": form.get("approval_threshold", "").strip(),
             "approval_percent": form.get("approval_percent", "").strip(),
