@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from cryptography.fernet import Fernet
@@ -47,6 +48,17 @@ def create_app(config: dict[str, Any] | None = None, instance_path: str | None =
         app.config["CSVDIRECTORY_ENCRYPTION_KEYS"] = os.environ[
             "CSVDIRECTORY_ENCRYPTION_KEYS"
         ].split(",")
+    # operations settings an operator (or the fault-injection tests) passes to workers
+    if os.environ.get("CSVDIRECTORY_HEARTBEAT_GRACE"):
+        app.config["CSVDIRECTORY_HEARTBEAT_GRACE"] = timedelta(
+            seconds=float(os.environ["CSVDIRECTORY_HEARTBEAT_GRACE"])
+        )
+    if os.environ.get("CSVDIRECTORY_JOB_RETRY_INTERVALS"):
+        app.config["CSVDIRECTORY_JOB_RETRY_INTERVALS"] = tuple(
+            int(value) for value in os.environ["CSVDIRECTORY_JOB_RETRY_INTERVALS"].split(",")
+        )
+    if os.environ.get("CSVDIRECTORY_PAUSE_DIR"):  # test only: see flask_csvdirectory.checkpoints
+        app.config["CSVDIRECTORY_PAUSE_DIR"] = os.environ["CSVDIRECTORY_PAUSE_DIR"]
     app.config.update(config or {})
     missing = not (app.config.get("SECRET_KEY") and app.config.get("CSVDIRECTORY_ENCRYPTION_KEYS"))
     if missing and not app.testing:

@@ -114,7 +114,9 @@ class CSVDirectory:
         config = {key: app.config[PREFIX + key] for key in DEFAULTS}
         _check_extras(config)
 
+        from .connections import install_pre_ping
         from .jobs import JobRunner
+        from .liveness import beat_interval
 
         keys = _encryption_keys(app, config["ENCRYPTION_KEYS"])
         config["ENCRYPTION_KEYS"] = tuple(keys)
@@ -129,6 +131,8 @@ class CSVDirectory:
                 redis_url=config["REDIS_URL"],
                 queue_name=config["QUEUE_NAME"],
                 job_timeout=int(config["JOB_TIMEOUT"]),
+                heartbeat_interval=beat_interval(config["HEARTBEAT_GRACE"]),
+                retry_intervals=tuple(int(v) for v in config["JOB_RETRY_INTERVALS"]),
             ),
             config=config,
         )
@@ -138,6 +142,7 @@ class CSVDirectory:
         if problems:
             raise _startup_error(problems)
         app.extensions[EXTENSION_KEY] = state
+        install_pre_ping(app)
         self._register_blueprints(app, config)
         if config["ENABLE_DASHBOARD"] and (problem := _template_problem(app, config)):
             del app.extensions[EXTENSION_KEY]
