@@ -24,9 +24,9 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from . import signals
+from . import review, signals
 from .adapter import ProgressCallback
-from .changes import ChangeSet, exceeds_threshold
+from .changes import ChangeKind, ChangeSet, exceeds_threshold
 from .errors import (
     FileTooLarge,
     FileValidationError,
@@ -39,6 +39,7 @@ from .errors import (
 from .extension import get_state
 from .models import Channel, IntegrationSettings, Phase, RunStatus, SyncRun, utcnow
 from .pipeline import ParsedPair, PlanOutcome, build_plan, plan_pair, read_pair
+from .records import DirectorySnapshot
 from .rows import EMPLOYEES_FILE, USERS_FILE, RowError
 
 #: How many row errors a run keeps (all are counted in ``error_count``).
@@ -282,7 +283,7 @@ def process(
     settings = get_settings(run.org)
     run.threshold = settings.approval_threshold
     run.threshold_percent = settings.approval_percent
-    _record_plan(run, changeset, snapshot.size)
+    _record_plan(run, changeset, snapshot)
     run.timings = {
         "read_seconds": round(read_seconds, 3),
         "plan_seconds": round(time.perf_counter() - started - read_seconds, 3),
@@ -326,7 +327,7 @@ def apply_approved(
         _fail(run, f"Re-planning failed: {type(exc).__name__}: {exc}")
         raise
     if changeset.fingerprint() != run.fingerprint:
-        _record_plan(run, changeset, snapshot.size)
+        _record_plan(run, changeset, snapshot)
         run.replans += 1
         run.decided_by_id = run.decided_by_name = None
         run.decided_at = None
@@ -424,6 +425,14 @@ def load_changeset(run: SyncRun) -> ChangeSet:
     return ChangeSet.from_bytes(get_state().store.get(run, "changeset"))
 
 
+def load_people(run: SyncRun) -> review.People:
+    """Who the run's changes touch: name, team and role before and after (empty before
+    planning, and for runs planned before this index was stored)."""
+    if run.file("people") is None:
+        return review.People()
+    return review.People.from_bytes(get_state().store.get(run, "people"))
+
+
 def row_errors(run: SyncRun) -> list[RowError]:
     """The run's row errors (file, line, column, value, message)."""
     return [RowError.from_dict(error) for error in run.row_errors or []]
@@ -493,12 +502,15 @@ def _enter_phase(run: SyncRun, phase: Phase) -> None:
     get_state().session.commit()
 
 
-def _record_plan(run: SyncRun, changeset: ChangeSet, directory_size: int) -> None:
+def _record_plan(run: SyncRun, changeset: ChangeSet, snapshot: DirectorySnapshot) -> None:
     state = get_state()
     canonical = changeset.to_json()
+    directory_size = snapshot.size
     state.store.put(
         state.session, run, "changeset", "changes.json.z", changeset.to_bytes(canonical)
     )
+    people = review.describe_people(changeset, snapshot)
+    state.store.put(state.session, run, "people", "people.json.z", people.to_bytes())
     run.change_count = changeset.count
     run.change_counts = changeset.counts()
     run.fingerprint = changeset.fingerprint(canonical)
@@ -556,7 +568,19 @@ def _apply(
     run.finished_at = now
     run.heartbeat_at = now
     session.commit()
-    signals.run_applied.send(current_app._get_current_object(), run=run, changeset=changeset)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    signals.run_applied.send(app, run=run, changeset=changeset)
+    grants = [
+        signals.AccessGrant(
+            email=change.subject,
+            name=str((change.after or {}).get("name") or ""),
+            role=str((change.after or {}).get("role") or ""),
+            teams=list((change.after or {}).get("teams") or []),
+        )
+        for change in changeset.of_kind(ChangeKind.ACCESS_GRANTED)
+    ]
+    if grants:
+        signals.dashboard_access_granted.send(app, run=run, grants=grants)
 
 
 def _fail(
