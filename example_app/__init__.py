@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from flask_csvdirectory import CSVDirectory, SQLAlchemyDirectoryAdapter
 
+from . import invitations
 from .models import Team, User, db
 
 ADMIN_EMAIL = "admin@example.com"
@@ -41,7 +42,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config["CSVDIRECTORY_ENCRYPTION_KEYS"] = os.environ[
             "CSVDIRECTORY_ENCRYPTION_KEYS"
         ].split(",")
+    # Mail: the example's own MAIL_* settings; the extension's notifications use them too.
+    if os.environ.get("MAIL_SERVER"):
+        app.config.update(
+            MAIL_SERVER=os.environ["MAIL_SERVER"],
+            MAIL_PORT=int(os.environ.get("MAIL_PORT", "25")),
+            MAIL_DEFAULT_SENDER=os.environ.get("MAIL_DEFAULT_SENDER", "directory@example.com"),
+        )
+    app.config.setdefault("EXAMPLE_EXTERNAL_URL", os.environ.get("EXTERNAL_URL"))
     app.config.update(config or {})
+    if app.config.get("EXAMPLE_EXTERNAL_URL"):
+        app.config.setdefault("CSVDIRECTORY_EXTERNAL_URL", app.config["EXAMPLE_EXTERNAL_URL"])
+    app.config.setdefault("CSVDIRECTORY_DIRECTORY_URL", "/")
 
     db.init_app(app)
     CSRFProtect(app)
@@ -65,6 +77,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             seed()
 
     _register_views(app)
+    invitations.init_app(app)
 
     @app.cli.command("seed")
     def seed_command() -> None:

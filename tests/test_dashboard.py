@@ -584,8 +584,9 @@ def test_tokens_create_list_revoke(app: Flask, client: FlaskClient) -> None:
     assert revoked.status_code == 303
     page = client.get(revoked.location).text
     assert "The token was revoked" in page
-    assert re.search(r'<td>Revoked <time datetime="[0-9T:-]+Z" title="[^"]+" data-csvd-time="second">'
-                     r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time></td>', page)
+    assert re.search(r'<td>Revoked <time datetime="[0-9T:-]+Z" title="[^"]+" '
+                     r'data-csvd-time="second">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time></td>',
+                     page)
     assert 'data-confirm="Revoke the token' in listing
     with app.app_context():
         assert tokens.authenticate(plaintext) is None
@@ -639,5 +640,6 @@ def test_pages_render_with_a_users_csv_only_listing(client: FlaskClient) -> None
     html = client.get(f"{PREFIX}/runs/{run_id}").text
     assert subjects(html, "access_granted") == ["person1@example.com"]
     assert "Gets dashboard access: Manager of Sales, Support" in html
-    assert re.search(r'First1 Last1</span><br><span class="csvd-email">person1@example.com</span></th>\s*'
+    assert re.search(r'First1 Last1</span><br><span class="csvd-email">person1@example.com'
+                     r'</span></th>\s*'
                      r'<td>Sales</td>\s*<td>none → Manager</td>', html)
