@@ -6,7 +6,10 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: example test install bench
+# axe-core (from the npm registry) is injected into every page by the browser tests.
+AXE = tests/.node/node_modules/axe-core/axe.min.js
+
+.PHONY: example test install bench axe
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +19,15 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 
 install: $(BIN)/.installed
 
+$(AXE):
+	bash scripts/ensure-axe.sh
+
+axe: $(AXE)
+
 example: $(BIN)/.installed
 	$(BIN)/flask --app example_app run --port $${PORT:-5000}
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(AXE)
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
