@@ -122,6 +122,7 @@
       failure.querySelector("[data-csvd-poll-message]").textContent = message;
       failure.hidden = false;
       if (spinner) spinner.hidden = true;
+      bar.hidden = true;
       var hint = panel.querySelector("[data-csvd-poll-hint]");
       if (hint) hint.hidden = true;
       panel.setAttribute("data-csvd-stopped", String(reason));
