@@ -51,8 +51,9 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     ),
     "MIN_SYNC_INTERVAL": (
         timedelta(hours=12),
-        "One upload+sync per organization per this interval (a run that ended in Error while "
-        "processing does not count).",
+        "One synchronization per organization per this interval, counted from when the last "
+        "one was applied (Error while processing and Rejected runs and reverts do not count; "
+        "timedelta(0) turns the window off).",
     ),
     "MAX_UPLOAD_BYTES": (100 * 1024 * 1024, "Largest accepted size of each uploaded file."),
     "DEFAULT_APPROVAL_THRESHOLD": (
@@ -70,7 +71,8 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     ),
     "FILE_RETENTION": (
         timedelta(days=90),
-        "Stored upload files older than this are purged by 'flask csvdirectory purge'.",
+        "Stored files, change sets and before-values of runs finished longer ago than this are "
+        "purged by 'flask csvdirectory purge'; a purged sync can no longer be reverted.",
     ),
     "RUNS_PER_PAGE": (25, "Runs per page of the history and of the API listing."),
     "NOTIFY": (

@@ -63,6 +63,18 @@ class WindowClosed(IntakeRefused, TooManyRequests):
         self.opens_at = opens_at
 
 
+class RunInProgress(IntakeRefused, Conflict):
+    """Another run of the organization is still open (File Processing, Waiting for Approval,
+    or approved and applying): one open run per organization. ``run_id`` names it."""
+
+    code_name = "run_in_progress"
+
+    def __init__(self, message: str, run_id: str, status_label: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status_label = status_label
+
+
 class RunNotFound(CSVDirectoryError, NotFound):
     """No run with that id in this organization."""
 
@@ -81,6 +93,13 @@ class RunStateError(CSVDirectoryError, Conflict):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.description = message
+
+
+class RevertUnavailable(RunStateError):
+    """This run cannot be reverted; the message says why (not applied, already reverted,
+    its before-values purged by the retention period, ...)."""
+
+    code_name = "revert_unavailable"
 
 
 class ApplyError(CSVDirectoryError):

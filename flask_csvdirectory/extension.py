@@ -179,11 +179,14 @@ class CSVDirectory:
             app.register_blueprint(blueprint, url_prefix=config["SCIM_URL_PREFIX"])
 
     def create_all(self, app: Flask | None = None) -> None:
-        """Create the extension's tables (for hosts without Alembic; see docs/operations)."""
-        from .models import metadata
+        """Bring the extension's tables to the newest revision (create them if missing).
 
-        state = get_state(app)
-        metadata.create_all(state.db.engine)
+        A new database gets the tables and its migration version stamped; an existing one is
+        upgraded, as ``flask csvdirectory db upgrade`` does (see :mod:`.migrations`).
+        """
+        from . import migrations
+
+        migrations.create_all(get_state(app).db.engine)
 
     # -- host callbacks (decorator setters, as Flask-Login's user_loader) -----------------
 

@@ -86,6 +86,7 @@ class Channel(enum.StrEnum):
     DASHBOARD = "dashboard"
     API = "api"
     CLI = "cli"
+    REVERT = "revert"
 
 
 class Phase(enum.StrEnum):
@@ -157,6 +158,15 @@ class SyncRun(Base):
     threshold_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
     replans: Mapped[int] = mapped_column(Integer, default=0)
     notice: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reject_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    #: when the change set was applied (the moment the run counts in the sync window from)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: a revert run: the applied run it undoes; an applied run: its latest revert run
+    reverts_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reverted_by_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: a revert run: how many changes made since the original were left alone
+    conflict_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     error_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -187,17 +197,35 @@ class SyncRun(Base):
         return self.finished_at is not None
 
     @property
+    def is_open(self) -> bool:
+        """Whether this run still blocks a new one (File Processing, Waiting for Approval, or
+        approved and not yet applied)."""
+        return self.finished_at is None
+
+    @property
+    def is_applied(self) -> bool:
+        """Whether this run's change set was applied to the directory."""
+        return self.applied_at is not None
+
+    @property
+    def is_revert(self) -> bool:
+        """Whether this run undoes another (channel ``revert``)."""
+        return self.reverts_run_id is not None
+
+    @property
     def is_waiting(self) -> bool:
         """Whether an admin can approve or reject this run now."""
         return self.status == RunStatus.WAITING.value
 
     def file(self, role: str) -> StoredFile | None:
-        """The stored file of ``role`` ("users", "employees", "changeset")."""
+        """The stored file of ``role``: "users", "employees", "changeset", "applied" (the
+        applied changes with their before-values) or "conflicts" (of a revert run)."""
         return next((f for f in self.files if f.role == role), None)
 
 
 class StoredFile(Base):
-    """An uploaded file or a planned change set, encrypted (Fernet) at rest."""
+    """An uploaded file, a planned change set, an applied record or a revert's conflicts,
+    encrypted (Fernet) at rest."""
 
     __tablename__ = "csvdirectory_files"
     __table_args__ = (UniqueConstraint("run_id", "role", name="uq_csvdirectory_files_run_role"),)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import func, select, update
@@ -32,6 +32,8 @@ from .errors import (
     FileValidationError,
     IntegrationDisabled,
     MissingFile,
+    RevertUnavailable,
+    RunInProgress,
     RunNotFound,
     RunStateError,
     WindowClosed,
@@ -40,6 +42,7 @@ from .extension import get_state
 from .models import Channel, IntegrationSettings, Phase, RunStatus, SyncRun, utcnow
 from .pipeline import ParsedPair, PlanOutcome, build_plan, plan_pair, read_pair
 from .records import DirectorySnapshot
+from .revert import Conflict, conflicts_from_bytes, conflicts_to_bytes, plan_revert
 from .rows import EMPLOYEES_FILE, USERS_FILE, RowError
 
 #: How many row errors a run keeps (all are counted in ``error_count``).
@@ -110,27 +113,104 @@ def update_settings(
 
 
 def window_opens_at(org: str, now: datetime | None = None) -> datetime | None:
-    """When the next upload may start, or ``None`` when it may start now.
+    """When the next upload may start, as far as the sync window goes, or ``None`` for now.
 
-    A run counts against the window unless it ended in Error while processing.
+    The window counts synchronizations: a run counts from the moment its changes were
+    applied (Auto-Approved, Approved by NAME). Runs that ended in Error while processing or
+    Rejected by NAME synchronized nothing and do not count; reverts do not count either. The
+    time is rounded up to the whole second, never down. An open run blocks uploads too, but
+    separately: see :func:`open_run`.
     """
     return _window_opens_at(get_state().session, org, now or utcnow())
 
 
 def _window_opens_at(session: Session, org: str, now: datetime) -> datetime | None:
     interval: timedelta = get_state().config["MIN_SYNC_INTERVAL"]
+    if interval <= timedelta(0):
+        return None
+    # the reopening time is rounded up to the second, and that second is what is enforced
     last = session.scalar(
-        select(func.max(SyncRun.created_at)).where(
+        select(func.max(SyncRun.applied_at)).where(
             SyncRun.org == org,
-            SyncRun.status != RunStatus.ERROR.value,
-            SyncRun.created_at > now - interval,
+            SyncRun.applied_at.is_not(None),
+            SyncRun.applied_at > now - interval - timedelta(seconds=1),
+            SyncRun.channel != Channel.REVERT.value,
         )
     )
     if last is None:
         return None
     if last.tzinfo is None:  # func.max bypasses the column type on some backends
-        last = last.replace(tzinfo=now.tzinfo)
-    return last + interval
+        last = last.replace(tzinfo=UTC)
+    opens_at = _ceil_second(last + interval)
+    return opens_at if opens_at > now else None
+
+
+def _ceil_second(moment: datetime) -> datetime:
+    """``moment`` rounded up to the whole second (unchanged when already whole)."""
+    if moment.microsecond:
+        return moment.replace(microsecond=0) + timedelta(seconds=1)
+    return moment
+
+
+def open_run(org: str) -> SyncRun | None:
+    """The organization's open run (File Processing, Waiting for Approval, or approved and not
+    yet applied), which blocks any new upload or revert; ``None`` when there is none."""
+    return _open_run(get_state().session, org)
+
+
+def _open_run(session: Session, org: str) -> SyncRun | None:
+    return session.scalar(
+        select(SyncRun)
+        .where(SyncRun.org == org, SyncRun.finished_at.is_(None))
+        .order_by(SyncRun.created_at)
+        .limit(1)
+    )
+
+
+def window_message(opens_at: datetime) -> str:
+    """The sentence every channel shows when the window is closed (one wording everywhere)."""
+    interval = _describe(get_state().config["MIN_SYNC_INTERVAL"])
+    return (
+        f"One synchronization per {interval} is allowed, counted from when the last one was "
+        f"applied; uploads reopen at {opens_at:%Y-%m-%d %H:%M:%S} UTC."
+    )
+
+
+def open_run_message(run: SyncRun) -> str:
+    """Why an open run blocks a new upload, naming it and what to do."""
+    what = "Revert run" if run.is_revert else "Run"
+    started = f"started {run.created_at:%Y-%m-%d %H:%M:%S} UTC by {run.uploaded_by_name}"
+    if run.is_waiting:
+        todo = "approve or reject it first"
+    elif run.status == RunStatus.APPROVED.value:
+        todo = "it was approved and is being applied; wait until it finishes"
+    else:
+        todo = (
+            "wait until it is processed (it then applies or waits for approval), then approve "
+            "or reject it if it waits"
+        )
+    return (
+        f"{what} {run.id} ({run.status_label}, {started}) is still open; one run at a time per "
+        f"organization: {todo}. Nothing was started."
+    )
+
+
+def _refuse_while_open(session: Session, org: str) -> None:
+    blocking = _open_run(session, org)
+    if blocking is not None:
+        session.rollback()
+        raise RunInProgress(open_run_message(blocking), blocking.id, blocking.status_label)
+
+
+def _lock_intake(session: Session, org: str) -> None:
+    """Serialise the organization's run starts: the UPDATE takes the settings row (PostgreSQL)
+    or the write lock (SQLite) until commit, so a concurrent start waits here and then sees the
+    run this one creates."""
+    session.execute(
+        update(IntegrationSettings)
+        .where(IntegrationSettings.org == org)
+        .values(intake_counter=IntegrationSettings.intake_counter + 1)
+    )
 
 
 # -- intake ---------------------------------------------------------------------------------
@@ -172,9 +252,10 @@ def start_run(
 ) -> SyncRun:
     """Accept an upload: check it, store both files encrypted, create the run, start its job.
 
-    Raises :class:`MissingFile`, :class:`FileTooLarge`, :class:`IntegrationDisabled` or
-    :class:`WindowClosed` (nothing is stored then). Two simultaneous uploads of one organization
-    serialise on the settings row, so only one passes the window check.
+    Raises :class:`MissingFile`, :class:`FileTooLarge`, :class:`IntegrationDisabled`,
+    :class:`RunInProgress` (another run is open) or :class:`WindowClosed` (nothing is stored
+    then). Simultaneous starts of one organization serialise on the settings row, so only one
+    passes the open-run and window checks.
     """
     state = get_state()
     session = state.session
@@ -185,22 +266,14 @@ def start_run(
             "The CSV import integration is disabled for this organization; an admin can enable "
             "it in Settings > Integrations > CSV Import."
         )
+    reap_stuck_runs(org)  # a run whose job died must not block the organization
+    _lock_intake(session, org)
     now = utcnow()
-    # Lock: the UPDATE takes the settings row (PostgreSQL) or the write lock (SQLite) until
-    # commit, so a concurrent upload waits here and then sees this run in the window check.
-    session.execute(
-        update(IntegrationSettings)
-        .where(IntegrationSettings.org == org)
-        .values(intake_counter=IntegrationSettings.intake_counter + 1)
-    )
+    _refuse_while_open(session, org)
     opens_at = _window_opens_at(session, org, now)
     if opens_at is not None:
         session.rollback()
-        raise WindowClosed(
-            f"One upload+sync per {_describe(state.config['MIN_SYNC_INTERVAL'])} is allowed; "
-            f"the next can start at {opens_at:%Y-%m-%d %H:%M} UTC.",
-            opens_at,
-        )
+        raise WindowClosed(window_message(opens_at), opens_at)
     run = SyncRun(
         id=uuid.uuid4().hex,
         org=org,
@@ -267,15 +340,19 @@ def process(
     run.worker = worker
     _enter_phase(run, Phase.READING)
     try:
-        pair = _read_stored_pair(run)
-        run.users_rows = pair.users.row_count
-        run.employees_rows = pair.employees.row_count
+        pair = None if run.is_revert else _read_stored_pair(run)
+        if pair is not None:
+            run.users_rows = pair.users.row_count
+            run.employees_rows = pair.employees.row_count
         read_seconds = time.perf_counter() - started
         _enter_phase(run, Phase.PLANNING)
         snapshot = state.adapter.snapshot(run.org)
-        changeset = plan_pair(pair, snapshot)
+        changeset = plan_pair(pair, snapshot) if pair is not None else _plan_revert(run, snapshot)
     except FileValidationError as exc:
         _fail(run, _validation_reason(exc), errors=exc.errors, error_count=exc.error_count)
+        return
+    except RevertUnavailable as exc:
+        _fail(run, f"The revert cannot be planned: {exc}")
         return
     except Exception as exc:
         _fail(run, f"Processing failed: {type(exc).__name__}: {exc}")
@@ -313,7 +390,10 @@ def apply_approved(
     _enter_phase(run, Phase.PLANNING)
     try:
         snapshot = state.adapter.snapshot(run.org)
-        changeset = plan_pair(_read_stored_pair(run), snapshot)
+        if run.is_revert:
+            changeset = _plan_revert(run, snapshot)
+        else:
+            changeset = plan_pair(_read_stored_pair(run), snapshot)
     except FileValidationError as exc:
         _fail(
             run,
@@ -322,6 +402,9 @@ def apply_approved(
             errors=exc.errors,
             error_count=exc.error_count,
         )
+        return
+    except RevertUnavailable as exc:
+        _fail(run, f"The revert cannot be planned: {exc}")
         return
     except Exception as exc:
         _fail(run, f"Re-planning failed: {type(exc).__name__}: {exc}")
@@ -361,12 +444,21 @@ def approve(org: str, run_id: str, actor: Actor, *, enqueue: bool = True) -> Syn
     return run
 
 
-def reject(org: str, run_id: str, actor: Actor) -> SyncRun:
-    """Reject a waiting run: nothing is applied; record who."""
+#: Longest kept rejection reason (characters).
+MAX_REASON_LENGTH = 2000
+
+
+def reject(org: str, run_id: str, actor: Actor, reason: str | None = None) -> SyncRun:
+    """Reject a waiting run: nothing is applied; record who and, optionally, why.
+
+    A rejected run does not count in the sync window, so a corrected file can be uploaded at
+    once.
+    """
     run = _lock_waiting(org, run_id, "reject")
     now = utcnow()
     run.status = RunStatus.REJECTED.value
     run.decided_by_id, run.decided_by_name, run.decided_at = actor.id, actor.name, now
+    run.reject_reason = (reason or "").strip()[:MAX_REASON_LENGTH] or None
     run.phase = Phase.DONE.value
     run.finished_at = now
     get_state().session.commit()
@@ -386,6 +478,140 @@ def _lock_waiting(org: str, run_id: str, action: str) -> SyncRun:
         raise RunStateError(f"Only a run Waiting for Approval can be {action}d; this one is "
                             f"{run.status_label}.")
     return run
+
+
+# -- reverts ----------------------------------------------------------------------------------
+
+
+def revert_unavailable_reason(run: SyncRun) -> str | None:
+    """Why ``run`` cannot be reverted now, or ``None`` when it can (dashboard, API and CLI
+    show this sentence)."""
+    if run.is_open:
+        return f"This run is still open ({run.status_label}); only an applied sync can be reverted."
+    if not run.is_applied:
+        return (
+            f"Only an applied sync can be reverted; this run ended {run.status_label}, so it "
+            "changed nothing."
+        )
+    if not run.change_count:
+        return "This sync changed nothing, so there is nothing to revert."
+    try:
+        _applied_file(run)
+    except RevertUnavailable as exc:
+        return str(exc)
+    if run.reverted_by_run_id is not None:
+        revert_run = get_state().session.get(SyncRun, run.reverted_by_run_id)
+        if revert_run is not None and revert_run.is_open:
+            return (
+                f"Revert run {revert_run.id} of this sync is in progress "
+                f"({revert_run.status_label})."
+            )
+        if revert_run is not None and revert_run.is_applied:
+            return (
+                f"This sync was already reverted by run {revert_run.id}; revert that run to "
+                "redo this sync's changes."
+            )
+    return None
+
+
+def start_revert(org: str, run_id: str, actor: Actor, *, enqueue: bool = True) -> SyncRun:
+    """Start a revert of the applied run ``run_id``: a new run (channel ``revert``) whose plan is
+    the inverse of what that run changed, against the directory as it is when it is planned.
+
+    It goes through the same threshold, approval and atomic apply as an upload, is exempt from
+    the sync window, and is refused while another run is open. The two runs are linked both
+    ways (``reverts_run_id``, ``reverted_by_run_id``). Raises :class:`RevertUnavailable` (the
+    message says why), :class:`RunInProgress`, :class:`IntegrationDisabled` or
+    :class:`RunNotFound`.
+    """
+    state = get_state()
+    session = state.session
+    if not get_settings(org).enabled:
+        raise IntegrationDisabled(
+            "The CSV import integration is disabled for this organization; an admin can enable "
+            "it in Settings > Integrations > CSV Import."
+        )
+    reap_stuck_runs(org)
+    _lock_intake(session, org)
+    original = session.scalar(select(SyncRun).where(SyncRun.id == run_id, SyncRun.org == org))
+    if original is None:
+        session.rollback()
+        raise RunNotFound()
+    _refuse_while_open(session, org)
+    reason = revert_unavailable_reason(original)
+    if reason is not None:
+        session.rollback()
+        raise RevertUnavailable(reason)
+    now = utcnow()
+    run = SyncRun(
+        id=uuid.uuid4().hex,
+        org=org,
+        status=RunStatus.PROCESSING.value,
+        phase=Phase.QUEUED.value,
+        channel=Channel.REVERT.value,
+        uploaded_by_id=actor.id,
+        uploaded_by_name=actor.name,
+        created_at=now,
+        heartbeat_at=now,
+        users_filename="",
+        employees_filename="",
+        users_size=0,
+        employees_size=0,
+        timings={},
+        reverts_run_id=original.id,
+    )
+    run.job_id = f"csvdirectory-process-{run.id}"
+    original.reverted_by_run_id = run.id
+    session.add(run)
+    session.commit()
+    signals.run_created.send(current_app._get_current_object(), run=run)
+    if enqueue:
+        from .jobs import process_run
+
+        state.runner.enqueue(process_run, run.id, run.job_id)
+    return run
+
+
+def load_conflicts(run: SyncRun) -> list[Conflict]:
+    """A revert run's conflicts: changes of the original made since and left alone."""
+    stored = run.file("conflicts")
+    if stored is None or stored.ciphertext is None:
+        return []
+    return conflicts_from_bytes(get_state().store.get(run, "conflicts"))
+
+
+def _applied_file(run: SyncRun) -> bytes:
+    """The decrypted record of what ``run`` applied, or :class:`RevertUnavailable`."""
+    stored = run.file("applied")
+    if stored is None:
+        raise RevertUnavailable(
+            "This sync was applied before flask-csvdirectory recorded what each sync changed, "
+            "so it cannot be reverted."
+        )
+    if stored.ciphertext is None:
+        retention: timedelta = get_state().config["FILE_RETENTION"]
+        when = f" on {stored.purged_at:%Y-%m-%d}" if stored.purged_at else ""
+        raise RevertUnavailable(
+            f"The record of what this sync changed (its before-values) was purged{when} "
+            f"under the retention period ({_describe(retention)}), so it can no longer be "
+            "reverted."
+        )
+    return get_state().store.get(run, "applied")
+
+
+def _plan_revert(run: SyncRun, snapshot: DirectorySnapshot) -> ChangeSet:
+    """Plan a revert run: the inverse of its original's applied changes against ``snapshot``;
+    the conflicts are stored with the run (encrypted)."""
+    state = get_state()
+    original = state.session.get(SyncRun, run.reverts_run_id)
+    if original is None:
+        raise RevertUnavailable("The run to revert no longer exists.")
+    plan = plan_revert(ChangeSet.from_bytes(_applied_file(original)), snapshot)
+    state.store.put(
+        state.session, run, "conflicts", "conflicts.json.z", conflicts_to_bytes(plan.conflicts)
+    )
+    run.conflict_count = len(plan.conflicts)
+    return plan.changeset
 
 
 # -- reading runs -----------------------------------------------------------------------------
@@ -518,6 +744,13 @@ def _record_plan(run: SyncRun, changeset: ChangeSet, snapshot: DirectorySnapshot
     run.planned_at = utcnow()
 
 
+def _record_applied(run: SyncRun, changeset: ChangeSet) -> None:
+    """Keep what the run applied, each change with the values it found (``before``) and wrote
+    (``after``), encrypted like the change set: what :func:`start_revert` inverts."""
+    state = get_state()
+    state.store.put(state.session, run, "applied", "applied.json.z", changeset.to_bytes())
+
+
 def _wait_for_approval(run: SyncRun, changeset: ChangeSet) -> None:
     run.status = RunStatus.WAITING.value
     run.phase = Phase.DONE.value
@@ -561,6 +794,8 @@ def _apply(
     session.expire_all()
     run = session.get(SyncRun, run_id)  # type: ignore[assignment]
     now = utcnow()
+    _record_applied(run, changeset)
+    run.applied_at = now
     run.status = final_status.value
     run.phase = Phase.DONE.value
     run.progress_done = run.progress_total = changeset.count
@@ -615,5 +850,8 @@ def _validation_reason(exc: FileValidationError) -> str:
 
 
 def _describe(interval: timedelta) -> str:
-    hours = interval.total_seconds() / 3600
-    return f"{hours:g} hours" if hours >= 1 else f"{interval.total_seconds():g} seconds"
+    seconds = interval.total_seconds()
+    if seconds >= 2 * 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} days"
+    hours = seconds / 3600
+    return f"{hours:g} hours" if hours >= 1 else f"{seconds:g} seconds"

@@ -104,17 +104,28 @@ class FileStore:
         return rewritten
 
     @staticmethod
-    def purge(session: Session, older_than: datetime) -> int:
-        """Drop the contents of files of finished runs stored before ``older_than`` (their
-        metadata stays). Files of runs still waiting or processing are kept."""
-        finished = select(SyncRun.id).where(SyncRun.finished_at.is_not(None))
+    def purge(session: Session, older_than: datetime, org: str | None = None) -> int:
+        """Drop the contents of every stored file (uploads, change set, the applied record with
+        its before-values, a revert's conflicts) of runs that finished before ``older_than``;
+        their metadata stays, with ``purged_at``. Files of open runs are kept, and so is the
+        record of a run whose revert is still open (the revert plans from it). A run whose
+        applied record is purged can no longer be reverted. Returns how many files were
+        purged."""
+        finished = select(SyncRun.id).where(
+            SyncRun.finished_at.is_not(None), SyncRun.finished_at < older_than
+        )
+        if org is not None:
+            finished = finished.where(SyncRun.org == org)
+        being_reverted = select(SyncRun.reverts_run_id).where(
+            SyncRun.reverts_run_id.is_not(None), SyncRun.finished_at.is_(None)
+        )
         result = session.execute(
             update(StoredFile)
             .where(
-                StoredFile.created_at < older_than,
                 StoredFile.ciphertext.is_not(None),
                 StoredFile.run_id.in_(finished),
+                StoredFile.run_id.not_in(being_reverted),
             )
             .values(ciphertext=None, purged_at=utcnow())
         )
-        return result.rowcount or 0
+        return result.rowcount or 0  # type: ignore[attr-defined]

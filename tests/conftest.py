@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_csvdirectory import runs
+from flask_csvdirectory import migrations, runs
 from flask_csvdirectory.models import metadata as csvdirectory_metadata
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -60,9 +60,11 @@ def _reset_postgres(app: Flask) -> None:
     with app.app_context():
         db.session.remove()
         csvdirectory_metadata.drop_all(db.engine)
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {migrations.VERSION_TABLE}")
         db.drop_all()
         db.create_all()
-        csvdirectory_metadata.create_all(db.engine)
+        migrations.create_all(db.engine)
 
 
 def build_app(stack: str, tmp_path: Path, **config: Any) -> Flask:

@@ -39,9 +39,16 @@ OPERATIONS = [
     ("GET", "/imports/{run_id}/errors"),
     ("POST", "/imports/{run_id}/approve"),
     ("POST", "/imports/{run_id}/reject"),
+    ("POST", "/imports/{run_id}/revert"),
+    ("GET", "/imports/{run_id}/conflicts"),
+    ("GET", "/status"),
 ]
 #: Operations without parameters have nothing to make invalid.
-NO_PARAMETERS = {("GET", "/templates/users.csv"), ("GET", "/templates/employees.csv")}
+NO_PARAMETERS = {
+    ("GET", "/templates/users.csv"),
+    ("GET", "/templates/employees.csv"),
+    ("GET", "/status"),
+}
 CASES = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
     for method, path in OPERATIONS

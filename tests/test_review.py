@@ -233,7 +233,8 @@ def test_a_held_run_leads_with_its_destructive_changes(app: Flask, client: Flask
     assert subjects(html, "employee_deactivated") == ["person1@example.com",
                                                       "person3@example.com"]
     assert re.search(r'First3 Last3</span><br><span class="csvd-email">person3@example.com'
-                     r'</span></th>\s*<td>Sales</td>\s*<td>Admin → none</td>', html)
+                     r'</span></th>\s*<td data-label="Team">Sales</td>\s*'
+                     r'<td data-label="Role">Admin → none</td>', html)
 
     # search by team finds people moved into it and out of it, and people leaving it
     support = client.get(f"{PREFIX}/runs/{run_id}?q=support").text

@@ -33,7 +33,13 @@ from werkzeug.routing import Map, Rule
 
 from .. import formats, runs
 from ..changes import ChangeKind, exceeds_threshold
-from ..errors import CSVDirectoryError, FileValidationError, RunNotFound, WindowClosed
+from ..errors import (
+    CSVDirectoryError,
+    FileValidationError,
+    RunInProgress,
+    RunNotFound,
+    WindowClosed,
+)
 from ..extension import get_state
 from ..models import Channel, IdempotentResponse, SyncRun, utcnow
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
@@ -165,6 +171,12 @@ def handle_http_error(exc: HTTPException) -> Response | HTTPException:
         retry_after = max(1, math.ceil((exc.opens_at - utcnow()).total_seconds()))
         headers["Retry-After"] = str(retry_after)
         details = {"opens_at": exc.opens_at.isoformat(), "retry_after": retry_after}
+    elif isinstance(exc, RunInProgress):
+        details = {
+            "run_id": exc.run_id,
+            "status_label": exc.status_label,
+            "run": url_for(".get_import", run_id=exc.run_id),
+        }
     elif isinstance(exc, FileValidationError):
         details = {
             "error_count": exc.error_count,
@@ -282,9 +294,68 @@ def approve_import(run_id: str) -> Response:
 
 
 def reject_import(run_id: str) -> Response:
-    """Reject a run Waiting for Approval: nothing is applied."""
-    run = runs.reject(current_org(), _run_id(run_id), current_actor())
+    """Reject a run Waiting for Approval, optionally saying why: nothing is applied."""
+    data = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+    try:
+        body = schemas.RejectBodySchema().load(data if isinstance(data, dict) else {})
+    except ValidationError as exc:
+        raise ApiError(
+            422,
+            "validation_error",
+            "Invalid body: reason must be text of at most 2000 characters.",
+            details={"body": exc.normalized_messages()},
+        ) from None
+    run = runs.reject(current_org(), _run_id(run_id), current_actor(), reason=body["reason"])
     return _json(run_body(_reloaded(run)))
+
+
+def revert_import(run_id: str) -> Response:
+    """Start a revert of an applied run (202): a new run, channel ``revert``, whose plan puts
+    back what that run changed where nothing changed since. It is exempt from the sync window
+    and goes through the same threshold and approval as an import."""
+    run = runs.start_revert(current_org(), _run_id(run_id), current_actor())
+    return _accepted(run_body(_reloaded(run)), 202)
+
+
+def list_conflicts(run_id: str) -> Response:
+    """A revert run's conflicts: changes of the original made since and left alone."""
+    run = _run(run_id)
+    conflicts = runs.load_conflicts(run)
+    body = schemas.ConflictListSchema().dump(
+        {
+            "run_id": run.id,
+            "reverts": run.reverts_run_id,
+            "total": len(conflicts),
+            "items": [conflict.to_dict() for conflict in conflicts],
+        }
+    )
+    return _json(body)
+
+
+def intake_status() -> Response:
+    """Whether an upload may start now: the integration, the open run and the sync window,
+    with the same sentence the dashboard shows."""
+    org = current_org()
+    runs.reap_stuck_runs(org)
+    settings = runs.get_settings(org)
+    blocking = runs.open_run(org)
+    opens_at = runs.window_opens_at(org)
+    if blocking is not None:
+        message: str | None = runs.open_run_message(blocking)
+    elif opens_at is not None:
+        message = runs.window_message(opens_at)
+    else:
+        message = None
+    body = schemas.IntakeStatusSchema().dump(
+        {
+            "integration_enabled": settings.enabled,
+            "uploads_open": settings.enabled and blocking is None and opens_at is None,
+            "window_opens_at": opens_at,
+            "open_run": blocking.id if blocking is not None else None,
+            "message": message,
+        }
+    )
+    return _json(body)
 
 
 def openapi_document() -> Response:
@@ -305,6 +376,7 @@ def run_body(run: SyncRun) -> dict[str, Any]:
 
 def _run_data(run: SyncRun) -> dict[str, Any]:
     done, total = runs.progress(run)
+    unavailable = runs.revert_unavailable_reason(run)
     decided = (
         {"id": run.decided_by_id, "name": run.decided_by_name} if run.decided_by_name else None
     )
@@ -336,12 +408,18 @@ def _run_data(run: SyncRun) -> dict[str, Any]:
         "notice": run.notice,
         "error_reason": run.error_reason,
         "error_count": run.error_count or 0,
+        "reject_reason": run.reject_reason,
+        "reverts": run.reverts_run_id,
+        "reverted_by": run.reverted_by_run_id,
+        "conflict_count": run.conflict_count,
+        "revert": {"available": unavailable is None, "reason": unavailable},
         "progress": {"phase": run.phase, "done": done, "total": total},
         "timings": {
             "created_at": run.created_at,
             "started_at": run.started_at,
             "planned_at": run.planned_at,
             "decided_at": run.decided_at,
+            "applied_at": run.applied_at,
             "finished_at": run.finished_at,
             "seconds": dict(run.timings or {}),
         },
@@ -351,6 +429,8 @@ def _run_data(run: SyncRun) -> dict[str, Any]:
             "errors": url_for(".list_errors", run_id=run.id),
             "approve": url_for(".approve_import", run_id=run.id),
             "reject": url_for(".reject_import", run_id=run.id),
+            "revert": url_for(".revert_import", run_id=run.id),
+            "conflicts": url_for(".list_conflicts", run_id=run.id),
         },
     }
 
@@ -672,5 +752,8 @@ ROUTES: tuple[tuple[str, str, Callable[..., Response], list[str]], ...] = (
     ("/imports/<run_id>/errors", "list_errors", list_errors, ["GET"]),
     ("/imports/<run_id>/approve", "approve_import", approve_import, ["POST"]),
     ("/imports/<run_id>/reject", "reject_import", reject_import, ["POST"]),
+    ("/imports/<run_id>/revert", "revert_import", revert_import, ["POST"]),
+    ("/imports/<run_id>/conflicts", "list_conflicts", list_conflicts, ["GET"]),
+    ("/status", "intake_status", intake_status, ["GET"]),
 )
 PUBLIC_ENDPOINTS = frozenset({f"{BLUEPRINT_NAME}.openapi", f"{BLUEPRINT_NAME}.fallback"})

@@ -57,6 +57,7 @@ _CHANNEL_LABELS = {
     Channel.DASHBOARD.value: "Dashboard",
     Channel.API.value: "API",
     Channel.CLI.value: "CLI",
+    Channel.REVERT.value: "Revert",
 }
 _PHASE_LABELS = {
     Phase.QUEUED.value: "Waiting for a worker to pick the run up",
@@ -135,13 +136,6 @@ def format_time(value: datetime | None) -> str:
 def iso_time(value: datetime) -> str:
     """The machine-readable form for ``<time datetime>``: ``2025-01-31T14:05:09Z``."""
     return f"{_utc(value):%Y-%m-%dT%H:%M:%SZ}"
-
-
-def ceil_minute(value: datetime) -> datetime:
-    """``value`` rounded up to the next whole minute (a window that opens at 14:05:01 is
-    announced as 14:06, never as 14:05, when uploads are still refused)."""
-    floor = value.replace(second=0, microsecond=0)
-    return floor if floor == value else floor + timedelta(minutes=1)
 
 
 def _utc(value: datetime) -> datetime:
@@ -315,14 +309,16 @@ def _file_format(name: str) -> formats.FileFormat | None:
 
 
 def _window(org: str, interval: timedelta) -> dict[str, Any] | None:
-    """Why uploads are closed now and until when, or None when the window is open."""
+    """Why uploads are closed now and until when, or None when the window is open. The
+    sentence is :func:`runs.window_message`, the one the API and CLI give too."""
     opens_at = runs.window_opens_at(org)
     if opens_at is None:
         return None
     recent, _ = runs.list_runs(org, page=1, per_page=20)
-    last = next((run for run in recent if run.status != RunStatus.ERROR.value), None)
+    last = next((run for run in recent if run.is_applied and not run.is_revert), None)
     return {
-        "opens_at": ceil_minute(opens_at),
+        "opens_at": opens_at,
+        "message": runs.window_message(opens_at),
         "last_run": last,
         "interval": describe_interval(interval),
     }
@@ -369,6 +365,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             "format_time": format_time,
             "iso_time": iso_time,
             "format_size": format_size,
+            "format_value": format_value,
             "status_slug": status_slug,
             "channel_label": lambda value: _CHANNEL_LABELS.get(value, value),
             "phase_label": lambda value: _PHASE_LABELS.get(value, value),
@@ -396,6 +393,9 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     @bp.errorhandler(IntakeRefused)
     def intake_refused(error: IntakeRefused) -> BaseResponse:
         flash(str(error.description), "error")
+        run_id = (request.view_args or {}).get("run_id")
+        if run_id:  # a revert refused (another run is open, ...): back to the sync's page
+            return _redirect("csvdirectory.run", run_id=run_id)
         return _redirect("csvdirectory.upload")
 
     @bp.errorhandler(RunStateError)
@@ -563,13 +563,15 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
 
     def render_upload(check: dict[str, Any] | None = None) -> str:
         org = current_org()
-        waiting, _ = runs.list_runs(org, status=RunStatus.WAITING, page=1, per_page=1)
+        runs.reap_stuck_runs(org)
+        blocking = runs.open_run(org)
         settings = runs.get_settings(org)
         return render_template(
             "csvdirectory/upload.html",
             settings=settings,
             window=_window(org, interval),
-            waiting_run=waiting[0] if waiting else None,
+            open_run=blocking,
+            open_run_message=runs.open_run_message(blocking) if blocking is not None else None,
             max_bytes=int(config["MAX_UPLOAD_BYTES"]),
             check=check,
         )
@@ -695,6 +697,9 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         return render_template(
             "csvdirectory/run.html",
             run=run,
+            revert_unavailable=runs.revert_unavailable_reason(run),
+            conflicts=runs.load_conflicts(run) if run.is_revert else [],
+            window_rule=describe_interval(interval),
             status=status_payload(run),
             summary=summary,
             confirm_text=review.confirmation(summary),
@@ -775,19 +780,32 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     def reject(run_id: str) -> BaseResponse:
         """Reject a waiting run in the admin's name; nothing is applied."""
         actor = current_actor()
-        runs.reject(current_org(), run_id, actor)
-        flash(f"Rejected by {actor.name}. Nothing was applied to the directory.", "success")
+        runs.reject(current_org(), run_id, actor, reason=request.form.get("reason"))
+        flash(
+            f"Rejected by {actor.name}. Nothing was applied to the directory. A rejected run "
+            "does not count in the sync window: corrected files can be uploaded now.",
+            "success",
+        )
         return _redirect("csvdirectory.run", run_id=run_id)
+
+    @bp.post("/runs/<run_id>/revert", endpoint="revert")
+    @admin_required
+    def revert(run_id: str) -> BaseResponse:
+        """Revert this sync: start a revert run in the admin's name and show it."""
+        revert_run = runs.start_revert(current_org(), run_id, current_actor())
+        flash(
+            "Revert started: it puts back what that sync changed wherever nothing changed "
+            "since. It goes through approval like any run.",
+            "success",
+        )
+        return _redirect("csvdirectory.run", run_id=revert_run.id)
 
     return bp
 
 
 def _applied(run: SyncRun) -> bool:
     """Whether the run's changes are in the directory (auto-approved, or approved and done)."""
-    return run.is_finished and run.status in (
-        RunStatus.AUTO_APPROVED.value,
-        RunStatus.APPROVED.value,
-    )
+    return run.is_finished and run.is_applied
 
 
 def outcome_text(run: SyncRun) -> str | None:

@@ -98,6 +98,8 @@ def build_spec(server: str) -> dict[str, Any]:
         ("ChangePage", schemas.ChangePageSchema),
         ("RowErrorList", schemas.RowErrorListSchema),
         ("DryRun", schemas.DryRunSchema),
+        ("ConflictList", schemas.ConflictListSchema),
+        ("IntakeStatus", schemas.IntakeStatusSchema),
         ("ImportUpload", schemas.ImportUploadSchema),
     ):
         spec.components.schema(name, schema=schema)
@@ -177,7 +179,9 @@ def build_spec(server: str) -> dict[str, Any]:
                         ),
                         "409": _error(
                             "The integration is disabled for the organization "
-                            "(integration_disabled), or a request with the same "
+                            "(integration_disabled), another run is still open "
+                            "(run_in_progress: details name it; approve or reject it first), "
+                            "or a request with the same "
                             "Idempotency-Key is still being handled (idempotency_key_in_use).",
                             headers={"Retry-After": _header("Seconds to wait.", "integer")},
                         ),
@@ -191,8 +195,9 @@ def build_spec(server: str) -> dict[str, Any]:
                             "(idempotency_key_reused)."
                         ),
                         "429": _error(
-                            "The 12-hour window is closed (window_closed); details.opens_at "
-                            "says when it opens.",
+                            "The sync window is closed (window_closed): a sync was applied "
+                            "less than 12 hours ago. details.opens_at says when it reopens, "
+                            "to the second, rounded up.",
                             headers={"Retry-After": _header("Seconds until it opens.", "integer")},
                         ),
                     },
@@ -276,23 +281,97 @@ def build_spec(server: str) -> dict[str, Any]:
         ("approve", "202", "Approve a run Waiting for Approval; a job then applies it."),
         ("reject", "200", "Reject a run Waiting for Approval; nothing is applied."),
     ):
+        operation: dict[str, Any] = {
+            "operationId": f"{action}Import",
+            "summary": verb,
+            "description": "The token is recorded as who decided.",
+            "tags": ["imports"],
+            "responses": {
+                status: _json(schemas.RunSchema, "The run after the decision."),
+                "404": _NOT_FOUND,
+                "409": _error("The run is not Waiting for Approval (invalid_state)."),
+            },
+        }
+        if action == "reject":
+            operation["description"] += (
+                " An optional `reason` (JSON or form field) is kept and shown in the history. "
+                "A rejected run does not count in the sync window."
+            )
+            operation["requestBody"] = {
+                "required": False,
+                "content": {
+                    "application/json": {"schema": schemas.RejectBodySchema},
+                    "application/x-www-form-urlencoded": {"schema": schemas.RejectBodySchema},
+                },
+            }
+            operation["responses"]["422"] = _error("The reason is too long (validation_error).")
         spec.path(
             path=f"/imports/{{run_id}}/{action}",
             parameters=[_RUN_ID],
-            operations={
-                "post": _secured(
-                    {
-                        "operationId": f"{action}Import",
-                        "summary": verb,
-                        "description": "The token is recorded as who decided.",
-                        "tags": ["imports"],
-                        "responses": {
-                            status: _json(schemas.RunSchema, "The run after the decision."),
-                            "404": _NOT_FOUND,
-                            "409": _error("The run is not Waiting for Approval (invalid_state)."),
-                        },
-                    }
-                )
-            },
+            operations={"post": _secured(operation)},
         )
+    spec.path(
+        path="/imports/{run_id}/revert",
+        parameters=[_RUN_ID],
+        operations={
+            "post": _secured(
+                {
+                    "operationId": "revertImport",
+                    "summary": "Revert an applied sync: start a new run (channel revert).",
+                    "description": "The new run's plan puts back what the sync changed, field "
+                    "by field, where the directory still holds what the sync wrote; anything "
+                    "changed since is left alone and listed as a conflict. It goes through the "
+                    "same approval threshold as an import and is exempt from the sync window. "
+                    "People the sync created are deactivated; teams it created are kept.",
+                    "tags": ["imports"],
+                    "responses": {
+                        "202": _json(
+                            schemas.RunSchema,
+                            "The revert run started.",
+                            headers={"Location": _header("The revert run's URL.")},
+                        ),
+                        "404": _NOT_FOUND,
+                        "409": _error(
+                            "The run cannot be reverted (revert_unavailable: not applied, "
+                            "already reverted, or its before-values were purged by the "
+                            "retention period), another run is open (run_in_progress), or "
+                            "the integration is disabled (integration_disabled)."
+                        ),
+                    },
+                }
+            )
+        },
+    )
+    spec.path(
+        path="/imports/{run_id}/conflicts",
+        parameters=[_RUN_ID],
+        operations={
+            "get": _secured(
+                {
+                    "operationId": "listImportConflicts",
+                    "summary": "A revert run's conflicts: changes made since, left alone.",
+                    "tags": ["imports"],
+                    "responses": {
+                        "200": _json(schemas.ConflictListSchema, "The conflicts."),
+                        "404": _NOT_FOUND,
+                    },
+                }
+            )
+        },
+    )
+    spec.path(
+        path="/status",
+        operations={
+            "get": _secured(
+                {
+                    "operationId": "getIntakeStatus",
+                    "summary": "Whether an import may start now, and if not why and until when.",
+                    "tags": ["imports"],
+                    "responses": {
+                        "200": _json(schemas.IntakeStatusSchema, "The intake status."),
+                    },
+                }
+            )
+        },
+    )
     return spec.to_dict()

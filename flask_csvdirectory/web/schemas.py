@@ -36,8 +36,9 @@ class ErrorBodySchema(Schema):
         required=True,
         metadata={
             "description": "A stable, machine-readable reason: missing_file, file_too_large, "
-            "request_too_large, window_closed, integration_disabled, invalid_files, not_found, "
-            "invalid_state, unauthorized, validation_error, idempotency_key_reused, "
+            "request_too_large, window_closed, run_in_progress, integration_disabled, "
+            "invalid_files, not_found, invalid_state, revert_unavailable, unauthorized, "
+            "validation_error, idempotency_key_reused, "
             "idempotency_key_in_use, invalid_idempotency_key, method_not_allowed, "
             "internal_error, ...",
             "example": "window_closed",
@@ -48,7 +49,8 @@ class ErrorBodySchema(Schema):
         allow_none=True,
         metadata={
             "description": "Extra data for some codes: window_closed gives opens_at and "
-            "retry_after; invalid_files gives error_count and errors (file, line, column, "
+            "retry_after; run_in_progress gives run_id, status_label and run (its URL); "
+            "invalid_files gives error_count and errors (file, line, column, "
             "value, message); validation_error gives the invalid parameters."
         },
     )
@@ -102,6 +104,12 @@ class TimingsSchema(Schema):
     started_at = fields.DateTime(allow_none=True, required=True)
     planned_at = fields.DateTime(allow_none=True, required=True)
     decided_at = fields.DateTime(allow_none=True, required=True)
+    applied_at = fields.DateTime(
+        allow_none=True,
+        required=True,
+        metadata={"description": "When the changes were applied (the sync window counts from "
+                  "here); null when nothing was applied."},
+    )
     finished_at = fields.DateTime(allow_none=True, required=True)
     seconds = fields.Dict(
         keys=fields.String(),
@@ -119,6 +127,20 @@ class RunLinksSchema(Schema):
     errors = fields.String(required=True)
     approve = fields.String(required=True)
     reject = fields.String(required=True)
+    revert = fields.String(required=True)
+    conflicts = fields.String(required=True)
+
+
+class RevertInfoSchema(Schema):
+    """Whether the run can be reverted now, and why not."""
+
+    available = fields.Boolean(required=True)
+    reason = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Why it cannot be reverted (not applied, already reverted, "
+                  "its before-values purged by retention, ...); null when it can."},
+    )
 
 
 class RunSchema(Schema):
@@ -158,6 +180,28 @@ class RunSchema(Schema):
     notice = fields.String(allow_none=True, required=True)
     error_reason = fields.String(allow_none=True, required=True)
     error_count = fields.Integer(required=True)
+    reject_reason = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Why the run was rejected, when the admin said."},
+    )
+    reverts = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "A revert run (channel revert): the id of the run it undoes."},
+    )
+    reverted_by = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The id of the latest revert run started for this run."},
+    )
+    conflict_count = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={"description": "A revert run: changes of the original made since and left "
+                  "alone (see links.conflicts)."},
+    )
+    revert = fields.Nested(RevertInfoSchema, required=True)
     progress = fields.Nested(ProgressSchema, required=True)
     timings = fields.Nested(TimingsSchema, required=True)
     links = fields.Nested(RunLinksSchema, required=True)
@@ -228,6 +272,55 @@ class RowErrorListSchema(Schema):
     error_count = fields.Integer(required=True)
     error_reason = fields.String(allow_none=True, required=True)
     items = fields.List(fields.Nested(RowErrorSchema), required=True)
+
+
+class ConflictSchema(Schema):
+    """A change of the reverted run that was changed again since, so the revert left it alone."""
+
+    kind = fields.String(
+        required=True,
+        validate=validate.OneOf([k.value for k in ChangeKind]),
+        metadata={"description": "The kind of the original change."},
+    )
+    subject = fields.String(required=True, metadata={"description": "An email or a team name."})
+    field = fields.String(required=True, metadata={"example": "title"})
+    wrote = fields.Raw(allow_none=True, required=True, metadata={"description": "What the "
+                       "reverted run wrote."})
+    now = fields.Raw(allow_none=True, required=True, metadata={"description": "What the "
+                     "directory held when the revert was planned."})
+    message = fields.String(required=True)
+
+
+class ConflictListSchema(Schema):
+    """A revert run's conflicts."""
+
+    run_id = fields.String(required=True)
+    reverts = fields.String(allow_none=True, required=True)
+    total = fields.Integer(required=True)
+    items = fields.List(fields.Nested(ConflictSchema), required=True)
+
+
+class IntakeStatusSchema(Schema):
+    """Whether an upload may start now, and if not, why and until when."""
+
+    integration_enabled = fields.Boolean(required=True)
+    uploads_open = fields.Boolean(required=True)
+    window_opens_at = fields.DateTime(
+        allow_none=True,
+        required=True,
+        metadata={"description": "When the sync window reopens, to the second, rounded up; "
+                  "null when it is open."},
+    )
+    open_run = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The id of the open run that blocks uploads, if any."},
+    )
+    message = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The sentence the dashboard shows; null when uploads are open."},
+    )
 
 
 class DryRunSchema(Schema):
@@ -310,6 +403,20 @@ class ErrorsQuerySchema(_Query):
     format = fields.String(
         validate=validate.OneOf(["json", "csv"]),
         metadata={"description": "csv for a CSV download (as `Accept: text/csv`)."},
+    )
+
+
+class RejectBodySchema(Schema):
+    """The optional body of ``POST imports/{id}/reject`` (JSON or form)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    reason = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=2000),
+        metadata={"description": "Why the run is rejected (shown in the history and here)."},
     )
 
 

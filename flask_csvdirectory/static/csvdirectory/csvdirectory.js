@@ -3,15 +3,14 @@
 (function () {
   "use strict";
 
-  // <time data-csvd-time>: the UTC text becomes the browser's local time (seconds kept, unless
-  // precision is "minute"); the UTC stays in the title, shown on hover.
+  // <time data-csvd-time>: the UTC text becomes the browser's local time, to the second; the
+  // UTC stays in the title, shown on hover.
   function localTimes(root) {
     root.querySelectorAll("time[data-csvd-time]").forEach(function (element) {
       var date = new Date(element.getAttribute("datetime"));
       if (isNaN(date.getTime())) return;
       var options = { year: "numeric", month: "short", day: "numeric", hour: "2-digit",
-                      minute: "2-digit", timeZoneName: "short" };
-      if (element.getAttribute("data-csvd-time") !== "minute") options.second = "2-digit";
+                      minute: "2-digit", second: "2-digit", timeZoneName: "short" };
       element.textContent = new Intl.DateTimeFormat(undefined, options).format(date);
     });
   }

@@ -1,0 +1,526 @@
+"""Undoing an applied sync: the inverse of its recorded changes, planned against today's directory.
+
+Pure functions, no I/O, like :mod:`.planner`: :func:`plan_revert` takes the changes a run applied
+(each with the values it found, ``before``, and the values it wrote, ``after``) and a snapshot of
+the directory now, and returns the change set that puts back what that run changed, plus the
+conflicts it left alone. The result is an ordinary :class:`~.changes.ChangeSet`, so a revert run
+goes through the same threshold, approval and atomic apply as an upload.
+
+The rule for each field: it is restored only where it still holds the value the run wrote. A
+field already back at its old value needs nothing; a field holding anything else was changed
+since, and is listed as a :class:`Conflict` and left alone.
+
+What each kind of change becomes:
+
+- ``employee_created`` -> the person is deactivated (the host owns deletion). The person is
+  found by the email the run gave them and, when the run set one, their employee id;
+- ``team_created`` -> the team is kept: people the run created are deactivated, not deleted, and
+  stay in it, and the host owns deletion of teams too;
+- ``employee_reactivated`` / ``employee_deactivated`` -> the opposite;
+- ``employee_updated`` / ``employee_moved`` -> the old values, field by field;
+- ``access_granted`` -> revoked (and a dashboard-only account the grant created is
+  deactivated); ``access_changed`` -> changed back; ``access_revoked`` -> granted again.
+
+A person who has dashboard access that this revert does not take away is never deactivated by
+it (their access was given since): that is a conflict, so a revert cannot lock an admin out
+behind anyone's back.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .changes import Change, ChangeKind, ChangeSet
+from .records import (
+    ALL_TEAMS,
+    AccessRecord,
+    DirectorySnapshot,
+    PersonRecord,
+    Role,
+    normalize_email,
+    normalize_team,
+)
+
+__all__ = ["Conflict", "RevertPlan", "plan_revert"]
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A change of the original run that the revert leaves alone, and why.
+
+    ``field`` is the person field or ``"access"``/``"active"``/``"team"``; ``wrote`` is what
+    the run wrote, ``now`` what the directory holds today (``None`` when unknown or gone).
+    """
+
+    kind: ChangeKind
+    subject: str
+    field: str
+    wrote: Any
+    now: Any
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the API's conflict items)."""
+        return {
+            "kind": self.kind.value,
+            "subject": self.subject,
+            "field": self.field,
+            "wrote": self.wrote,
+            "now": self.now,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Conflict:
+        """Rebuild a conflict from :meth:`to_dict` output."""
+        return cls(
+            ChangeKind(data["kind"]),
+            data["subject"],
+            data["field"],
+            data.get("wrote"),
+            data.get("now"),
+            data["message"],
+        )
+
+
+def conflicts_to_bytes(conflicts: list[Conflict]) -> bytes:
+    """Serialise conflicts (compressed JSON) for the encrypted store."""
+    return zlib.compress(json.dumps([c.to_dict() for c in conflicts]).encode(), 1)
+
+
+def conflicts_from_bytes(data: bytes) -> list[Conflict]:
+    """Rebuild conflicts stored with :func:`conflicts_to_bytes`."""
+    return [Conflict.from_dict(item) for item in json.loads(zlib.decompress(data))]
+
+
+@dataclass(slots=True)
+class RevertPlan:
+    """The inverse change set and what it left alone."""
+
+    changeset: ChangeSet
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+def plan_revert(applied: ChangeSet, snapshot: DirectorySnapshot) -> RevertPlan:
+    """The changes that undo ``applied`` on ``snapshot``, where nothing changed since."""
+    return _Reverter(applied, snapshot).plan()
+
+
+#: person fields an ``employee_updated`` may carry, besides ``extra``
+_PLAIN_FIELDS = ("email", "first_name", "last_name", "title", "external_id")
+
+
+class _Reverter:
+    """One revert plan in the making (keeps the look-ups of a snapshot together)."""
+
+    def __init__(self, applied: ChangeSet, snapshot: DirectorySnapshot) -> None:
+        self.applied = applied
+        self.snapshot = snapshot
+        self.by_key = {person.key: person for person in snapshot.people}
+        self.access_by_key: dict[str, AccessRecord] = {}
+        for access in snapshot.access:
+            key = access.person_key
+            if key is None:
+                holder = snapshot.by_email.get(normalize_email(access.email))
+                key = holder.key if holder is not None else None
+            if key is not None:
+                self.access_by_key[key] = access
+        self.changes: list[Change] = []
+        self.conflicts: list[Conflict] = []
+        #: person key -> their email once the revert's updates are applied
+        self.final_email: dict[str, str] = {}
+        #: keys the revert deactivates, and keys whose access it revokes
+        self.deactivating: dict[str, Change] = {}
+        self.revoking: set[str] = set()
+
+    # -- the plan ---------------------------------------------------------------------------
+
+    def plan(self) -> RevertPlan:
+        created_emails = {
+            normalize_email(c.after["email"])
+            for c in self.applied.of_kind(ChangeKind.EMPLOYEE_CREATED)
+            if c.after
+        }
+        # People first: email changes decide which email the access changes are keyed by.
+        for change in self.applied.of_kind(ChangeKind.EMPLOYEE_UPDATED):
+            self._updated(change)
+        for change in self.applied.of_kind(ChangeKind.EMPLOYEE_MOVED):
+            self._moved(change)
+        for change in self.applied.of_kind(ChangeKind.EMPLOYEE_DEACTIVATED):
+            self._deactivated(change)
+        pending: list[tuple[ChangeKind, PersonRecord, str]] = []
+        for change in self.applied.of_kind(ChangeKind.EMPLOYEE_CREATED):
+            person = self._created_person(change)
+            if person is not None:
+                pending.append((change.kind, person, change.subject))
+        for change in self.applied.of_kind(ChangeKind.EMPLOYEE_REACTIVATED):
+            person = self._person(change)
+            if person is not None:
+                pending.append((change.kind, person, change.subject))
+        for change in self.applied.of_kind(ChangeKind.ACCESS_GRANTED):
+            account = self._access_granted(change, created_emails)
+            if account is not None:
+                pending.append((change.kind, account, change.subject))
+        for change in self.applied.of_kind(ChangeKind.ACCESS_CHANGED):
+            self._access_changed(change)
+        for change in self.applied.of_kind(ChangeKind.ACCESS_REVOKED):
+            self._access_revoked(change)
+        # Deactivations last: they need to know whose access the revert takes away.
+        for kind, person, subject in pending:
+            self._deactivate(kind, person, subject)
+        return RevertPlan(ChangeSet.of(self.changes), self.conflicts)
+
+    # -- people -----------------------------------------------------------------------------
+
+    def _person(self, change: Change) -> PersonRecord | None:
+        """Today's record of the person ``change`` was about, or a conflict when gone."""
+        person = self.by_key.get(change.key) if change.key is not None else None
+        if person is None:
+            self._conflict(
+                change, "person", None, None, "This person is no longer in the directory."
+            )
+        return person
+
+    def _created_person(self, change: Change) -> PersonRecord | None:
+        """The person the run created: by the email it gave them, checked by employee id."""
+        after = change.after or {}
+        person = self.snapshot.by_email.get(normalize_email(after.get("email", change.subject)))
+        external_id = after.get("external_id")
+        if person is None or (external_id and person.external_id != external_id):
+            self._conflict(
+                change,
+                "email",
+                after.get("email"),
+                None,
+                "The person this sync created no longer has the email it gave them (or their "
+                "employee id changed since), so they are left as they are.",
+            )
+            return None
+        return person
+
+    def _email(self, person: PersonRecord) -> str:
+        return self.final_email.get(person.key, person.email)
+
+    def _updated(self, change: Change) -> None:
+        person = self._person(change)
+        if person is None:
+            return
+        before, after = change.before or {}, change.after or {}
+        now_values: dict[str, Any] = {}
+        restored: dict[str, Any] = {}
+        for name in _PLAIN_FIELDS:
+            if name not in after:
+                continue
+            current = getattr(person, name)
+            if _same(name, current, before.get(name)):
+                continue
+            if not _same(name, current, after[name]):
+                self._conflict(
+                    change,
+                    name,
+                    after[name],
+                    current,
+                    f"{_label(name)} was changed since this sync; it is left as it is.",
+                )
+                continue
+            holder = self._holder(name, before.get(name))
+            if holder is not None and holder.key != person.key:
+                self._conflict(
+                    change,
+                    name,
+                    after[name],
+                    current,
+                    f"Another person ({holder.email}) has this person's former "
+                    f"{_label(name).lower()} now; it is left as it is.",
+                )
+                continue
+            now_values[name], restored[name] = current, before.get(name)
+        if "extra" in after:
+            old_extra = before.get("extra") or {}
+            now_extra: dict[str, Any] = {}
+            back_extra: dict[str, Any] = {}
+            for column, wrote in after["extra"].items():
+                current = person.extra.get(column)
+                if _blank(current) == _blank(old_extra.get(column)):
+                    continue
+                if _blank(current) != _blank(wrote):
+                    self._conflict(
+                        change,
+                        f"extra.{column}",
+                        wrote,
+                        current,
+                        f"{column} was changed since this sync; it is left as it is.",
+                    )
+                    continue
+                now_extra[column], back_extra[column] = current, old_extra.get(column)
+            if back_extra:
+                now_values["extra"], restored["extra"] = now_extra, back_extra
+        if not restored:
+            return
+        if "email" in restored:
+            self.final_email[person.key] = restored["email"]
+        self.changes.append(
+            Change(
+                ChangeKind.EMPLOYEE_UPDATED, self._email(person), person.key, now_values, restored
+            )
+        )
+
+    def _holder(self, name: str, value: Any) -> PersonRecord | None:
+        """Who holds ``value`` of a unique field (email, employee id) today."""
+        if not value:
+            return None
+        if name == "email":
+            return self.snapshot.by_email.get(normalize_email(value))
+        if name == "external_id":
+            return self.snapshot.by_external_id.get(value)
+        return None
+
+    def _moved(self, change: Change) -> None:
+        person = self._person(change)
+        if person is None:
+            return
+        old_team = (change.before or {}).get("team")
+        new_team = (change.after or {}).get("team")
+        if _same_team(person.team, old_team):
+            return
+        if not _same_team(person.team, new_team):
+            self._conflict(
+                change,
+                "team",
+                new_team,
+                person.team,
+                "This person was moved to another team since this sync; they stay there.",
+            )
+            return
+        if old_team is not None and normalize_team(old_team) not in self.snapshot.team_by_name:
+            self._conflict(
+                change,
+                "team",
+                new_team,
+                person.team,
+                f"The former team {old_team!r} no longer exists; the person stays where they are.",
+            )
+            return
+        if old_team is not None:
+            old_team = self.snapshot.team_by_name[normalize_team(old_team)].name
+        self.changes.append(
+            Change(
+                ChangeKind.EMPLOYEE_MOVED,
+                self._email(person),
+                person.key,
+                {"team": person.team},
+                {"team": old_team},
+            )
+        )
+
+    def _deactivated(self, change: Change) -> None:
+        person = self._person(change)
+        if person is None or person.active:
+            return
+        self.changes.append(
+            Change(
+                ChangeKind.EMPLOYEE_REACTIVATED,
+                self._email(person),
+                person.key,
+                {"active": False},
+                {"active": True},
+            )
+        )
+
+    def _deactivate(self, kind: ChangeKind, person: PersonRecord, subject: str) -> None:
+        """Undo a creation or reactivation: deactivate, unless access was given since."""
+        if not person.active or person.key in self.deactivating:
+            return
+        if person.key in self.access_by_key and person.key not in self.revoking:
+            self._conflict_at(
+                kind,
+                subject,
+                "active",
+                True,
+                True,
+                "This person has dashboard access that this sync did not give; they stay "
+                "active (deactivate them by hand if that is intended).",
+            )
+            return
+        change = Change(
+            ChangeKind.EMPLOYEE_DEACTIVATED,
+            self._email(person),
+            person.key,
+            {"active": True},
+            {"active": False},
+        )
+        self.deactivating[person.key] = change
+        self.changes.append(change)
+
+    # -- dashboard access -------------------------------------------------------------------
+
+    def _access_person(self, change: Change) -> PersonRecord | None:
+        if change.key is not None:
+            return self.by_key.get(change.key)
+        return self.snapshot.by_email.get(normalize_email(change.subject))
+
+    def _access_granted(self, change: Change, created_emails: set[str]) -> PersonRecord | None:
+        """Revoke what the grant gave; return the account to deactivate when the grant made it."""
+        person = self._access_person(change)
+        wrote = _access_values(change.after)
+        if person is None:
+            self._conflict(
+                change, "access", wrote, None, "This person is no longer in the directory."
+            )
+            return None
+        # a grant to an email nobody had (and no row of the run created) made a new account
+        made_account = change.key is None and normalize_email(change.subject) not in created_emails
+        current = self.access_by_key.get(person.key)
+        if current is None:
+            return person if made_account else None
+        now = _access_of(current)
+        if now != wrote:
+            self._conflict(
+                change,
+                "access",
+                wrote,
+                now,
+                "This person's dashboard access was changed since this sync; it is left as it is.",
+            )
+            return None
+        self.revoking.add(person.key)
+        self.changes.append(
+            Change(ChangeKind.ACCESS_REVOKED, self._email(person), person.key, before=now)
+        )
+        return person if made_account else None
+
+    def _access_changed(self, change: Change) -> None:
+        person = self._access_person(change)
+        wrote, old = _access_values(change.after), _access_values(change.before)
+        if person is None:
+            self._conflict(
+                change, "access", wrote, None, "This person is no longer in the directory."
+            )
+            return
+        current = self.access_by_key.get(person.key)
+        now = _access_of(current) if current is not None else None
+        if now == old:
+            return
+        if now != wrote:
+            self._conflict(
+                change,
+                "access",
+                wrote,
+                now,
+                "This person's dashboard access was changed since this sync; it is left as it is.",
+            )
+            return
+        if not self._teams_exist(change, old, now):
+            return
+        self.changes.append(
+            Change(ChangeKind.ACCESS_CHANGED, self._email(person), person.key, now, old)
+        )
+
+    def _access_revoked(self, change: Change) -> None:
+        person = self._access_person(change)
+        old = _access_values(change.before)
+        if person is None:
+            self._conflict(
+                change, "access", None, None, "This person is no longer in the directory."
+            )
+            return
+        current = self.access_by_key.get(person.key)
+        if current is not None:
+            now = _access_of(current)
+            if now != old:
+                self._conflict(
+                    change,
+                    "access",
+                    None,
+                    now,
+                    "This person was given dashboard access since this sync; it is left as it is.",
+                )
+            return
+        if not self._teams_exist(change, old, None):
+            return
+        name = f"{person.first_name} {person.last_name}".strip()
+        self.changes.append(
+            Change(
+                ChangeKind.ACCESS_GRANTED,
+                self._email(person),
+                person.key,
+                after={**old, "name": name},
+            )
+        )
+
+    def _teams_exist(self, change: Change, access: dict[str, Any], now: Any) -> bool:
+        missing = [
+            team
+            for team in access["teams"]
+            if team != ALL_TEAMS and normalize_team(team) not in self.snapshot.team_by_name
+        ]
+        if missing:
+            self._conflict(
+                change,
+                "access",
+                None,
+                now,
+                f"The former dashboard scope names teams that no longer exist "
+                f"({', '.join(missing)}); the access is left as it is.",
+            )
+        return not missing
+
+    # -- conflicts --------------------------------------------------------------------------
+
+    def _conflict(self, change: Change, name: str, wrote: Any, now: Any, message: str) -> None:
+        self._conflict_at(change.kind, change.subject, name, wrote, now, message)
+
+    def _conflict_at(
+        self, kind: ChangeKind, subject: str, name: str, wrote: Any, now: Any, message: str
+    ) -> None:
+        self.conflicts.append(
+            Conflict(kind, subject, name, _jsonable(wrote), _jsonable(now), message)
+        )
+
+
+def _access_values(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    values = values or {}
+    role = Role(values["role"]).value if values.get("role") else None
+    teams = sorted(values.get("teams") or [])
+    if role == Role.ADMIN.value:
+        teams = [ALL_TEAMS]
+    return {"role": role, "teams": teams}
+
+
+def _access_of(access: AccessRecord) -> dict[str, Any]:
+    return _access_values({"role": access.role, "teams": list(access.teams)})
+
+
+def _same(name: str, current: Any, value: Any) -> bool:
+    if name == "email":
+        return normalize_email(current or "") == normalize_email(value or "")
+    return _blank(current) == _blank(value)
+
+
+def _same_team(current: str | None, value: str | None) -> bool:
+    if current is None or value is None:
+        return current is None and value is None
+    return normalize_team(current) == normalize_team(value)
+
+
+def _blank(value: Any) -> Any:
+    """``None`` and ``""`` are the same absent value (adapters store either)."""
+    return None if value == "" else value
+
+
+def _label(name: str) -> str:
+    return {"external_id": "Employee ID", "first_name": "First name", "last_name": "Last name"}.get(
+        name, name.replace("_", " ").capitalize()
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
