@@ -374,12 +374,13 @@ def test_an_admin_checks_uploads_reviews_approves_rejects_and_is_notified(
     start.click()
     expect(page.locator("#csvd-status")).to_have_text("Waiting for Approval")
     page.once("dialog", lambda dialog: dialog.accept())
-    reason_field = page.locator("form.csvd-reject textarea, form.csvd-reject input[type=text]")
-    if reason_field.count():  # the reject reason (issue 10) when it is there
-        reason_field.first.fill("Wrong export: the contractors are missing")
+    page.get_by_label("Reason for rejecting").fill("Wrong export: the contractors are missing")
     page.get_by_role("button", name="Reject").click()
     expect(page.locator("#csvd-status")).to_have_text("Rejected by Ada Admin")
     expect(page.locator("#csvd-outcome")).to_contain_text("nothing was applied")
+    expect(page.locator("#csvd-reject-reason")).to_have_text(
+        "Wrong export: the contractors are missing"
+    )
     audit(page, "08-run-rejected")
 
     # An error run; in the history its reason opens by keyboard
