@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .changes import Change, ChangeKind, ChangeSet
-from .records import ALL_TEAMS, DirectorySnapshot, Role, normalize_email
+from .records import ALL_TEAMS, DirectorySnapshot, PersonRecord, Role, normalize_email
 from .rows import csv_bytes
 
 #: A pseudo-kind for filtering: the access changes that take a role or teams away.
@@ -109,16 +109,18 @@ def describe_people(changeset: ChangeSet, snapshot: DirectorySnapshot) -> People
     One pass over the changes with snapshot look-ups; only touched people are described.
     """
     people: dict[str, Who] = {}
-    by_key = {person.key: person for person in snapshot.people} if changeset else {}
+    by_key: dict[str, PersonRecord] = {}  # built on first need: only renames miss by email
 
     def who(change: Change) -> Who:
         email = normalize_email(change.subject)
         found = people.get(email)
         if found is not None:
             return found
-        person = by_key.get(change.key) if change.key else None
-        if person is None:
-            person = snapshot.by_email.get(email)
+        person = snapshot.by_email.get(email)
+        if change.key and (person is None or person.key != change.key):
+            if not by_key:
+                by_key.update((p.key, p) for p in snapshot.people)
+            person = by_key.get(change.key, person)
         access = snapshot.access_by_email.get(email)
         if access is None and person is not None:
             access = snapshot.access_by_email.get(normalize_email(person.email))
