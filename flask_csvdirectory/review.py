@@ -16,10 +16,12 @@ story.
 
 from __future__ import annotations
 
+import gc
 import json
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .changes import Change, ChangeKind, ChangeSet
@@ -77,6 +79,21 @@ class Who:
         return before or "—"
 
 
+_WHO_FIELDS = tuple(f.name for f in fields(Who))
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic collector while many acyclic objects are made (as the planner does)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @dataclass(slots=True)
 class People:
     """Who each change touches, by normalised email (see :func:`describe_people`)."""
@@ -92,15 +109,16 @@ class People:
         return found if found is not None else Who(email=email)
 
     def to_bytes(self) -> bytes:
-        """Compressed JSON, stored encrypted with the run."""
-        rows = {email: asdict(who) for email, who in self.by_email.items()}
+        """Compressed JSON (one row of :data:`_WHO_FIELDS` per person), stored encrypted with
+        the run."""
+        rows = [[getattr(who, name) for name in _WHO_FIELDS] for who in self.by_email.values()]
         return zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> People:
         """Rebuild an index stored with :meth:`to_bytes`."""
-        rows = json.loads(zlib.decompress(data))
-        return cls({email: Who(**values) for email, values in rows.items()})
+        with _gc_paused():
+            return cls({row[0]: Who(*row) for row in json.loads(zlib.decompress(data))})
 
 
 def describe_people(changeset: ChangeSet, snapshot: DirectorySnapshot) -> People:
@@ -108,6 +126,11 @@ def describe_people(changeset: ChangeSet, snapshot: DirectorySnapshot) -> People
 
     One pass over the changes with snapshot look-ups; only touched people are described.
     """
+    with _gc_paused():
+        return _describe_people(changeset, snapshot)
+
+
+def _describe_people(changeset: ChangeSet, snapshot: DirectorySnapshot) -> People:
     people: dict[str, Who] = {}
     by_key: dict[str, PersonRecord] = {}  # built on first need: only renames miss by email
 
@@ -297,6 +320,10 @@ def summarize(changeset: ChangeSet, people: People) -> Summary:
     )
 
 
+#: How many admins losing access the approve confirmation names (then "and N more").
+CONFIRM_NAMES = 10
+
+
 def confirmation(summary: Summary) -> str:
     """The approve dialog's question, naming destructive counts and admins losing access."""
     parts = [f"Apply these {summary.total} changes to the directory?"]
@@ -307,8 +334,10 @@ def confirmation(summary: Summary) -> str:
             + "."
         )
     if summary.admins_affected:
-        names = ", ".join(_person_label(who) for who in summary.admins_affected)
-        parts.append(f"Admins losing access: {names}.")
+        shown = summary.admins_affected[:CONFIRM_NAMES]
+        names = ", ".join(_person_label(who) for who in shown)
+        more = len(summary.admins_affected) - len(shown)
+        parts.append(f"Admins losing access: {names}{f' and {more} more' if more else ''}.")
     return "\n".join(parts)
 
 
