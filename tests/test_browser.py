@@ -319,7 +319,8 @@ def test_an_admin_checks_uploads_reviews_approves_rejects_and_is_notified(
     inbox.wait_for(2)
     invitation = inbox.with_subject("invited")
     assert [m["To"] for m in invitation] == ["person2@example.com"]
-    assert f"{base}/set-password/" in str(invitation[0].get_content())
+    link = re.search(rf"{re.escape(base)}/set-password/\S+", str(invitation[0].get_content()))
+    assert link is not None
 
     # A held run with destructive changes: person1 leaves, person2 and the manager lose access
     page.get_by_role("link", name="Upload", exact=True).click()
@@ -410,9 +411,17 @@ def test_an_admin_checks_uploads_reviews_approves_rejects_and_is_notified(
     assert "CSV import applied: 7 changes" in subjects
     assert "CSV import failed: Error while processing" in subjects
 
-    # the host's login page (the host's own pages are checked too)
+    # the dashboard's not-found page, then the host's pages the walk passed through
+    page.goto(f"{base}{PREFIX}/runs/0123456789abcdef0123456789abcdef")
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    audit(page, "11-not-found")
+    page.goto(f"{base}/")
+    audit(page, "12-host-directory")
+    page.goto(link.group(0))
+    expect(page.get_by_role("heading", name="Set your password")).to_be_visible()
+    audit(page, "13-host-set-password")
     page.goto(f"{base}/login")
-    audit(page, "11-login")
+    audit(page, "14-host-login")
 
 
 def test_polling_stops_with_a_message_when_the_check_fails(
@@ -455,7 +464,7 @@ def test_polling_stops_with_a_message_when_the_check_fails(
         page.context.clear_cookies()
         expect(failure).to_contain_text("You are signed out")
         expect(page.locator(".csvd-spinner")).to_be_hidden()
-        audit(page, "12-run-signed-out")
+        audit(page, "15-run-signed-out")
         page.get_by_role("link", name="Reload this page").click()
         page.wait_for_url(re.compile(r"/login"))
     finally:
