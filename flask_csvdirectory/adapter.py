@@ -44,6 +44,20 @@ class ExtraColumn:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class FieldLimit:
+    """What the host can store for one field: at most ``max_length`` characters (``None``: no
+    limit) and, when ``required``, never an empty value (a NOT NULL column without default)."""
+
+    max_length: int | None = None
+    required: bool = False
+
+
+#: The fields :meth:`DirectoryAdapter.field_limits` may name (besides extra column names):
+#: person fields, the team name, and the display name of a dashboard-only account (Users.csv).
+LIMITED_FIELDS = ("email", "first_name", "last_name", "title", "external_id", "team", "name")
+
+
 class DirectoryAdapter(abc.ABC):
     """The contract between the extension and the host's people, teams and dashboard access.
 
@@ -56,6 +70,13 @@ class DirectoryAdapter(abc.ABC):
     extra_columns: Sequence[ExtraColumn] = ()
 
     # -- domain operations -------------------------------------------------------------------
+
+    def field_limits(self) -> Mapping[str, FieldLimit]:
+        """The host's storage limits by field (see :data:`LIMITED_FIELDS`, and extra column
+        names). The validator refuses a cell that would not fit, so a dry run and a real import
+        never disagree. The default declares none; the reference adapter reads its models.
+        """
+        return {}
 
     @abc.abstractmethod
     def snapshot(self, org: str) -> DirectorySnapshot:

@@ -40,6 +40,11 @@ class ChangeKind(enum.StrEnum):
         """Position in the apply order (teams first, then people, then access)."""
         return _ORDER[self]
 
+    @property
+    def structural(self) -> bool:
+        """Whether every change of this kind is structural (see :attr:`Change.structural`)."""
+        return self is not ChangeKind.EMPLOYEE_UPDATED
+
 
 _LABELS = {
     ChangeKind.TEAM_CREATED: "Teams created",
@@ -78,6 +83,19 @@ class Change:
     key: str | None = None
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+
+    @property
+    def structural(self) -> bool:
+        """Whether this change counts toward the approval threshold.
+
+        Structural: employees created, deactivated, reactivated or moved between teams, teams
+        created, dashboard access granted, changed or revoked, and an email change (the email is
+        what a person signs in with). Attribute edits (first and last name, title, employee id,
+        extra columns) are planned, shown and applied, but do not count.
+        """
+        if self.kind is not ChangeKind.EMPLOYEE_UPDATED:
+            return True
+        return self.after is not None and "email" in self.after
 
     def to_row(self) -> list[Any]:
         """A compact JSON-ready row (see :meth:`from_row`)."""
@@ -121,8 +139,19 @@ class ChangeSet:
 
     @property
     def count(self) -> int:
-        """The number compared against the approval threshold: one per change record."""
+        """Every change record, structural or not."""
         return len(self.changes)
+
+    @property
+    def structural_count(self) -> int:
+        """The number compared against the approval threshold: the structural changes
+        (:attr:`Change.structural`)."""
+        updated = ChangeKind.EMPLOYEE_UPDATED
+        return sum(
+            1
+            for change in self.changes
+            if change.kind is not updated or (change.after is not None and "email" in change.after)
+        )
 
     def counts(self) -> dict[str, int]:
         """How many changes of each kind (every kind present, zeros included), in apply order."""

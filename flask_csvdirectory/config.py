@@ -58,11 +58,22 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "MAX_UPLOAD_BYTES": (100 * 1024 * 1024, "Largest accepted size of each uploaded file."),
     "DEFAULT_APPROVAL_THRESHOLD": (
         50,
-        "Change count above which a run waits for approval, until an admin sets another.",
+        "Structural change count above which a run waits for approval, until an admin sets "
+        "another.",
     ),
     "DEFAULT_APPROVAL_PERCENT": (
         None,
         "Optional: a run also waits when its changes exceed this percentage of the directory.",
+    ),
+    "DEFAULT_GUARD_REMOVAL_PERCENT": (
+        10.0,
+        "Destructive-change guard: a run whose deactivations plus access revocations exceed "
+        "this percentage of the active directory waits for approval (None: off), until an "
+        "admin sets another.",
+    ),
+    "DEFAULT_GUARD_REMOVAL_PEOPLE": (
+        25,
+        "Destructive-change guard: ... or exceed this many people (None: off).",
     ),
     "MAX_ROW_ERRORS": (1000, "Row errors kept and shown per file (all are counted)."),
     "DEFAULT_ORGANIZATION": (

@@ -23,7 +23,7 @@ import gc
 import io
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
@@ -33,11 +33,12 @@ from marshmallow import ValidationError, missing
 from marshmallow import fields as ma_fields
 from marshmallow import validate as ma_validate
 
-from .adapter import ExtraColumn
+from .adapter import ExtraColumn, FieldLimit
 from .errors import ConfigurationError
 from .reader import CsvTable, ErrorLog, normalize_header, read_table
-from .records import ALL_TEAMS, Role, normalize_email, normalize_team
+from .records import ALL_TEAMS, DirectorySnapshot, Role, normalize_email, normalize_team
 from .rows import EMPLOYEES_FILE, USERS_FILE, EmployeeRow, ParsedFile, UserRow
+from .validation import Checked, check_email, check_identifier, normalize_text
 
 #: Separates team names in a Users.csv ``teams`` cell.
 TEAM_SEPARATOR = ";"
@@ -101,7 +102,7 @@ class TeamScopeField(ma_fields.Field):
     ) -> tuple[str, ...]:
         if not isinstance(value, str):
             raise self.make_error("invalid")
-        names = [name.strip() for name in value.split(TEAM_SEPARATOR)]
+        names = [normalize_text(name.strip()).value for name in value.split(TEAM_SEPARATOR)]
         if ALL_TEAMS in names:
             return (ALL_TEAMS,)
         unique: dict[str, str] = {}
@@ -111,18 +112,73 @@ class TeamScopeField(ma_fields.Field):
         return tuple(sorted(unique.values()))
 
 
-def _email_field(who: str) -> ma_fields.Email:
-    return ma_fields.Email(
+class _CheckedString(ma_fields.String):
+    """A text cell checked by a :mod:`~flask_csvdirectory.validation` function.
+
+    :meth:`check` is the whole check of one non-blank cell (the formats call it directly on
+    large files); ``max_length`` comes from the host's schema (:meth:`DirectoryAdapter
+    .field_limits`).
+    """
+
+    def __init__(self, *, max_length: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_length = max_length
+
+    def _validate(self, value: str) -> Checked:
+        raise NotImplementedError
+
+    def check(self, value: str) -> str:
+        """The normalised value, or a :class:`ValidationError` with the problem's message."""
+        checked = self._validate(value)
+        if checked.problem is not None:
+            raise ValidationError(checked.problem.message)
+        return checked.value
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return self.check(super()._deserialize(value, attr, data, **kwargs))
+
+
+class EmailField(_CheckedString):
+    """An email address (:func:`~flask_csvdirectory.validation.check_email`): no invisible or
+    look-alike characters, ``email-validator`` syntax, the host's length; lower-cased."""
+
+    def _validate(self, value: str) -> Checked:
+        return check_email(value, max_length=self.max_length)
+
+
+class IdentifierField(_CheckedString):
+    """An identifier such as an employee ID
+    (:func:`~flask_csvdirectory.validation.check_identifier`)."""
+
+    def _validate(self, value: str) -> Checked:
+        return check_identifier(value, max_length=self.max_length)
+
+
+class TextField(_CheckedString):
+    """A name or title (:func:`~flask_csvdirectory.validation.normalize_text`): NFC, no
+    control characters, the host's length."""
+
+    def _validate(self, value: str) -> Checked:
+        return normalize_text(value, max_length=self.max_length)
+
+
+def _email_field(who: str, limit: FieldLimit) -> EmailField:
+    return EmailField(
         required=True,
-        error_messages={
-            "required": f"is empty: {who} needs an email address",
-            "invalid": "is not a valid email address (expected something like name@example.com)",
-        },
+        max_length=limit.max_length,
+        error_messages={"required": f"is empty: {who} needs an email address"},
     )
 
 
-def _text_field(what: str) -> ma_fields.String:
-    return ma_fields.String(required=True, error_messages={"required": f"is empty: {what}"})
+def _text_field(what: str, limit: FieldLimit) -> TextField:
+    return TextField(
+        required=True,
+        max_length=limit.max_length,
+        error_messages={"required": f"is empty: {what}"},
+    )
+
+
+_NO_LIMIT = FieldLimit()
 
 
 # -- formats ------------------------------------------------------------------------------
@@ -173,53 +229,66 @@ class FileFormat:
         return out.getvalue().encode("utf-8")
 
 
-def employees_format(extra_columns: Sequence[ExtraColumn] = ()) -> FileFormat:
+def employees_format(
+    extra_columns: Sequence[ExtraColumn] = (), limits: Mapping[str, FieldLimit] | None = None
+) -> FileFormat:
     """The Employees.csv format; the host's ``extra_columns`` follow the standard ones.
+
+    ``limits`` (from :meth:`DirectoryAdapter.field_limits`) caps each column's length; an
+    ``external_id`` the host cannot leave empty makes ``employee_id`` required.
 
     An extra column's header is required when its field is ``required``; its name must already be
     in header form (``cost_center``) and must not repeat another column. Its cells are validated
     by its field; ``EmployeeRow.extra`` keeps them as text: the field's result when it is a string,
     else the cell as written.
     """
+    limit = (limits or {}).get
+    id_limit = limit("external_id", _NO_LIMIT)
     columns = [
         Column(
             "email",
-            _email_field("every employee"),
+            _email_field("every employee", limit("email", _NO_LIMIT)),
             required=True,
             description="Work email address. Matches the person when employee_id is blank.",
             example="ada.lovelace@example.com",
         ),
         Column(
             "employee_id",
-            ma_fields.String(load_default=None),
+            IdentifierField(
+                load_default=None,
+                required=id_limit.required,
+                max_length=id_limit.max_length,
+                error_messages={"required": "is empty: every employee needs an employee ID"},
+            ),
+            required=id_limit.required,
             description="Your HR system's ID for the person. When given, it matches the person "
             "(so an email can change).",
             example="E1001",
         ),
         Column(
             "first_name",
-            _text_field("every employee needs a first name"),
+            _text_field("every employee needs a first name", limit("first_name", _NO_LIMIT)),
             required=True,
             description="First name.",
             example="Ada",
         ),
         Column(
             "last_name",
-            _text_field("every employee needs a last name"),
+            _text_field("every employee needs a last name", limit("last_name", _NO_LIMIT)),
             required=True,
             description="Last name.",
             example="Lovelace",
         ),
         Column(
             "team",
-            _text_field("every employee needs a team"),
+            _text_field("every employee needs a team", limit("team", _NO_LIMIT)),
             required=True,
             description="Team name. A team that does not exist yet is created.",
             example="Engineering",
         ),
         Column(
             "title",
-            ma_fields.String(load_default=""),
+            TextField(load_default="", max_length=limit("title", _NO_LIMIT).max_length),
             description="Job title. Leave the cell blank to clear it; leave the column out to "
             "keep the titles the directory has.",
             example="Engineering Manager",
@@ -246,21 +315,23 @@ def employees_format(extra_columns: Sequence[ExtraColumn] = ()) -> FileFormat:
     return FileFormat(EMPLOYEES_FILE, tuple(columns))
 
 
-def users_format() -> FileFormat:
-    """The Users.csv format: who may use the dashboard, with which role and scope."""
+def users_format(limits: Mapping[str, FieldLimit] | None = None) -> FileFormat:
+    """The Users.csv format: who may use the dashboard, with which role and scope (``limits``
+    as for :func:`employees_format`)."""
+    limit = (limits or {}).get
     return FileFormat(
         USERS_FILE,
         (
             Column(
                 "email",
-                _email_field("every user"),
+                _email_field("every user", limit("email", _NO_LIMIT)),
                 required=True,
                 description="Email address the person signs in with.",
                 example="grace.hopper@example.com",
             ),
             Column(
                 "name",
-                ma_fields.String(load_default=""),
+                TextField(load_default="", max_length=limit("name", _NO_LIMIT).max_length),
                 description="Display name, used when the person is not in Employees.csv.",
                 example="Grace Hopper",
             ),
@@ -288,28 +359,94 @@ def users_format() -> FileFormat:
     )
 
 
+# -- pre-filled templates -----------------------------------------------------------------
+
+
+def export_employees(
+    snapshot: DirectorySnapshot, extra_columns: Sequence[ExtraColumn] = ()
+) -> bytes:
+    """The directory as an Employees.csv (UTF-8): every active person who has a team, sorted by
+    email. Uploaded back with :func:`export_users`, it plans no change.
+
+    Values are written as the directory holds them (no spreadsheet formula escaping, which
+    would change them on the way back).
+    """
+    file_format = employees_format(extra_columns)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(file_format.names)
+    extra_names = [extra.name for extra in extra_columns]
+    people = sorted(
+        (person for person in snapshot.people if person.active and person.team),
+        key=lambda person: normalize_email(person.email),
+    )
+    for person in people:
+        writer.writerow(
+            [
+                person.email,
+                person.external_id or "",
+                person.first_name,
+                person.last_name,
+                person.team,
+                person.title,
+                *(person.extra.get(name, "") for name in extra_names),
+            ]
+        )
+    return out.getvalue().encode("utf-8")
+
+
+def export_users(snapshot: DirectorySnapshot) -> bytes:
+    """The directory's dashboard access as a Users.csv (UTF-8), sorted by email: each admin and
+    manager with their role and teams (``*`` for every team)."""
+    file_format = users_format()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(file_format.names)
+    for access in sorted(snapshot.access, key=lambda access: normalize_email(access.email)):
+        person = snapshot.by_email.get(normalize_email(access.email))
+        name = access.name or (
+            f"{person.first_name} {person.last_name}".strip() if person is not None else ""
+        )
+        role = Role(access.role)
+        teams = ALL_TEAMS if ALL_TEAMS in access.teams else TEAM_SEPARATOR.join(access.teams)
+        writer.writerow([access.email, name, role.value, teams])
+    return out.getvalue().encode("utf-8")
+
+
 # -- parsing ------------------------------------------------------------------------------
 
 
 def parse_employees(
-    data: bytes, extra_columns: Sequence[ExtraColumn] = (), *, max_errors: int = 1000
+    data: bytes,
+    extra_columns: Sequence[ExtraColumn] = (),
+    *,
+    max_errors: int = 1000,
+    limits: Mapping[str, FieldLimit] | None = None,
 ) -> ParsedFile[EmployeeRow]:
     """Read and validate an Employees.csv upload: its valid rows and every error (capped).
 
-    Besides each cell, checks that no email and no non-blank employee_id appears twice.
+    Besides each cell (with the host's ``limits``), checks that no email and no non-blank
+    employee_id appears twice, and that the template's example row is not left in.
     """
     with _collector_paused():
-        return _parse_employees(data, extra_columns, max_errors)
+        return _parse_employees(data, extra_columns, max_errors, limits or {})
 
 
-def parse_users(data: bytes, *, max_errors: int = 1000) -> ParsedFile[UserRow]:
+def parse_users(
+    data: bytes, *, max_errors: int = 1000, limits: Mapping[str, FieldLimit] | None = None
+) -> ParsedFile[UserRow]:
     """Read and validate a Users.csv upload: its valid rows and every error (capped).
 
-    Besides each cell, checks that no email appears twice and that every manager has a scope.
-    Admins always get every team. Whether scopes name known teams is the planner's check.
+    Besides each cell (with the host's ``limits``), checks that no email appears twice, that
+    every manager has a scope and that the template's example row is not left in. Admins always
+    get every team. Whether scopes name known teams is the planner's check.
     """
     with _collector_paused():
-        return _parse_users(data, max_errors)
+        return _parse_users(data, max_errors, limits or {})
+
+
+#: What an upload of a template's untouched example row is told.
+EXAMPLE_ROW_MESSAGE = "this is the template's example row; replace it with your data"
 
 
 @contextmanager
@@ -330,9 +467,18 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _parse_employees(
-    data: bytes, extra_columns: Sequence[ExtraColumn], max_errors: int
+    data: bytes,
+    extra_columns: Sequence[ExtraColumn],
+    max_errors: int,
+    limits: Mapping[str, FieldLimit],
 ) -> ParsedFile[EmployeeRow]:
-    file_format = employees_format(extra_columns)
+    file_format = employees_format(extra_columns, limits)
+    example_email = normalize_email(file_format.column("email").example)
+    extra_limits = [
+        (extra.name, limits[extra.name].max_length)
+        for extra in extra_columns
+        if extra.name in limits and limits[extra.name].max_length is not None
+    ]
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)
     checker = _RowChecker(file_format, table, log)
@@ -352,10 +498,24 @@ def _parse_employees(
         email = _FAILED if email_at is None else values[email_at]
         if email is not _FAILED:
             email = normalize_email(email)
+            if email == example_email:
+                log.add(line, EXAMPLE_ROW_MESSAGE, column="email", value=email)
+                ok = False
             ok &= _unique(
                 first_line_of_email, email, line, log, "email", checker.cell(cells, "email"),
                 "each person must appear once",
             )
+        for name, max_length in extra_limits:
+            at = slot(name)
+            cell = None if at is None else checker.cell(cells, name)
+            if cell is not None and len(cell) > max_length:
+                log.add(
+                    line,
+                    f"is {len(cell)} characters long; at most {max_length} are allowed",
+                    column=name,
+                    value=cell,
+                )
+                ok = False
         employee_id = None if employee_id_at is None else values[employee_id_at]
         if employee_id is not None and employee_id is not _FAILED:
             ok &= _unique(
@@ -405,8 +565,11 @@ def _unique(
     return False
 
 
-def _parse_users(data: bytes, max_errors: int) -> ParsedFile[UserRow]:
-    file_format = users_format()
+def _parse_users(
+    data: bytes, max_errors: int, limits: Mapping[str, FieldLimit]
+) -> ParsedFile[UserRow]:
+    file_format = users_format(limits)
+    example_email = normalize_email(file_format.column("email").example)
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)
     checker = _RowChecker(file_format, table, log)
@@ -419,6 +582,9 @@ def _parse_users(data: bytes, max_errors: int) -> ParsedFile[UserRow]:
         email = _FAILED if email_at is None else values[email_at]
         if email is not _FAILED:
             email = normalize_email(email)
+            if email == example_email:
+                log.add(line, EXAMPLE_ROW_MESSAGE, column="email", value=email)
+                ok = False
             ok &= _unique(
                 first_line_of_email, email, line, log, "email", checker.cell(cells, "email"),
                 "each user must appear once",
@@ -604,6 +770,8 @@ def _converter(field: ma_fields.Field) -> Callable[[str], Any] | None:
     stock = not getattr(field, "pre_load", None) and not getattr(field, "post_load", None)
     if stock and type(field) is ma_fields.String and not field.validators:
         return None
+    if stock and isinstance(field, _CheckedString) and not field.validators:
+        return field.check
     deserialize = field.deserialize
     if (
         stock

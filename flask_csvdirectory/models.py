@@ -109,6 +109,10 @@ class IntegrationSettings(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     approval_threshold: Mapped[int] = mapped_column(Integer)
     approval_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: the destructive-change guard: deactivations plus access revocations above this share of
+    #: the active directory (percent), or above this many people, wait for approval (None: off)
+    guard_removal_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    guard_removal_people: Mapped[int | None] = mapped_column(Integer, nullable=True)
     intake_counter: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -152,6 +156,10 @@ class SyncRun(Base):
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     change_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     change_counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    #: the changes that count toward the approval threshold (see Change.structural)
+    structural_change_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: why the run waits or was refused: GuardReason.to_dict() of each guard that spoke
+    guard_reasons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     directory_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)

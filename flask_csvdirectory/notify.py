@@ -156,7 +156,7 @@ def compose(
     what the admin can do."""
     url = run_url(config, run)
     count = run.change_count or 0
-    reasons = list(getattr(run, "hold_reasons", None) or [])  # stored by the safeguards
+    reasons = list(run.guard_reasons or [])  # GuardReason.to_dict() of each safeguard
     lines: list[str]
     match event:
         case "held" | "waiting":
@@ -218,7 +218,7 @@ class AdminMailer:
 
     def on_waiting(self, sender: Flask, run: SyncRun, changeset: ChangeSet, **_: Any) -> None:
         """A run waits for approval (``held`` when a safeguard holds it)."""
-        event = "held" if getattr(run, "hold_reasons", None) else "waiting"
+        event = "held" if run.guard_reasons else "waiting"
         self._deliver(event, run, changeset=changeset)
 
     def on_failed(self, sender: Flask, run: SyncRun, reason: str, **_: Any) -> None:

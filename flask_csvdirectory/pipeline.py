@@ -7,13 +7,14 @@ re-plan at approval, so they can never disagree about what a pair of files means
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import formats, planner, review
-from .adapter import ExtraColumn
+from .adapter import ExtraColumn, FieldLimit
 from .changes import ChangeSet
 from .errors import FileValidationError
+from .guards import GuardReason
 from .records import DirectorySnapshot
 from .rows import EmployeeRow, ParsedFile, UserRow
 
@@ -43,6 +44,8 @@ class PlanOutcome:
     directory_size: int
     timings: dict[str, float] = field(default_factory=dict)
     people: review.People = field(default_factory=review.People)
+    #: what the guards say about the plan (filled by :func:`~flask_csvdirectory.runs.dry_run`)
+    guard_reasons: list[GuardReason] = field(default_factory=list)
 
 
 def read_pair(
@@ -51,11 +54,15 @@ def read_pair(
     *,
     extra_columns: Sequence[ExtraColumn] = (),
     max_errors: int = 1000,
+    limits: Mapping[str, FieldLimit] | None = None,
 ) -> ParsedPair:
-    """Read and validate both files (each error names its file, line and column)."""
+    """Read and validate both files (each error names its file, line and column); ``limits``
+    are the host's (:meth:`~flask_csvdirectory.DirectoryAdapter.field_limits`)."""
     return ParsedPair(
-        users=formats.parse_users(users_data, max_errors=max_errors),
-        employees=formats.parse_employees(employees_data, extra_columns, max_errors=max_errors),
+        users=formats.parse_users(users_data, max_errors=max_errors, limits=limits),
+        employees=formats.parse_employees(
+            employees_data, extra_columns, max_errors=max_errors, limits=limits
+        ),
     )
 
 
@@ -99,11 +106,16 @@ def build_plan(
     *,
     extra_columns: Sequence[ExtraColumn] = (),
     max_errors: int = 1000,
+    limits: Mapping[str, FieldLimit] | None = None,
 ) -> PlanOutcome:
     """Read, validate and plan in one call; raises :class:`FileValidationError` on bad input."""
     started = time.perf_counter()
     pair = read_pair(
-        users_data, employees_data, extra_columns=extra_columns, max_errors=max_errors
+        users_data,
+        employees_data,
+        extra_columns=extra_columns,
+        max_errors=max_errors,
+        limits=limits,
     )
     read_done = time.perf_counter()
     changeset = plan_pair(pair, snapshot)

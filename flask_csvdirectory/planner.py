@@ -34,6 +34,7 @@ from .records import (
     normalize_team,
 )
 from .rows import EMPLOYEES_FILE, USERS_FILE, EmployeeRow, RowError, UserRow
+from .validation import LookalikeIndex
 
 __all__ = ["check_pair", "plan"]
 
@@ -57,7 +58,9 @@ def check_pair(
     - two Employees.csv rows are the same person (by employee_id and by email, say), or repeat an
       email or an employee_id;
     - a row gives a person the email another existing person has now. When that other person
-      changes email too (a swap or a chain) it is still reported: the sync does not order them.
+      changes email too (a swap or a chain) it is still reported: the sync does not order them;
+    - a new email differs from an existing person's (or from another new one) only by
+      look-alike characters (Unicode confusables): the error names both.
 
     Errors come sorted by file, line and column.
 
@@ -76,6 +79,7 @@ def check_pair(
     )
     errors.extend(_check_employees(employees, snapshot))
     errors.extend(_check_renamed_users(users, employees, snapshot))
+    errors.extend(_check_lookalikes(users, employees, snapshot))
     errors.sort(key=lambda e: (e.file, e.line, e.column or "", e.value or ""))
     return errors
 
@@ -154,6 +158,53 @@ def _check_renamed_users(
                 )
             )
     return errors
+
+
+def _check_lookalikes(
+    users: Sequence[UserRow], employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
+) -> list[RowError]:
+    """Emails that imitate an existing person's, or another new email of the files."""
+    known = snapshot.by_email
+    index = LookalikeIndex(known.keys())
+    errors = []
+    rows: list[tuple[str, int, str]] = [(EMPLOYEES_FILE, row.line, row.email) for row in employees]
+    rows += [(USERS_FILE, user.line, user.email) for user in users]
+    for file, line, email in rows:
+        if email in known:
+            continue
+        other = index.find(email)
+        if other is None:
+            index.add(email)
+            continue
+        holder = known.get(other)
+        whose = f"the email of {_describe_person(holder)}" if holder else "an email above"
+        errors.append(
+            RowError(
+                file,
+                line,
+                "email",
+                email,
+                f"looks like {other} ({whose}) but differs from it by look-alike characters "
+                f"({_differences(email, other)}): use {other} if it is the same person, or a "
+                "clearly different address.",
+            )
+        )
+    return errors
+
+
+def _describe_person(person: PersonRecord) -> str:
+    name = f"{person.first_name} {person.last_name}".strip()
+    return f"{name}, an existing person" if name else "an existing person"
+
+
+def _differences(email: str, other: str) -> str:
+    """The characters of ``email`` that are not those of ``other``, by code point."""
+    differing = [
+        f"{character!r} U+{ord(character):04X}"
+        for character, known in zip(email, other, strict=False)
+        if character != known
+    ]
+    return ", ".join(differing[:5]) or "different characters"
 
 
 def _active_after_sync(

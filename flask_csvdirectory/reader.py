@@ -116,6 +116,7 @@ class CsvTable:
         positions: dict[str, int] | None = None,
         readable: bool = True,
         header_pending: bool = False,
+        ends_with_line_break: bool = True,
     ) -> None:
         self.file = file
         self.delimiter = delimiter
@@ -127,6 +128,8 @@ class CsvTable:
         self._reader = reader
         self._positions = positions or {}
         self._header_pending = header_pending  # an unreadable file's header is still unread
+        #: False when the last record has no line ending: a cut in it means a truncated file
+        self.ends_with_line_break = ends_with_line_break
 
     def position(self, name: str) -> int | None:
         """Index of column ``name`` in each record, or ``None`` when absent or duplicated."""
@@ -144,9 +147,15 @@ class CsvTable:
         width = len(self.columns)
         strip = str.strip
         previous = reader.line_num
+        # A short record is reported once the next one is read: if it was the last record of a
+        # file without a final line ending, the file was cut inside it (truncated).
+        short: tuple[int, int] | None = None  # (line, cell count)
         while True:
             try:
                 for row in reader:
+                    if short is not None:
+                        self._report_cells(*short, width)
+                        short = None
                     start = previous + 1
                     previous = reader.line_num
                     cells = tuple(map(strip, row))
@@ -157,24 +166,47 @@ class CsvTable:
                         if len(cells) > width and not any(cells[width:]):
                             yield start, cells[:width]  # trailing empty cells are harmless
                             continue
-                        count = len(cells)
-                        log.add(
-                            start,
-                            f"this row has {count} cell{'s' if count != 1 else ''} but the header"
-                            f" has {width} columns"
-                            " (a missing or extra delimiter, or an unquoted"
-                            f" {_DELIMITER_NAMES[self.delimiter]} inside a cell?)",
-                        )
+                        if len(cells) < width and not self.ends_with_line_break:
+                            short = (start, len(cells))
+                        else:
+                            self._report_cells(start, len(cells), width)
                         continue
                     if not any(cells):
                         continue
                     self.row_count += 1
                     yield start, cells
+                if short is not None:
+                    line, count = short
+                    log.add(
+                        line,
+                        f"the file looks truncated: it ends inside this record, without a line "
+                        f"break, after {count} of its {width} cells. Export the whole file "
+                        "again and upload it.",
+                    )
                 return
             except csv.Error as exc:
+                if short is not None:
+                    self._report_cells(*short, width)
+                    short = None
                 self.row_count += 1
-                log.add(previous + 1, _describe_csv_error(exc))
+                message = _describe_csv_error(exc)
+                if "unexpected end of data" in str(exc) and not self.ends_with_line_break:
+                    message = (
+                        "the file looks truncated: it ends inside a quoted cell of this record, "
+                        "without a closing quote or a line break. Export the whole file again "
+                        "and upload it."
+                    )
+                log.add(previous + 1, message)
                 previous = reader.line_num
+
+    def _report_cells(self, line: int, count: int, width: int) -> None:
+        self._log.add(
+            line,
+            f"this row has {count} cell{'s' if count != 1 else ''} but the header"
+            f" has {width} columns"
+            " (a missing or extra delimiter, or an unquoted"
+            f" {_DELIMITER_NAMES[self.delimiter]} inside a cell?)",
+        )
 
     def _count_rest(self) -> None:
         """Count the remaining non-blank records of a file that cannot be read (best effort)."""
@@ -261,7 +293,17 @@ def read_table(
         columns=names,
         header_line=header_line,
         positions=positions,
+        ends_with_line_break=_ends_with_line_break(data, codec),
     )
+
+
+def _ends_with_line_break(data: bytes, codec: str) -> bool:
+    """Whether the file's last character is a line break (CR or LF)."""
+    if codec == "utf-16":
+        big_endian = data.startswith(codecs.BOM_UTF16_BE)
+        tail = data[-2:]
+        return tail in ((b"\x00\n", b"\x00\r") if big_endian else (b"\n\x00", b"\r\x00"))
+    return data.endswith((b"\n", b"\r"))
 
 
 def _check_header(

@@ -24,7 +24,7 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from . import review, signals
+from . import guards, review, signals
 from .adapter import ProgressCallback
 from .changes import ChangeKind, ChangeSet, exceeds_threshold
 from .errors import (
@@ -79,6 +79,8 @@ def get_settings(org: str) -> IntegrationSettings:
             enabled=False,
             approval_threshold=state.config["DEFAULT_APPROVAL_THRESHOLD"],
             approval_percent=state.config["DEFAULT_APPROVAL_PERCENT"],
+            guard_removal_percent=state.config["DEFAULT_GUARD_REMOVAL_PERCENT"],
+            guard_removal_people=state.config["DEFAULT_GUARD_REMOVAL_PEOPLE"],
             intake_counter=0,
         )
         session.add(settings)
@@ -93,8 +95,12 @@ def update_settings(
     enabled: bool | None = None,
     approval_threshold: int | None = None,
     approval_percent: float | None | bool = False,
+    guard_removal_percent: float | None | bool = False,
+    guard_removal_people: int | None | bool = False,
 ) -> IntegrationSettings:
-    """Change the organization's settings (``approval_percent=None`` clears the percentage)."""
+    """Change the organization's settings (``approval_percent=None`` clears the percentage;
+    ``guard_removal_percent=None`` / ``guard_removal_people=None`` turn that guard limit off;
+    an argument left out keeps its setting)."""
     settings = get_settings(org)
     if enabled is not None:
         settings.enabled = enabled
@@ -106,6 +112,18 @@ def update_settings(
         if approval_percent is not None and not 0 <= float(approval_percent) <= 100:
             raise ValueError("The approval percentage must be between 0 and 100")
         settings.approval_percent = approval_percent  # type: ignore[assignment]
+    if guard_removal_percent is not False:
+        if guard_removal_percent is not None and not 0 <= float(guard_removal_percent) <= 100:
+            raise ValueError("The guard's share must be between 0 and 100 percent")
+        settings.guard_removal_percent = (
+            None if guard_removal_percent is None else float(guard_removal_percent)
+        )
+    if guard_removal_people is not False:
+        if guard_removal_people is not None and int(guard_removal_people) < 0:
+            raise ValueError("The guard's number of people cannot be negative")
+        settings.guard_removal_people = (
+            None if guard_removal_people is None else int(guard_removal_people)
+        )
     settings.updated_at = utcnow()
     settings.updated_by = actor.name
     get_state().session.commit()
@@ -304,19 +322,74 @@ def start_run(
     return run
 
 
-def dry_run(org: str, users: Upload | None, employees: Upload | None) -> PlanOutcome:
+def dry_run(
+    org: str, users: Upload | None, employees: Upload | None, actor: Actor | None = None
+) -> PlanOutcome:
     """Validate and plan without creating a run or touching the window.
 
-    Raises :class:`FileValidationError` (with every row error) on bad files.
+    The outcome's ``guard_reasons`` say what would hold or refuse the run if ``actor``
+    uploaded these files. Raises :class:`FileValidationError` (with every row error) on bad
+    files.
     """
     state = get_state()
     users, employees = check_uploads(users, employees)
-    return build_plan(
+    snapshot = state.adapter.snapshot(org)
+    outcome = build_plan(
         users.data,
         employees.data,
-        state.adapter.snapshot(org),
+        snapshot,
         extra_columns=state.adapter.extra_columns,
         max_errors=state.config["MAX_ROW_ERRORS"],
+        limits=state.adapter.field_limits(),
+    )
+    outcome.guard_reasons = guards.evaluate(
+        guard_context(
+            org,
+            outcome.changeset,
+            snapshot,
+            uploader_id=actor.id if actor is not None else None,
+            employees_rows=outcome.employees_rows,
+        )
+    )
+    return outcome
+
+
+def guard_context(
+    org: str,
+    changeset: ChangeSet,
+    snapshot: DirectorySnapshot,
+    *,
+    uploader_id: str | None = None,
+    employees_rows: int | None = None,
+) -> guards.GuardContext:
+    """What the guards look at for a plan of ``org`` started by ``uploader_id`` (an
+    :class:`Actor` id: the host's person key, ``token:<id>`` for an API token, ``None``)."""
+    settings = get_settings(org)
+    uploader_key = None
+    if uploader_id is not None and not uploader_id.startswith("token:"):
+        uploader_key = uploader_id
+    return guards.GuardContext(
+        changeset,
+        snapshot,
+        guards.GuardSettings(settings.guard_removal_percent, settings.guard_removal_people),
+        uploader_key=uploader_key,
+        employees_rows=employees_rows,
+    )
+
+
+def needs_approval(
+    changeset: ChangeSet,
+    reasons: list[guards.GuardReason],
+    settings: IntegrationSettings,
+    directory_size: int,
+) -> bool:
+    """Whether a plan waits for approval: a guard holds it, or its structural changes exceed
+    the organization's threshold."""
+    return bool(reasons) or exceeds_threshold(
+        changeset.structural_count,
+        threshold=settings.approval_threshold,
+        percent=settings.approval_percent,
+        directory_size=directory_size,
     )
 
 
@@ -365,8 +438,10 @@ def process(
         "read_seconds": round(read_seconds, 3),
         "plan_seconds": round(time.perf_counter() - started - read_seconds, 3),
     }
-    if exceeds_threshold(
-        changeset.count,
+    if _guard(run, changeset, snapshot):
+        return
+    if run.guard_reasons or exceeds_threshold(
+        changeset.structural_count,
         threshold=run.threshold,
         percent=run.threshold_percent,
         directory_size=snapshot.size,
@@ -418,6 +493,8 @@ def apply_approved(
             "The directory changed after this plan was made, so the approved plan was not "
             "applied. This is the new plan: review it and approve again."
         )
+        if _guard(run, changeset, snapshot):
+            return
         _wait_for_approval(run, changeset)
         return
     _apply(run, changeset, RunStatus.APPROVED, progress)
@@ -719,6 +796,7 @@ def _read_stored_pair(run: SyncRun) -> ParsedPair:
         state.store.get(run, "employees"),
         extra_columns=state.adapter.extra_columns,
         max_errors=state.config["MAX_ROW_ERRORS"],
+        limits=state.adapter.field_limits(),
     )
 
 
@@ -738,10 +816,36 @@ def _record_plan(run: SyncRun, changeset: ChangeSet, snapshot: DirectorySnapshot
     people = review.describe_people(changeset, snapshot)
     state.store.put(state.session, run, "people", "people.json.z", people.to_bytes())
     run.change_count = changeset.count
+    run.structural_change_count = changeset.structural_count
     run.change_counts = changeset.counts()
     run.fingerprint = changeset.fingerprint(canonical)
     run.directory_size = directory_size
     run.planned_at = utcnow()
+
+
+def _guard(run: SyncRun, changeset: ChangeSet, snapshot: DirectorySnapshot) -> bool:
+    """Run the guards on a fresh plan and store their reasons on the run. A refusal ends the
+    run in Error while processing with the guard's message (True: the caller stops)."""
+    reasons = guards.evaluate(
+        guard_context(
+            run.org,
+            changeset,
+            snapshot,
+            uploader_id=run.uploaded_by_id,
+            employees_rows=run.employees_rows,
+        )
+    )
+    run.guard_reasons = [reason.to_dict() for reason in reasons]
+    refusal = next((r for r in reasons if r.verdict is guards.Verdict.REFUSE), None)
+    if refusal is None:
+        return False
+    _fail(run, refusal.message)
+    return True
+
+
+def guard_reasons(run: SyncRun) -> list[guards.GuardReason]:
+    """Why the run waits for approval (or was refused), guard by guard."""
+    return [guards.GuardReason.from_dict(reason) for reason in run.guard_reasons or []]
 
 
 def _record_applied(run: SyncRun, changeset: ChangeSet) -> None:

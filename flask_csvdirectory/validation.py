@@ -335,7 +335,8 @@ class LookalikeIndex:
     def add(self, identifier: str) -> None:
         """Count ``identifier`` as known from now on (a row already accepted, say)."""
         self._added.add(identifier)
-        self._by_skeleton.setdefault(skeleton(identifier), identifier)
+        if not identifier.isascii():  # an ASCII identifier is its own skeleton: found as known
+            self._by_skeleton.setdefault(skeleton(identifier), identifier)
 
     def add_all(self, identifiers: Iterable[str]) -> None:
         """:meth:`add` each of ``identifiers``."""

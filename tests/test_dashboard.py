@@ -198,7 +198,7 @@ def test_upload_page_has_both_inputs_each_with_its_template_link(client: FlaskCl
     # each link says which template it is (no two links named "Download template")
     assert ">Download the Users.csv template</a>" in html
     assert ">Download the Employees.csv template</a>" in html
-    assert "A sync of up to 50 changes" in html  # says small runs apply at once
+    assert "A sync of up to 50 structural changes" in html  # says small runs apply at once
     assert "data-csvd-upload" in html
     assert "<fieldset disabled" not in html
 
@@ -265,7 +265,7 @@ def test_a_large_upload_waits_and_the_review_lists_the_exact_changes(
     run_id = upload_run(client, data)
     html = client.get(f"{PREFIX}/runs/{run_id}").text
     assert '<dd id="csvd-status">Waiting for Approval</dd>' in html
-    assert "more than the approval\n    threshold of 2" in html
+    assert "more structural changes than the approval threshold of 2" in html
     counts = dict(re.findall(r'<tr data-kind="(\w+)"[^>]*>\s*<th scope="row">.*?</th>\s*'
                              r'<td class="csvd-num">(\d+)</td>', html, re.S))
     assert counts == {"team_created": "2", "employee_created": "3", "employee_updated": "1"}

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, inspect, null, select, update
 from sqlalchemy.orm import RelationshipProperty
 
-from ..adapter import DirectoryAdapter, ExtraColumn, ProgressCallback
+from ..adapter import DirectoryAdapter, ExtraColumn, FieldLimit, ProgressCallback
 from ..changes import ChangeKind, ChangeSet
 from ..records import (
     ALL_TEAMS,
@@ -103,6 +103,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self.extra_columns = tuple(extra_columns)
         self._role_by_value = {value: role for role, value in self.access.role_values.items()}
         self._key_maps: dict[type, dict[str, str]] = {}
+        self._limits: Mapping[str, FieldLimit] | None = None
         #: change fields stored as-is -> person attribute (fields the host lacks left out)
         self._plain_fields = {
             name: attribute
@@ -143,6 +144,34 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
     def session(self) -> Any:
         """The host's session."""
         return self.db.session
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def field_limits(self) -> Mapping[str, FieldLimit]:
+        """Column lengths and NOT NULL constraints read from the host's models: the person
+        columns the mapping names, the team name, the extra columns' attributes; the display
+        name of a dashboard-only account gets the shorter of first and last name."""
+        if self._limits is None:
+            P, m = self.person_model, self.person
+            attributes: dict[str, tuple[type, str | None]] = {
+                "email": (P, m.email),
+                "first_name": (P, m.first_name),
+                "last_name": (P, m.last_name),
+                "title": (P, m.title),
+                "external_id": (P, m.external_id),
+                "team": (self.team_model, self.team_name),
+                **{name: (P, attribute) for name, attribute in m.extra.items()},
+            }
+            limits = {
+                name: _column_limit(model, attribute)
+                for name, (model, attribute) in attributes.items()
+                if attribute is not None
+            }
+            names = [limits[k].max_length for k in ("first_name", "last_name") if k in limits]
+            lengths = [length for length in names if length is not None]
+            limits["name"] = FieldLimit(min(lengths) if lengths else None)
+            self._limits = MappingProxyType(limits)
+        return self._limits
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -606,3 +635,21 @@ def _key(value: str) -> Any:
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _column_limit(model: type, attribute: str) -> FieldLimit:
+    """The length of a string column and whether it refuses NULL (no default to fall back on);
+    no limit for anything that is not a plain column."""
+    prop = getattr(model, attribute, None)
+    columns = getattr(getattr(prop, "property", None), "columns", None)
+    if not columns:
+        return FieldLimit()
+    column = columns[0]
+    length = getattr(column.type, "length", None)
+    required = (
+        not column.nullable
+        and column.default is None
+        and column.server_default is None
+        and not column.primary_key
+    )
+    return FieldLimit(length if isinstance(length, int) else None, required)

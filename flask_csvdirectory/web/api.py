@@ -32,7 +32,7 @@ from werkzeug.exceptions import (
 from werkzeug.routing import Map, Rule
 
 from .. import formats, runs
-from ..changes import ChangeKind, exceeds_threshold
+from ..changes import ChangeKind
 from ..errors import (
     CSVDirectoryError,
     FileValidationError,
@@ -41,6 +41,7 @@ from ..errors import (
     WindowClosed,
 )
 from ..extension import get_state
+from ..guards import Verdict
 from ..models import Channel, IdempotentResponse, SyncRun, utcnow
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
 from . import schemas
@@ -202,6 +203,18 @@ def employees_template() -> Response:
     return _csv(formats.employees_format(extra).template(), EMPLOYEES_FILE)
 
 
+def prefilled_users() -> Response:
+    """Users.csv holding the directory's dashboard access now."""
+    return _csv(formats.export_users(get_state().adapter.snapshot(current_org())), USERS_FILE)
+
+
+def prefilled_employees() -> Response:
+    """Employees.csv holding the directory's active people now."""
+    state = get_state()
+    snapshot = state.adapter.snapshot(current_org())
+    return _csv(formats.export_employees(snapshot, state.adapter.extra_columns), EMPLOYEES_FILE)
+
+
 # -- imports -------------------------------------------------------------------------------
 
 
@@ -309,6 +322,20 @@ def reject_import(run_id: str) -> Response:
     return _json(run_body(_reloaded(run)))
 
 
+def get_settings() -> Response:
+    """The organization's settings: enable switch, approval threshold, guard limits."""
+    settings = runs.get_settings(current_org())
+    return _json(
+        schemas.SettingsSchema().dump(
+            {
+                "enabled": settings.enabled,
+                "approval_threshold": settings.approval_threshold,
+                "approval_percent": settings.approval_percent,
+                "guard_removal_percent": settings.guard_removal_percent,
+                "guard_removal_people": settings.guard_removal_people,
+            }
+        )
+    )
 def revert_import(run_id: str) -> Response:
     """Start a revert of an applied run (202): a new run, channel ``revert``, whose plan puts
     back what that run changed where nothing changed since. It is exempt from the sync window
@@ -401,6 +428,8 @@ def _run_data(run: SyncRun) -> dict[str, Any]:
         },
         "change_count": run.change_count,
         "change_counts": run.change_counts,
+        "structural_change_count": run.structural_change_count,
+        "guard_reasons": list(run.guard_reasons or []),
         "approval_threshold": run.threshold,
         "approval_percent": run.threshold_percent,
         "directory_size": run.directory_size,
@@ -518,20 +547,21 @@ def _start(org: str, users: runs.Upload | None, employees: runs.Upload | None) -
 def _dry_run(
     org: str, users: runs.Upload | None, employees: runs.Upload | None, limit: int
 ) -> Response:
-    outcome = runs.dry_run(org, users, employees)
+    outcome = runs.dry_run(org, users, employees, current_actor())
     settings = runs.get_settings(org)
     changes = outcome.changeset.changes
+    reasons = outcome.guard_reasons
     body = schemas.DryRunSchema().dump(
         {
             "dry_run": True,
             "change_count": outcome.changeset.count,
             "change_counts": outcome.changeset.counts(),
-            "would_wait_for_approval": exceeds_threshold(
-                outcome.changeset.count,
-                threshold=settings.approval_threshold,
-                percent=settings.approval_percent,
-                directory_size=outcome.directory_size,
+            "structural_change_count": outcome.changeset.structural_count,
+            "would_wait_for_approval": runs.needs_approval(
+                outcome.changeset, reasons, settings, outcome.directory_size
             ),
+            "would_be_refused": any(r.verdict is Verdict.REFUSE for r in reasons),
+            "guard_reasons": [reason.to_dict() for reason in reasons],
             "approval_threshold": settings.approval_threshold,
             "approval_percent": settings.approval_percent,
             "users_rows": outcome.users_rows,
@@ -745,6 +775,9 @@ ROUTES: tuple[tuple[str, str, Callable[..., Response], list[str]], ...] = (
     ("/openapi.json", "openapi", openapi_document, ["GET"]),
     ("/templates/users.csv", "users_template", users_template, ["GET"]),
     ("/templates/employees.csv", "employees_template", employees_template, ["GET"]),
+    ("/templates/prefilled/users.csv", "prefilled_users", prefilled_users, ["GET"]),
+    ("/templates/prefilled/employees.csv", "prefilled_employees", prefilled_employees, ["GET"]),
+    ("/settings", "get_settings", get_settings, ["GET"]),
     ("/imports", "create_import", create_import, ["POST"]),
     ("/imports", "list_imports", list_imports, ["GET"]),
     ("/imports/<run_id>", "get_import", get_import, ["GET"]),

@@ -40,9 +40,10 @@ from werkzeug.wrappers import Response as BaseResponse
 from wtforms.validators import ValidationError
 
 from .. import formats, review, runs, tokens
-from ..changes import Change, ChangeKind, ChangeSet, exceeds_threshold
+from ..changes import Change, ChangeKind, ChangeSet
 from ..errors import FileValidationError, IntakeRefused, RunNotFound, RunStateError
 from ..extension import get_state
+from ..guards import Verdict
 from ..models import Channel, Phase, RunStatus, SyncRun
 from ..records import ALL_TEAMS
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
@@ -308,6 +309,16 @@ def _file_format(name: str) -> formats.FileFormat | None:
     return None
 
 
+def _prefilled(org: str, filename: str) -> bytes | None:
+    """The pre-filled template ``filename`` (Users.csv or Employees.csv) of ``org``."""
+    state = get_state()
+    if filename == USERS_FILE:
+        return formats.export_users(state.adapter.snapshot(org))
+    if filename == EMPLOYEES_FILE:
+        return formats.export_employees(state.adapter.snapshot(org), state.adapter.extra_columns)
+    return None
+
+
 def _window(org: str, interval: timedelta) -> dict[str, Any] | None:
     """Why uploads are closed now and until when, or None when the window is open. The
     sentence is :func:`runs.window_message`, the one the API and CLI give too."""
@@ -465,6 +476,8 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             "enabled": "enabled" in form,
             "approval_threshold": form.get("approval_threshold", "").strip(),
             "approval_percent": form.get("approval_percent", "").strip(),
+            "guard_removal_percent": form.get("guard_removal_percent", "").strip(),
+            "guard_removal_people": form.get("guard_removal_people", "").strip(),
         }
         errors: dict[str, str] = {}
         threshold: int | None = None
@@ -484,6 +497,26 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
                 errors["approval_percent"] = (
                     "Enter a percentage between 0 and 100, or leave it blank."
                 )
+        guard_percent: float | None = None
+        if values["guard_removal_percent"]:
+            try:
+                guard_percent = float(values["guard_removal_percent"])
+                if not 0 <= guard_percent <= 100 or math.isnan(guard_percent):
+                    raise ValueError
+            except ValueError:
+                errors["guard_removal_percent"] = (
+                    "Enter a percentage between 0 and 100, or leave it blank to turn it off."
+                )
+        guard_people: int | None = None
+        if values["guard_removal_people"]:
+            try:
+                guard_people = int(values["guard_removal_people"])
+                if guard_people < 0:
+                    raise ValueError
+            except ValueError:
+                errors["guard_removal_people"] = (
+                    "Enter a whole number of 0 or more, or leave it blank to turn it off."
+                )
         if errors:
             flash("The settings were not saved: correct the fields marked below.", "error")
             return render_settings(errors=errors, values=values, status=400)
@@ -493,6 +526,8 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             enabled=bool(values["enabled"]),
             approval_threshold=threshold,
             approval_percent=percent,
+            guard_removal_percent=guard_percent,
+            guard_removal_people=guard_people,
         )
         flash("CSV import settings saved.", "success")
         return _redirect("csvdirectory.settings")
@@ -553,6 +588,22 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             max_age=0,
         )
 
+    @bp.get("/templates/prefilled/<filename>", endpoint="download_prefilled")
+    @admin_required
+    def download_prefilled(filename: str) -> BaseResponse:
+        """Users.csv or Employees.csv holding the current directory: edit and upload back (an
+        untouched pair plans no change)."""
+        data = _prefilled(current_org(), filename)
+        if data is None:
+            raise RunNotFound(f"There is no template called {filename!r}.")
+        return send_file(
+            io.BytesIO(data),
+            mimetype="text/csv",
+            as_attachment=True,
+            download_name=filename,
+            max_age=0,
+        )
+
     # -- upload ------------------------------------------------------------------------------
 
     @bp.get("/upload", endpoint="upload")
@@ -590,7 +641,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         }
         status = 200
         try:
-            outcome = runs.dry_run(org, users, employees)
+            outcome = runs.dry_run(org, users, employees, current_actor())
         except FileValidationError as exc:
             check.update(ok=False, errors=exc.errors, error_count=exc.error_count)
             status = 422
@@ -600,15 +651,15 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         else:
             settings = runs.get_settings(org)
             changeset = outcome.changeset
+            reasons = outcome.guard_reasons
             check.update(
                 ok=True,
                 outcome=outcome,
                 summary=review.summarize(changeset, outcome.people),
-                would_wait=exceeds_threshold(
-                    changeset.count,
-                    threshold=settings.approval_threshold,
-                    percent=settings.approval_percent,
-                    directory_size=outcome.directory_size,
+                guard_reasons=reasons,
+                would_be_refused=any(r.verdict is Verdict.REFUSE for r in reasons),
+                would_wait=runs.needs_approval(
+                    changeset, reasons, settings, outcome.directory_size
                 ),
                 settings=settings,
             )
@@ -713,10 +764,10 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             query=query,
             people=people,
             row_errors=runs.row_errors(run),
+            guard_reasons=runs.guard_reasons(run),
             is_diff_kind=is_diff_kind,
             change_diff=change_diff,
             change_summary=change_summary,
-            hold_reasons=list(getattr(run, "hold_reasons", None) or []),
             directory_url=config.get("DIRECTORY_URL"),
             live=not run.is_finished and not run.is_waiting,
             applied=_applied(run),

@@ -92,12 +92,14 @@ def build_spec(server: str) -> dict[str, Any]:
     )
     for name, schema in (
         ("Error", schemas.ErrorSchema),
+        ("GuardReason", schemas.GuardReasonSchema),
         ("Run", schemas.RunSchema),
         ("RunPage", schemas.RunPageSchema),
         ("Change", schemas.ChangeSchema),
         ("ChangePage", schemas.ChangePageSchema),
         ("RowErrorList", schemas.RowErrorListSchema),
         ("DryRun", schemas.DryRunSchema),
+        ("Settings", schemas.SettingsSchema),
         ("ConflictList", schemas.ConflictListSchema),
         ("IntakeStatus", schemas.IntakeStatusSchema),
         ("ImportUpload", schemas.ImportUploadSchema),
@@ -128,6 +130,24 @@ def build_spec(server: str) -> dict[str, Any]:
                     {
                         "operationId": f"get{which.title()}Template",
                         "summary": f"The {file_name} template: its header and an example row.",
+                        "tags": ["templates"],
+                        "responses": {
+                            "200": {"description": f"{file_name}, UTF-8.", "content": _CSV}
+                        },
+                    }
+                )
+            },
+        )
+
+    for which, file_name in (("users", "Users.csv"), ("employees", "Employees.csv")):
+        spec.path(
+            path=f"/templates/prefilled/{which}.csv",
+            operations={
+                "get": _secured(
+                    {
+                        "operationId": f"getPrefilled{which.title()}",
+                        "summary": f"{file_name} holding the directory as it is now; uploaded "
+                        "back unchanged with its pair, it plans no change.",
                         "tags": ["templates"],
                         "responses": {
                             "200": {"description": f"{file_name}, UTF-8.", "content": _CSV}
@@ -213,6 +233,20 @@ def build_spec(server: str) -> dict[str, Any]:
                 },
                 query=True,
             ),
+        },
+    )
+    spec.path(
+        path="/settings",
+        operations={
+            "get": _secured(
+                {
+                    "operationId": "getSettings",
+                    "summary": "The organization's settings: enabled, approval threshold, "
+                    "guard limits (an admin edits them on the dashboard).",
+                    "tags": ["settings"],
+                    "responses": {"200": _json(schemas.SettingsSchema, "The settings.")},
+                }
+            )
         },
     )
     spec.path(

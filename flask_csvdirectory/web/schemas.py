@@ -143,6 +143,27 @@ class RevertInfoSchema(Schema):
     )
 
 
+class GuardReasonSchema(Schema):
+    """Why a run waits for approval (``hold``) or was refused (``refuse``), by one guard."""
+
+    guard = fields.String(
+        required=True,
+        metadata={
+            "description": "uploader_loses_admin, admin_continuity, admin_loses_access or "
+            "mass_removal.",
+            "example": "mass_removal",
+        },
+    )
+    verdict = fields.String(required=True, validate=validate.OneOf(["hold", "refuse"]))
+    message = fields.String(required=True, metadata={"description": "Names who is affected."})
+    people = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "Emails of the people affected (at most 100)."},
+    )
+    people_count = fields.Integer(required=True, metadata={"description": "All of them."})
+
+
 class RunSchema(Schema):
     """One import run (an upload of both files and its sync)."""
 
@@ -172,6 +193,22 @@ class RunSchema(Schema):
         allow_none=True,
         required=True,
         metadata={"description": "Changes by kind (every kind, zeros included) once planned."},
+    )
+    structural_change_count = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={
+            "description": "The changes compared with the approval threshold: employees "
+            "created, deactivated, reactivated or moved, teams created, dashboard access "
+            "granted, changed or revoked, email changes. Name, title, employee ID and extra "
+            "column edits do not count."
+        },
+    )
+    guard_reasons = fields.List(
+        fields.Nested(GuardReasonSchema),
+        required=True,
+        metadata={"description": "Why the run waits for approval or was refused (empty: no "
+                  "guard spoke)."},
     )
     approval_threshold = fields.Integer(allow_none=True, required=True)
     approval_percent = fields.Float(allow_none=True, required=True)
@@ -329,7 +366,14 @@ class DryRunSchema(Schema):
     dry_run = fields.Boolean(required=True, metadata={"example": True})
     change_count = fields.Integer(required=True)
     change_counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    structural_change_count = fields.Integer(required=True)
     would_wait_for_approval = fields.Boolean(required=True)
+    would_be_refused = fields.Boolean(
+        required=True,
+        metadata={"description": "A guard would refuse the run (it removes your own Admin "
+                  "access): another admin must upload these files."},
+    )
+    guard_reasons = fields.List(fields.Nested(GuardReasonSchema), required=True)
     approval_threshold = fields.Integer(required=True)
     approval_percent = fields.Float(allow_none=True, required=True)
     users_rows = fields.Integer(required=True)
@@ -348,6 +392,31 @@ class DryRunSchema(Schema):
     )
     changes_truncated = fields.Boolean(required=True)
     seconds = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+
+
+class SettingsSchema(Schema):
+    """The organization's integration settings (read-only here: an admin edits them on the
+    dashboard's settings page, so a token cannot loosen the guards protecting its own
+    uploads)."""
+
+    enabled = fields.Boolean(required=True)
+    approval_threshold = fields.Integer(
+        required=True,
+        metadata={"description": "Structural changes above which a run waits for approval."},
+    )
+    approval_percent = fields.Float(allow_none=True, required=True)
+    guard_removal_percent = fields.Float(
+        allow_none=True,
+        required=True,
+        metadata={"description": "A run waits when its deactivations plus access revocations "
+                  "exceed this share of the active directory (percent; null: off).",
+                  "example": 10.0},
+    )
+    guard_removal_people = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={"description": "... or exceed this many people (null: off).", "example": 25},
+    )
 
 
 # -- requests ----------------------------------------------------------------------------
