@@ -329,6 +329,13 @@ def test_an_admin_checks_uploads_reviews_approves_rejects_and_is_notified(
                  employees_csv([*employees, employee(2), *new_people]))
     start.click()
     expect(page.locator("#csvd-status")).to_have_text("Waiting for Approval")
+    # the safeguards' reasons come first, above the decision and the review
+    guards = page.locator("#csvd-guards")
+    expect(guards).to_contain_text("Why this run waits for approval")
+    assert page.evaluate(
+        "document.querySelector('#csvd-guards').compareDocumentPosition("
+        "document.querySelector('#csvd-decision-heading')) & Node.DOCUMENT_POSITION_FOLLOWING"
+    )
     counts = page.locator("#csvd-counts tbody tr")
     expect(counts.nth(0)).to_have_attribute("data-kind", "employee_deactivated")
     expect(counts.nth(0)).to_contain_text("Destructive")
@@ -406,7 +413,9 @@ def test_an_admin_checks_uploads_reviews_approves_rejects_and_is_notified(
 
     # The admin was emailed: waiting for approval, applied (twice), failed
     subjects = [str(m["Subject"]) for m in inbox.wait_for(7)]
-    assert subjects.count("CSV import: 7 changes wait for your approval") == 1
+    held = inbox.with_subject("CSV import held by a safeguard: 7 changes wait for approval")
+    assert len(held) == 1 and "Why it is held:" in str(held[0].get_content())
+    assert subjects.count("CSV import: 6 changes wait for your approval") == 1
     assert "CSV import applied: 4 changes" in subjects
     assert "CSV import applied: 7 changes" in subjects
     assert "CSV import failed: Error while processing" in subjects
