@@ -227,7 +227,7 @@ def test_a_held_run_leads_with_its_destructive_changes(app: Flask, client: Flask
     assert "Employees deactivated: 2; Dashboard access revoked: 1" in confirm
     assert "Admins losing access: First3 Last3 (person3@example.com)." in confirm
     # the first table is the deactivations, with name, team and role
-    first = re.search(r'<table class="csvd-table csvd-review csvd-review--destructive" '
+    first = re.search(r'<table class="csvd-table csvd-review csvd-review--destructive csvd-cards" '
                       r'data-kind="(\w+)"', html).group(1)
     assert first == "employee_deactivated"
     assert subjects(html, "employee_deactivated") == ["person1@example.com",
@@ -275,7 +275,8 @@ def test_the_review_hides_fields_that_do_not_change(app: Flask, client: FlaskCli
     data["users"] = (io.BytesIO(users_csv(users)), "Users.csv")
     run_id = upload_run(client, data)
     html = client.get(f"{PREFIX}/runs/{run_id}?kind=access_changed").text
-    changed = re.search(r'csvd-review" data-kind="access_changed".*?</table>', html, re.S).group(0)
+    changed = re.search(r'csvd-review csvd-cards" data-kind="access_changed".*?</table>', html,
+                        re.S).group(0)
     assert "Teams: <del" in changed and "Role:" not in changed
 
 

@@ -342,7 +342,8 @@ def test_files_are_encrypted_at_rest_and_keys_rotate(app: Flask) -> None:
     employees = employees_csv([employee(1, first_name="Zebediah")])
     run = fresh(upload(users_csv(), employees))
     stored = {f.role: f for f in db.session.scalars(select(StoredFile))}
-    assert set(stored) == {"users", "employees", "changeset", "applied"}
+    assert set(stored) == {"users", "employees", "changeset", "applied", "people"}
+    assert b"Zebediah" not in stored["people"].ciphertext  # the review's index is personal too
     assert b"Zebediah" not in stored["employees"].ciphertext
     assert b"person1@example.com" not in stored["users"].ciphertext
     state = get_state()
