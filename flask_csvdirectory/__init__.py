@@ -1,6 +1,6 @@
 """flask-csvdirectory: directory integration by CSV import for Flask platforms."""
 
-from .adapter import DirectoryAdapter, ExtraColumn
+from .adapter import DirectoryAdapter, ExtraColumn, FieldLimit
 from .adapters.sqlalchemy import AccessMapping, PersonMapping, SQLAlchemyDirectoryAdapter
 from .changes import Change, ChangeKind, ChangeSet
 from .errors import (
@@ -53,6 +53,7 @@ __all__ = [
     "DirectoryAdapter",
     "DirectorySnapshot",
     "ExtraColumn",
+    "FieldLimit",
     "FileTooLarge",
     "FileValidationError",
     "IntakeRefused",

@@ -23,7 +23,7 @@ def csvdirectory_cli() -> None:
 
 
 def _print_plan(changeset: ChangeSet, limit: int) -> None:
-    click.echo(f"{changeset.count} change(s):")
+    click.echo(f"{changeset.count} change(s), {changeset.structural_count} structural:")
     for kind, count in changeset.counts().items():
         if count:
             click.echo(f"  {ChangeKind(kind).label}: {count}")
@@ -40,7 +40,9 @@ def _print_plan(changeset: ChangeSet, limit: int) -> None:
 @click.argument("employees", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing, record no run.")
 @click.option("--org", default=None, help="Organization key (default: the default one).")
-@click.option("--yes", is_flag=True, help="Approve a plan above the threshold without asking.")
+@click.option("--yes", is_flag=True,
+              help="Approve a plan above the threshold without asking (never a plan held by a "
+              "safeguard).")
 @click.option("--as", "actor_name", default="command line", show_default=True,
               help="Name recorded as uploader and approver.")
 @click.option("--show", default=20, show_default=True, help="How many changes to list.")
@@ -59,6 +61,8 @@ def sync_command(
         if dry_run:
             outcome = runs.dry_run(org, users_upload, employees_upload)
             _print_plan(outcome.changeset, show)
+            for reason in outcome.guard_reasons:
+                click.echo(f"Safeguard ({reason.verdict.value}): {reason.message}")
             click.echo("Dry run: nothing was changed.")
             return
         run = runs.start_run(
@@ -74,7 +78,20 @@ def sync_command(
         if run.status == RunStatus.WAITING.value:
             changeset = runs.load_changeset(run)
             _print_plan(changeset, show)
-            click.echo(f"{changeset.count} changes exceed the approval threshold.")
+            reasons = runs.guard_reasons(run)
+            for reason in reasons:
+                click.echo(f"Safeguard: {reason.message}")
+            if reasons and yes:
+                raise click.ClickException(
+                    f"Run {run.id} waits for approval: the safeguards above need a person to "
+                    "approve it (--yes does not), on the dashboard, the API or this command "
+                    "without --yes. Nothing was changed."
+                )
+            if not reasons:
+                click.echo(
+                    f"{changeset.structural_count} structural changes exceed the approval "
+                    "threshold."
+                )
             if not yes and not click.confirm("Approve and apply them?", default=False):
                 runs.reject(org, run.id, actor)
                 raise click.ClickException("Rejected: nothing was changed.")

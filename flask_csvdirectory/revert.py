@@ -21,9 +21,9 @@ What each kind of change becomes:
 - ``access_granted`` -> revoked (and a dashboard-only account the grant created is
   deactivated); ``access_changed`` -> changed back; ``access_revoked`` -> granted again.
 
-A person who has dashboard access that this revert does not take away is never deactivated by
-it (their access was given since): that is a conflict, so a revert cannot lock an admin out
-behind anyone's back.
+A person the run created who has dashboard access this revert does not take away (it was given
+since) is not deactivated: that is a conflict. And a revert never leaves the organization
+without an active admin: when it would, the changes that take an admin away are conflicts.
 """
 
 from __future__ import annotations
@@ -172,7 +172,65 @@ class _Reverter:
         # Deactivations last: they need to know whose access the revert takes away.
         for kind, person, subject in pending:
             self._deactivate(kind, person, subject)
+        self._keep_an_admin()
         return RevertPlan(ChangeSet.of(self.changes), self.conflicts)
+
+    def _keep_an_admin(self) -> None:
+        """Never leave the organization without an active admin: when the inverse would, the
+        changes that take an admin away are left out, as conflicts."""
+        admins_now = {
+            key
+            for key, access in self.access_by_key.items()
+            if access.role is Role.ADMIN and self.by_key[key].active
+        }
+        if not admins_now:
+            return  # nobody to lock out (the directory has no active admin today)
+
+        def takes_admin_away(change: Change) -> bool:
+            if change.key not in admins_now:
+                return False
+            if change.kind is ChangeKind.EMPLOYEE_DEACTIVATED:
+                return True
+            if change.kind is ChangeKind.ACCESS_REVOKED:
+                return True
+            after = change.after or {}
+            return change.kind is ChangeKind.ACCESS_CHANGED and after.get("role") != "Admin"
+
+        def gives_admin(change: Change) -> bool:
+            after = change.after or {}
+            return (
+                change.kind in (ChangeKind.ACCESS_GRANTED, ChangeKind.ACCESS_CHANGED)
+                and after.get("role") == Role.ADMIN.value
+                and change.key is not None
+                and change.key not in self.deactivating
+                and (
+                    self.by_key[change.key].active
+                    or any(
+                        c.kind is ChangeKind.EMPLOYEE_REACTIVATED and c.key == change.key
+                        for c in self.changes
+                    )
+                )
+            )
+
+        removed = {change.key for change in self.changes if takes_admin_away(change)}
+        if admins_now - removed or any(gives_admin(change) for change in self.changes):
+            return
+        reactivated = {c.key for c in self.applied.of_kind(ChangeKind.EMPLOYEE_REACTIVATED)}
+        kept = []
+        for change in self.changes:
+            if takes_admin_away(change):
+                self._conflict_at(
+                    _original_kind(change, reactivated),
+                    change.subject,
+                    "access",
+                    None,
+                    "Admin",
+                    "Reverting this would leave the organization without an active admin; "
+                    "it is left as it is.",
+                )
+            else:
+                kept.append(change)
+        self.changes = kept
 
     # -- people -----------------------------------------------------------------------------
 
@@ -332,10 +390,12 @@ class _Reverter:
         )
 
     def _deactivate(self, kind: ChangeKind, person: PersonRecord, subject: str) -> None:
-        """Undo a creation or reactivation: deactivate, unless access was given since."""
+        """Undo a creation or reactivation: deactivate. A person the sync created who has
+        dashboard access it did not give (so given since) is left active, as a conflict."""
         if not person.active or person.key in self.deactivating:
             return
-        if person.key in self.access_by_key and person.key not in self.revoking:
+        created = kind is not ChangeKind.EMPLOYEE_REACTIVATED
+        if created and person.key in self.access_by_key and person.key not in self.revoking:
             self._conflict_at(
                 kind,
                 subject,
@@ -480,6 +540,17 @@ class _Reverter:
         self.conflicts.append(
             Conflict(kind, subject, name, _jsonable(wrote), _jsonable(now), message)
         )
+
+
+def _original_kind(inverse: Change, reactivated: set[str | None]) -> ChangeKind:
+    """The kind of the original change an inverse change undoes."""
+    if inverse.kind is ChangeKind.EMPLOYEE_DEACTIVATED:
+        if inverse.key in reactivated:
+            return ChangeKind.EMPLOYEE_REACTIVATED
+        return ChangeKind.EMPLOYEE_CREATED
+    if inverse.kind is ChangeKind.ACCESS_REVOKED:
+        return ChangeKind.ACCESS_GRANTED
+    return inverse.kind
 
 
 def _access_values(values: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -8,7 +8,11 @@
                                                                        └─ plan differs ──> Waiting
     Waiting for Approval ──reject──> Rejected by NAME
     any failure ──> Error while processing (reason shown; the directory is unchanged)
+    applied run ──start_revert──> a new run, channel "revert": planned from the inverse of what
+                                  the applied run changed (revert.py), then the same path
 
+One run is open at a time per organization (from upload until it ends); the sync window counts
+applied runs from ``applied_at`` (not reverts, errors or rejections). See docs/lifecycle.md.
 Functions take the organization and the acting person explicitly; none needs a request, so the
 web layer, the API, the CLI and the jobs all call the same code.
 """
@@ -658,12 +662,14 @@ def load_conflicts(run: SyncRun) -> list[Conflict]:
 
 
 def _applied_file(run: SyncRun) -> bytes:
-    """The decrypted record of what ``run`` applied, or :class:`RevertUnavailable`."""
-    stored = run.file("applied")
+    """The decrypted record of what ``run`` applied, or :class:`RevertUnavailable`. A run applied
+    before records were kept (schema revision 0003) falls back to its stored plan, which is
+    what it applied."""
+    role = "applied" if run.file("applied") is not None else "changeset"
+    stored = run.file(role)
     if stored is None:
         raise RevertUnavailable(
-            "This sync was applied before flask-csvdirectory recorded what each sync changed, "
-            "so it cannot be reverted."
+            "The record of what this sync changed is missing, so it cannot be reverted."
         )
     if stored.ciphertext is None:
         retention: timedelta = get_state().config["FILE_RETENTION"]
@@ -673,7 +679,7 @@ def _applied_file(run: SyncRun) -> bytes:
             f"under the retention period ({_describe(retention)}), so it can no longer be "
             "reverted."
         )
-    return get_state().store.get(run, "applied")
+    return get_state().store.get(run, role)
 
 
 def _plan_revert(run: SyncRun, snapshot: DirectorySnapshot) -> ChangeSet:
@@ -850,9 +856,13 @@ def guard_reasons(run: SyncRun) -> list[guards.GuardReason]:
 
 def _record_applied(run: SyncRun, changeset: ChangeSet) -> None:
     """Keep what the run applied, each change with the values it found (``before``) and wrote
-    (``after``), encrypted like the change set: what :func:`start_revert` inverts."""
+    (``after``), encrypted like the change set: what :func:`start_revert` inverts.
+
+    The applied change set is the stored plan (a re-plan that differs goes back to waiting),
+    so the record is a copy of the plan's ciphertext: nothing is serialised again."""
     state = get_state()
-    state.store.put(state.session, run, "applied", "applied.json.z", changeset.to_bytes())
+    if not state.store.copy(state.session, run, "changeset", "applied", "applied.json.z"):
+        state.store.put(state.session, run, "applied", "applied.json.z", changeset.to_bytes())
 
 
 def _wait_for_approval(run: SyncRun, changeset: ChangeSet) -> None:
@@ -877,6 +887,10 @@ def _apply(
     _enter_phase(run, Phase.APPLYING)
     run_id, org = run.id, run.org
     started = time.perf_counter()
+    # Staged before the apply: an adapter that works in the extension's session (the SQLAlchemy
+    # one) commits the record with the directory's changes, so an applied sync always has it.
+    _record_applied(run, changeset)
+    run.applied_at = utcnow()
 
     def report(done: int, total: int) -> None:
         state.runner.report(run_id, done, total)
@@ -895,10 +909,9 @@ def _apply(
         raise
     finally:
         state.runner.report(run_id, None, None)
-    session.expire_all()
+    session.commit()  # what the adapter did not commit itself (adapters with their own store)
     run = session.get(SyncRun, run_id)  # type: ignore[assignment]
     now = utcnow()
-    _record_applied(run, changeset)
     run.applied_at = now
     run.status = final_status.value
     run.phase = Phase.DONE.value

@@ -82,6 +82,30 @@ class FileStore:
             )
         )
 
+    def copy(
+        self, session: Session, run: SyncRun, role: str, new_role: str, filename: str
+    ) -> bool:
+        """Store the ``role`` file of ``run`` again as ``new_role`` (same ciphertext, nothing
+        decrypted); ``False`` when there is no such file to copy."""
+        source = run.file(role)
+        if source is None or source.ciphertext is None:
+            return False
+        existing = run.file(new_role)
+        if existing is not None:
+            run.files.remove(existing)
+            session.flush()
+        run.files.append(
+            StoredFile(
+                org=run.org,
+                role=new_role,
+                filename=filename,
+                size=source.size,
+                sha256=source.sha256,
+                ciphertext=source.ciphertext,
+            )
+        )
+        return True
+
     def get(self, run: SyncRun, role: str) -> bytes:
         """The decrypted bytes of the ``role`` file of ``run``."""
         stored = run.file(role)

@@ -23,8 +23,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_csvdirectory import migrations, runs
-from flask_csvdirectory.models import metadata as csvdirectory_metadata
+from flask_csvdirectory import runs
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -54,17 +53,17 @@ def require_services() -> None:
         pytest.skip(message)
 
 
-def _reset_postgres(app: Flask) -> None:
-    from example_app.models import db
+def _empty_postgres() -> None:
+    """Drop every table of the test database, so the app starts on an empty one."""
+    from sqlalchemy import create_engine
 
-    with app.app_context():
-        db.session.remove()
-        csvdirectory_metadata.drop_all(db.engine)
-        with db.engine.begin() as connection:
-            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {migrations.VERSION_TABLE}")
-        db.drop_all()
-        db.create_all()
-        migrations.create_all(db.engine)
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP SCHEMA public CASCADE")
+            connection.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        engine.dispose()
 
 
 def build_app(stack: str, tmp_path: Path, **config: Any) -> Flask:
@@ -86,9 +85,9 @@ def build_app(stack: str, tmp_path: Path, **config: Any) -> Flask:
     else:
         base["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'test.sqlite3'}"
     base.update(config)
-    app = create_app(base)
     if stack == "postgres":
-        _reset_postgres(app)
+        _empty_postgres()
+    app = create_app(base)
     with app.app_context():
         from example_app import seed
 

@@ -73,3 +73,23 @@ def test_bad_file_lists_every_error(app: Flask, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "Employees.csv, line 2, column 'email'" in result.output
     assert "Employees.csv, line 3, column 'team'" in result.output
+
+
+@pytest.mark.safeguards
+def test_yes_does_not_approve_a_run_held_by_a_safeguard(app: Flask, tmp_path: Path) -> None:
+    users_path, employees_path = tmp_path / "Users.csv", tmp_path / "Employees.csv"
+    users_path.write_bytes(
+        users_csv([{"email": "new.admin@example.com", "name": "New Admin", "role": "Admin"}])
+    )
+    employees_path.write_bytes(employees_csv([employee(1)]))
+    paths = [str(users_path), str(employees_path)]
+    dry = app.test_cli_runner().invoke(args=["csvdirectory", "sync", *paths, "--dry-run"])
+    assert "Safeguard (hold): No current admin would keep Admin access" in dry.output
+    result = app.test_cli_runner().invoke(args=["csvdirectory", "sync", *paths, "--yes"])
+    assert result.exit_code == 1
+    assert "Safeguard: 1 admin would lose Admin access: admin@example.com" in result.output
+    assert "--yes does not" in result.output
+    run = db.session.scalars(select(SyncRun)).one()
+    assert run.status == "Waiting for Approval"
+    admin = db.session.scalar(select(User).where(User.email == "admin@example.com"))
+    assert admin is not None and admin.role == "admin"

@@ -3,6 +3,7 @@ reasons, reverting applied syncs (compared by directory snapshots) and retention
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from flask_csvdirectory.models import Channel, RunStatus, StoredFile, SyncRun
 
 from .conftest import ADMIN
 from .factories import admin_row, employee, employees_csv, users_csv
+from .test_worker import rq_app  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.lifecycle
 
@@ -34,6 +36,8 @@ START = datetime(2026, 1, 5, 8, 0, 0, 250_000, tzinfo=UTC)
 FAST = {
     "CSVDIRECTORY_MIN_SYNC_INTERVAL": timedelta(0),
     "CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD": 10_000,
+    # these small directories would trip the mass-removal guard (tested in test_safeguards)
+    "CSVDIRECTORY_DEFAULT_GUARD_REMOVAL_PERCENT": None,
 }
 
 
@@ -332,8 +336,12 @@ def test_revert_of_a_first_import(app: Flask, stack: str) -> None:
     assert first.change_counts["employee_deactivated"] == 1
     assert first.change_counts["access_revoked"] == 1
 
-    undo = revert(first)
-    assert undo.status == RunStatus.AUTO_APPROVED.value
+    undo = fresh(runs.start_revert(ORG, first.id, ADMIN))
+    # the same guards as any run: deactivating 6 of 8 people is a removal at scale, held
+    assert undo.status == RunStatus.WAITING.value
+    assert [reason["guard"] for reason in undo.guard_reasons] == ["mass_removal"]
+    undo = settle(undo)
+    assert undo.status_label == "Approved by Ada Admin"
     assert (undo.channel, undo.reverts_run_id) == ("revert", first.id)
     assert fresh(first).reverted_by_run_id == undo.id
     assert undo.conflict_count == 0 and runs.load_conflicts(undo) == []
@@ -468,6 +476,8 @@ def test_revert_after_later_edits_lists_conflicts_and_restores_the_rest(
     assert (title.wrote, title.now) == ("Lead", "Director")
     assert "changed since" in title.message
     assert (conflicts[("person3@example.com", "team")].now) == "Ops"
+    stored = fresh(undo).file("conflicts")
+    assert b"Director" not in stored.ciphertext and b"person1" not in stored.ciphertext
 
     now = directory()
     edited = {key_of(f"person{n}@example.com") for n in (1, 3, 4)}
@@ -548,3 +558,77 @@ def test_purge_keeps_the_record_a_waiting_revert_needs(app: Flask, stack: str) -
     assert fresh(first).file("applied").ciphertext is not None
     runs.approve(ORG, undo.id, ADMIN)
     assert fresh(undo).is_applied
+
+
+@pytest.mark.realstack
+def test_a_revert_runs_on_rq_workers_like_any_run(rq_app: Flask) -> None:  # noqa: F811
+    """The revert run takes the normal jobs: processed, waiting (threshold 3), approved and
+    applied by separate RQ worker processes."""
+    from flask_csvdirectory.extension import get_state as state_of
+
+    from .test_worker import BIN, run_worker, start
+
+    with rq_app.app_context():
+        before = directory()
+        sync_id = start(people=5).id
+        run_worker([str(BIN / "flask"), "csvdirectory", "worker", "--burst"])
+        runs.approve(ORG, sync_id, ADMIN)
+        run_worker([str(BIN / "flask"), "csvdirectory", "worker", "--burst"])
+        assert fresh(sync_id).is_applied, fresh(sync_id).error_reason
+
+        undo_id = runs.start_revert(ORG, sync_id, ADMIN).id
+        assert state_of().runner.queue().job_ids == [f"csvdirectory-process-{undo_id}"]
+        run_worker([str(BIN / "flask"), "csvdirectory", "worker", "--burst"])
+        assert fresh(undo_id).status == RunStatus.WAITING.value, fresh(undo_id).error_reason
+        runs.approve(ORG, undo_id, ADMIN)
+        run_worker([str(BIN / "flask"), "csvdirectory", "worker", "--burst"])
+        undo = fresh(undo_id)
+        assert undo.status_label == "Approved by Ada Admin", undo.error_reason
+        assert undo.worker and undo.worker.rsplit(":", 1)[1] != str(os.getpid())
+        assert_restored(before, directory())
+
+
+# -- the inverse plan, pure (no stack) -------------------------------------------------------
+
+
+def test_a_revert_never_leaves_the_organization_without_an_active_admin() -> None:
+    """The sync made a new admin and took the old one's access; since then the old admin was
+    deactivated by hand. Undoing the sync would leave nobody: those changes are conflicts."""
+    from flask_csvdirectory.planner import plan
+    from flask_csvdirectory.records import AccessRecord, PersonRecord, Role
+    from flask_csvdirectory.revert import plan_revert
+    from flask_csvdirectory.rows import EmployeeRow, UserRow
+    from flask_csvdirectory.testing import InMemoryAdapter
+
+    adapter = InMemoryAdapter()
+    adapter.seed(
+        "o",
+        teams=["Sales"],
+        people=[PersonRecord("1", "old@example.com", "Old", "Admin", team="Sales")],
+        access=[AccessRecord("old@example.com", Role.ADMIN, ("*",), person_key="1")],
+    )
+    changeset = plan(
+        [UserRow(2, "new@example.com", Role.ADMIN, ("*",), "New Admin")],
+        [
+            EmployeeRow(2, "old@example.com", "Sales", "Old", "Admin"),
+            EmployeeRow(3, "new@example.com", "Sales", "New", "Admin"),
+        ],
+        adapter.snapshot("o"),
+    )
+    assert {c.kind.value for c in changeset} == {
+        "employee_created",
+        "access_granted",
+        "access_revoked",
+    }
+    adapter.apply("o", changeset)
+    adapter.update_person("o", "1", {"active": False})  # later, by hand
+
+    revert = plan_revert(changeset, adapter.snapshot("o"))
+    kinds = {(c.kind.value, c.subject) for c in revert.changeset}
+    # the old admin's access comes back, but they are inactive: the new admin stays
+    assert kinds == {("access_granted", "old@example.com")}
+    assert {(c.kind.value, c.subject) for c in revert.conflicts} == {
+        ("employee_created", "new@example.com"),
+        ("access_granted", "new@example.com"),
+    }
+    assert all("without an active admin" in c.message for c in revert.conflicts)

@@ -105,7 +105,9 @@ def test_api_and_dashboard_give_the_same_window_message(
     assert error["message"] in html.unescape(settings_page)
 
 
-@pytest.mark.settings(CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0))
+@pytest.mark.settings(
+    CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0), CSVDIRECTORY_DEFAULT_GUARD_REMOVAL_PERCENT=None
+)
 def test_api_revert_and_its_links(
     app: Flask, stack: str, client: FlaskClient, auth: dict[str, str]
 ) -> None:
@@ -115,11 +117,12 @@ def test_api_revert_and_its_links(
     assert response.status_code == 202, response.text
     undo = response.get_json()
     assert response.headers["Location"].endswith(f"/imports/{undo['id']}")
-    assert (undo["channel"], undo["reverts"], undo["status"]) == (
-        "revert",
-        sync["id"],
-        "auto_approved",
-    )
+    # deactivating the 3 people the sync created is held by the mass-removal guard
+    assert (undo["channel"], undo["reverts"], undo["status"]) == ("revert", sync["id"], "waiting")
+    approved = client.post(undo["links"]["approve"], headers=auth)
+    assert approved.status_code == 202
+    undo = approved.get_json()
+    assert undo["status_label"] == "Approved by API token 'ci'"
     assert undo["change_counts"]["employee_deactivated"] == 3
     assert undo["conflict_count"] == 0
     original = client.get(sync["links"]["self"], headers=auth).get_json()
@@ -134,7 +137,9 @@ def test_api_revert_and_its_links(
 
 
 @pytest.mark.settings(
-    CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0), CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD=10
+    CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0),
+    CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD=10,
+    CSVDIRECTORY_DEFAULT_GUARD_REMOVAL_PERCENT=None,
 )
 def test_dashboard_reject_reason_revert_button_and_conflicts(
     app: Flask, stack: str, client: FlaskClient
@@ -166,6 +171,9 @@ def test_dashboard_reject_reason_revert_button_and_conflicts(
     assert revert_id != applied
     revert_page = client.get(f"{PREFIX}/runs/{revert_id}").text
     assert f'id="csvd-reverts"><a href="{PREFIX}/runs/{applied}"' in revert_page
+    # held by the mass-removal guard like any run: the original says a revert is in progress
+    assert "Revert run" in client.get(f"{PREFIX}/runs/{applied}").text
+    assert client.post(f"{PREFIX}/runs/{revert_id}/approve").status_code == 303
     original_page = client.get(f"{PREFIX}/runs/{applied}").text
     assert 'id="csvd-revert-button"' not in original_page
     assert f"already reverted by run {revert_id}" in original_page

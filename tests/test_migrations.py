@@ -208,6 +208,9 @@ def test_a_0_1_0_database_is_upgraded_with_its_data(empty_engine: Engine) -> Non
             assert run is not None
             assert run.status_label == "Approved by Bob"
             assert run.change_count == 4
+            # 0003: an applied run counts in the sync window from when it finished
+            assert run.applied_at == created.replace(tzinfo=UTC)
+            assert run.reject_reason is None and run.reverts_run_id is None
             assert [(f.role, f.ciphertext) for f in run.files] == [("users", b"ciphertext")]
             token = session.scalar(select(ApiToken))
             assert token is not None and token.active and token.name == "HR system"

@@ -346,6 +346,9 @@ def test_files_are_encrypted_at_rest_and_keys_rotate(app: Flask) -> None:
     assert b"Zebediah" not in stored["people"].ciphertext  # the review's index is personal too
     assert b"Zebediah" not in stored["employees"].ciphertext
     assert b"person1@example.com" not in stored["users"].ciphertext
+    # the applied record (the changes with their before-values) is encrypted like the plan
+    assert b"Zebediah" not in stored["applied"].ciphertext
+    assert get_state().store.get(run, "applied") == get_state().store.get(run, "changeset")
     state = get_state()
     assert state.store.get(run, "employees") == employees
 

@@ -526,3 +526,24 @@ def test_an_unknown_prefilled_template_is_not_found(app: Flask) -> None:
 
 def test_factories_header_is_the_employees_format() -> None:
     assert to_csv(EMPLOYEE_HEADER, []).decode().strip() == ",".join(employees_format().names)
+
+
+def test_a_revert_goes_through_the_same_guards(app: Flask, stack: str) -> None:
+    seed_people(app, 4)
+    before = directory(app)
+    first = start(app, users_csv([ADA, MAX]),
+                  employees_csv(kept_rows() + employee_rows(range(4)) + employee_rows(
+                      range(100, 106))))
+    assert first.status == RunStatus.AUTO_APPROVED.value  # 6 people created: nothing removed
+    with app.app_context():
+        undo_id = runs.start_revert(ORG, first.id, ADMIN).id
+    undo = reload(app, undo_id)
+    # the revert deactivates the 6 people the first run created: 6 of 12 active
+    assert undo.status == RunStatus.WAITING.value
+    [reason] = undo.guard_reasons
+    assert reason["guard"] == "mass_removal" and reason["people_count"] == 6
+    assert "person100@example.com" in reason["people"]
+    assert not reason["message"].startswith("Employees.csv")  # a revert has no file
+    with app.app_context():
+        runs.approve(ORG, undo_id, ADMIN)
+    assert [row for row in directory(app) if row[6]] == [row for row in before if row[6]]

@@ -112,26 +112,26 @@ def sync(adapter: SQLAlchemyDirectoryAdapter, org: str, data: bytes, users: byte
 def test_organizations_are_separate_and_extra_columns_round_trip(
     adapter: SQLAlchemyDirectoryAdapter,
 ) -> None:
-    boss = users_csv([{"email": "boss@acme.test", "role": "Admin", "teams": "*"}])
-    other_boss = users_csv([{"email": "chief@other.test", "role": "Admin", "teams": "*"}])
-    sync(adapter, "acme", employees(("a@acme.test", "Red", "CC-1")), boss)
-    sync(adapter, "other", employees(("a@other.test", "Red", "CC-2")), other_boss)
+    boss = users_csv([{"email": "boss@acme.example", "role": "Admin", "teams": "*"}])
+    other_boss = users_csv([{"email": "chief@other.example", "role": "Admin", "teams": "*"}])
+    sync(adapter, "acme", employees(("a@acme.example", "Red", "CC-1")), boss)
+    sync(adapter, "other", employees(("a@other.example", "Red", "CC-2")), other_boss)
 
     acme = adapter.snapshot("acme")
-    assert {p.email for p in acme.people} == {"a@acme.test", "boss@acme.test"}
+    assert {p.email for p in acme.people} == {"a@acme.example", "boss@acme.example"}
     assert [t.name for t in acme.teams] == ["Red"]  # each tenant has its own "Red"
-    assert acme.by_email["a@acme.test"].extra == {"cost_center": "CC-1"}
-    assert acme.by_email["a@acme.test"].title == ""  # the host has no title
-    assert {a.email: a.role for a in acme.access} == {"boss@acme.test": Role.ADMIN}
+    assert acme.by_email["a@acme.example"].extra == {"cost_center": "CC-1"}
+    assert acme.by_email["a@acme.example"].title == ""  # the host has no title
+    assert {a.email: a.role for a in acme.access} == {"boss@acme.example": Role.ADMIN}
     other = adapter.snapshot("other")
-    assert {p.email for p in other.people} == {"a@other.test", "chief@other.test"}
+    assert {p.email for p in other.people} == {"a@other.example", "chief@other.example"}
     assert other.teams[0].key != acme.teams[0].key
 
     # an extra column change is planned and applied; the other tenant is untouched
-    assert sync(adapter, "acme", employees(("a@acme.test", "Red", "CC-9")), boss) == 1
-    assert adapter.snapshot("acme").by_email["a@acme.test"].extra == {"cost_center": "CC-9"}
-    assert adapter.snapshot("other").by_email["a@other.test"].extra == {"cost_center": "CC-2"}
-    assert sync(adapter, "acme", employees(("a@acme.test", "Red", "CC-9")), boss) == 0
+    assert sync(adapter, "acme", employees(("a@acme.example", "Red", "CC-9")), boss) == 1
+    assert adapter.snapshot("acme").by_email["a@acme.example"].extra == {"cost_center": "CC-9"}
+    assert adapter.snapshot("other").by_email["a@other.example"].extra == {"cost_center": "CC-2"}
+    assert sync(adapter, "acme", employees(("a@acme.example", "Red", "CC-9")), boss) == 0
 
 
 def test_extra_column_is_validated_and_in_the_template(
@@ -142,9 +142,9 @@ def test_extra_column_is_validated_and_in_the_template(
     template = formats.employees_format(adapter.extra_columns).template().decode()
     assert template.splitlines()[0].endswith(",cost_center")
     assert "CC-100" in template.splitlines()[1]
-    boss = users_csv([{"email": "boss@acme.test", "role": "Admin", "teams": "*"}])
+    boss = users_csv([{"email": "boss@acme.example", "role": "Admin", "teams": "*"}])
     with pytest.raises(FileValidationError) as bad:
-        sync(adapter, "acme", employees(("a@acme.test", "Red", "nope")), boss)
+        sync(adapter, "acme", employees(("a@acme.example", "Red", "nope")), boss)
     [error] = bad.value.errors
     assert (error.file, error.line, error.column, error.value) == (
         EMPLOYEES_FILE, 2, "cost_center", "nope"
