@@ -13,9 +13,9 @@ from typing import Any
 from flask import Flask, abort, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import CSRFProtect
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from flask_csvdirectory import CSVDirectory, SQLAlchemyDirectoryAdapter
+from flask_csvdirectory import CSVDirectory, PersonMapping, SQLAlchemyDirectoryAdapter, TeamMapping
 
 from . import invitations
 from .models import Team, User, db
@@ -66,7 +66,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     # --- the few lines that mount the extension -------------------------------------------
     csvdirectory = CSVDirectory(
-        app, adapter=SQLAlchemyDirectoryAdapter(db, person_model=User, team_model=Team)
+        app,
+        adapter=SQLAlchemyDirectoryAdapter(
+            db,
+            person_model=User,
+            team_model=Team,
+            person=PersonMapping(
+                user_name="username", display_name="display_name",
+                phones={"work": "work_phone", "mobile": "mobile_phone", "fax": "fax_phone"},
+                employee_number="employee_number", department="department",
+                manager="manager_id", scim_id="scim_id",
+                created_at="created_at", updated_at="updated_at",
+            ),
+            team=TeamMapping(scim_id="scim_id", created_at="created_at", updated_at="updated_at"),
+        ),
     )
     # ---------------------------------------------------------------------------------------
 
@@ -126,8 +139,10 @@ def _register_views(app: Flask) -> None:
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:
         if request.method == "POST":
-            email = request.form.get("email", "").strip().lower()
-            user = db.session.scalar(select(User).where(User.email == email))
+            login = request.form.get("email", "").strip().lower()  # an email or a login name
+            user = db.session.scalar(
+                select(User).where(func.lower(func.coalesce(User.username, User.email)) == login)
+            ) or db.session.scalar(select(User).where(User.email == login))
             if user and user.check_password(request.form.get("password", "")):
                 if login_user(user):
                     return redirect(request.args.get("next") or url_for("index"))

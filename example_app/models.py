@@ -6,10 +6,13 @@ adapter configured in :mod:`example_app`.
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 from flask import current_app
 from flask_login import UserMixin
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Boolean, Column, ForeignKey, Integer, String, Table
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, String, Table, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -28,22 +31,51 @@ manager_teams = Table(
 )
 
 
+def _scim_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 class Team(db.Model):
     __tablename__ = "teams"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    #: the team's SCIM id: a random UUID, never reused (the integer id may be)
+    scim_id: Mapped[str] = mapped_column(String(36), unique=True, default=_scim_id)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, index=True)
 
     members: Mapped[list[User]] = relationship(back_populates="team")
 
 
 class User(UserMixin, db.Model):
-    """A person of the platform: an employee, and possibly a dashboard admin or manager."""
+    """A person of the platform: an employee, and possibly a dashboard admin or manager.
+
+    ``username`` is the login name (SCIM ``userName``), separate from the email; people the CSV
+    import creates get their email as login name until an identity provider sets another.
+    """
 
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    username: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    display_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    work_phone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mobile_phone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    fax_phone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    employee_number: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    department: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    scim_id: Mapped[str | None] = mapped_column(
+        String(36), unique=True, nullable=True, default=_scim_id
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, index=True)
     employee_id: Mapped[str | None] = mapped_column(String(100), unique=True, nullable=True)
     first_name: Mapped[str] = mapped_column(String(200), default="")
     last_name: Mapped[str] = mapped_column(String(200), default="")
@@ -57,6 +89,7 @@ class User(UserMixin, db.Model):
     login_count: Mapped[int] = mapped_column(Integer, default=0)
 
     team: Mapped[Team | None] = relationship(back_populates="members")
+    manager: Mapped[User | None] = relationship(remote_side="User.id")
     scoped_teams: Mapped[list[Team]] = relationship(secondary=manager_teams)
 
     @property
@@ -78,3 +111,9 @@ class User(UserMixin, db.Model):
 
     def check_password(self, password: str) -> bool:
         return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+
+# Look-ups by email and by login name (username, else email) are case-insensitive and indexed;
+# the login name is unique whatever its case.
+Index("ix_users_email_lower", func.lower(User.email))
+Index("ix_users_login", func.lower(func.coalesce(User.username, User.email)), unique=True)

@@ -1,7 +1,12 @@
 """flask-csvdirectory: directory integration by CSV import for Flask platforms."""
 
 from .adapter import DirectoryAdapter, ExtraColumn, FieldLimit
-from .adapters.sqlalchemy import AccessMapping, PersonMapping, SQLAlchemyDirectoryAdapter
+from .adapters.sqlalchemy import (
+    AccessMapping,
+    PersonMapping,
+    SQLAlchemyDirectoryAdapter,
+    TeamMapping,
+)
 from .changes import Change, ChangeKind, ChangeSet
 from .errors import (
     ApplyError,
@@ -20,6 +25,7 @@ from .errors import (
 )
 from .extension import CSVDirectory, get_state
 from .models import Channel, RunStatus, SyncRun
+from .query import Page, Query
 from .records import (
     ALL_TEAMS,
     AccessRecord,
@@ -60,7 +66,9 @@ __all__ = [
     "IntegrationDisabled",
     "MissingFile",
     "PersonMapping",
+    "Page",
     "PersonRecord",
+    "Query",
     "RevertUnavailable",
     "Role",
     "RunInProgress",
@@ -69,6 +77,7 @@ __all__ = [
     "RunStatus",
     "SQLAlchemyDirectoryAdapter",
     "SyncRun",
+    "TeamMapping",
     "TeamRecord",
     "Upload",
     "WindowClosed",

@@ -18,13 +18,29 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from marshmallow import fields as ma_fields
 
 from .changes import Change, ChangeKind, ChangeSet
-from .records import DirectorySnapshot, PersonRecord, Role, TeamRecord
+from .query import (
+    PERSON_FIELDS,
+    TEAM_FIELDS,
+    AllOf,
+    Compare,
+    Op,
+    Page,
+    Query,
+    check_fields,
+    eq,
+    key_order,
+    one,
+    person_value,
+    run_query,
+    team_value,
+)
+from .records import DirectorySnapshot, PersonRecord, Role, TeamRecord, normalize_email
 
 #: ``progress(done, total)``: called while applying, so a run can show how far it got.
 ProgressCallback = Callable[[int, int], None]
@@ -55,7 +71,11 @@ class FieldLimit:
 
 #: The fields :meth:`DirectoryAdapter.field_limits` may name (besides extra column names):
 #: person fields, the team name, and the display name of a dashboard-only account (Users.csv).
-LIMITED_FIELDS = ("email", "first_name", "last_name", "title", "external_id", "team", "name")
+LIMITED_FIELDS = (
+    "email", "first_name", "last_name", "title", "external_id", "team", "name",
+    # SCIM's fields (see PersonRecord)
+    "user_name", "display_name", "phone", "employee_number", "department",
+)
 
 
 class DirectoryAdapter(abc.ABC):
@@ -68,6 +88,8 @@ class DirectoryAdapter(abc.ABC):
 
     #: Extra Employees.csv columns the host declares (validated, shown in the template).
     extra_columns: Sequence[ExtraColumn] = ()
+    #: Whether people and teams carry a stable ``scim_id`` (else their key is their SCIM id).
+    scim_ids: bool = False
 
     # -- domain operations -------------------------------------------------------------------
 
@@ -141,7 +163,11 @@ class DirectoryAdapter(abc.ABC):
 
     def update_person(self, org: str, key: str, values: Mapping[str, Any]) -> None:
         """Set the given fields of a person (any of email, first_name, last_name, title,
-        external_id, extra, team (a name), active)."""
+        external_id, extra, team (a name), active, and the SCIM fields user_name,
+        display_name, phones, employee_number, department, manager (a person key)).
+
+        An adapter stamps ``updated_at`` on every person it changes and gives every person it
+        creates a new ``scim_id`` (never one used before) and ``created_at``."""
         raise NotImplementedError
 
     def set_access(
@@ -157,11 +183,80 @@ class DirectoryAdapter(abc.ABC):
         """Remove the dashboard access of the person with ``email`` (the person stays)."""
         raise NotImplementedError
 
-    # -- single-record reads (SCIM); defaults read a snapshot, adapters may do better --------
+    # -- queries (SCIM, review pages): indexed reads and one page at a time ------------------
+    # The defaults filter a snapshot in Python, so every adapter answers them; an adapter over
+    # a database overrides find_people and find_teams with real queries (the reference adapter
+    # translates them to SQL), which makes each SCIM request cost the same at any size.
+
+    def find_people(self, org: str, query: Query) -> Page[PersonRecord]:
+        """People matching ``query.where`` (fields: :data:`~.query.PERSON_FIELDS`), sorted and
+        paged as it asks, with the total count of matches. Records are copies."""
+        check_fields(query, PERSON_FIELDS)
+        snapshot = self.snapshot(org)
+        team_keys = {t.name: t.key for t in snapshot.teams}
+        roles = {a.person_key or normalize_email(a.email): a.role for a in snapshot.access}
+        people = [
+            replace(
+                p,
+                team_key=team_keys.get(p.team) if p.team else None,
+                role=roles.get(p.key) or roles.get(normalize_email(p.email)),
+            )
+            for p in snapshot.people
+        ]
+        return run_query(people, query, person_value, lambda p: key_order(p.key))
+
+    def find_teams(self, org: str, query: Query) -> Page[TeamRecord]:
+        """Teams matching ``query`` (fields: :data:`~.query.TEAM_FIELDS`), with the total."""
+        check_fields(query, TEAM_FIELDS)
+        snapshot = self.snapshot(org)
+        members: dict[str, set[str]] = {}
+        for person in snapshot.people:
+            if person.team is not None:
+                members.setdefault(person.team, set()).add(person.key)
+
+        def value(team: TeamRecord, name: str) -> Any:
+            if name == "member":
+                return sorted(members.get(team.name, ()))
+            return team_value(team, name)
+
+        return run_query(snapshot.teams, query, value, lambda t: key_order(t.key))
 
     def get_person(self, org: str, key: str) -> PersonRecord | None:
         """The person with host key ``key``, or ``None``."""
-        return next((p for p in self.snapshot(org).people if p.key == key), None)
+        return one(self.find_people(org, eq("key", key)))
+
+    def find_person(self, org: str, field_name: str, value: Any) -> PersonRecord | None:
+        """The person whose ``field_name`` (``id``, ``email``, ``user_name``, ``external_id``,
+        ...) equals ``value`` (case-insensitively for text), or ``None``."""
+        return one(self.find_people(org, eq(field_name, value)))
+
+    def get_team(self, org: str, key: str) -> TeamRecord | None:
+        """The team with host key ``key``, or ``None``."""
+        return one(self.find_teams(org, eq("key", key)))
+
+    def find_team(self, org: str, field_name: str, value: Any) -> TeamRecord | None:
+        """The team whose ``field_name`` (``id``, ``name``) equals ``value``, or ``None``."""
+        return one(self.find_teams(org, eq(field_name, value)))
+
+    def team_members(
+        self, org: str, team_key: str, *, offset: int = 0, limit: int | None = None
+    ) -> Page[PersonRecord]:
+        """One page of the people in team ``team_key`` (creation order) and their count."""
+        return self.find_people(
+            org, Query(Compare("team", Op.EQ, team_key), offset=offset, limit=limit)
+        )
+
+    def team_member_ids(
+        self, org: str, team_key: str, *, offset: int = 0, limit: int | None = None
+    ) -> Page[str]:
+        """One page of the SCIM ids of team ``team_key``'s members (creation order) and their
+        count; people whose SCIM id was retired are left out. The cheap read behind a Group's
+        members: an adapter over a database selects the one column."""
+        where = Compare("team", Op.EQ, team_key)
+        if getattr(self, "scim_ids", False):
+            where = AllOf((where, Compare("id", Op.PR)))
+        page = self.find_people(org, Query(where, offset=offset, limit=limit))
+        return Page(page.total, [p.scim_id or p.key for p in page.items])
 
     def iter_people(self, org: str) -> Iterator[PersonRecord]:
         """Every person of the organization, in a stable order (by key)."""

@@ -26,7 +26,16 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "SCIM_URL_PREFIX": ("/scim/v2", "Where the SCIM 2.0 endpoints are mounted."),
     "ENABLE_DASHBOARD": (True, "Register the admin dashboard blueprint."),
     "ENABLE_API": (True, "Register the JSON API blueprint."),
-    "ENABLE_SCIM": (True, "Register the SCIM 2.0 blueprint."),
+    "ENABLE_SCIM": (
+        True,
+        "Register the SCIM 2.0 blueprint (each organization still turns SCIM on in its settings; "
+        "it is off by default).",
+    ),
+    "SCIM_LOCK_TIMEOUT": (
+        10.0,
+        "Seconds a SCIM write waits for the organization's write lock (held by a CSV apply or "
+        "another write) before it is answered 409 with Retry-After.",
+    ),
     "BASE_TEMPLATE": (
         "base.html",
         "The host's layout the dashboard pages extend (blocks: title, content).",

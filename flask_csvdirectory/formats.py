@@ -124,12 +124,12 @@ class _CheckedString(ma_fields.String):
         super().__init__(**kwargs)
         self.max_length = max_length
 
-    def _validate(self, value: str) -> Checked:
+    def _check_value(self, value: str) -> Checked:
         raise NotImplementedError
 
     def check(self, value: str) -> str:
         """The normalised value, or a :class:`ValidationError` with the problem's message."""
-        checked = self._validate(value)
+        checked = self._check_value(value)
         if checked.problem is not None:
             raise ValidationError(checked.problem.message)
         return checked.value
@@ -142,7 +142,7 @@ class EmailField(_CheckedString):
     """An email address (:func:`~flask_csvdirectory.validation.check_email`): no invisible or
     look-alike characters, ``email-validator`` syntax, the host's length; lower-cased."""
 
-    def _validate(self, value: str) -> Checked:
+    def _check_value(self, value: str) -> Checked:
         return check_email(value, max_length=self.max_length)
 
 
@@ -150,7 +150,7 @@ class IdentifierField(_CheckedString):
     """An identifier such as an employee ID
     (:func:`~flask_csvdirectory.validation.check_identifier`)."""
 
-    def _validate(self, value: str) -> Checked:
+    def _check_value(self, value: str) -> Checked:
         return check_identifier(value, max_length=self.max_length)
 
 
@@ -158,7 +158,7 @@ class TextField(_CheckedString):
     """A name or title (:func:`~flask_csvdirectory.validation.normalize_text`): NFC, no
     control characters, the host's length."""
 
-    def _validate(self, value: str) -> Checked:
+    def _check_value(self, value: str) -> Checked:
         return normalize_text(value, max_length=self.max_length)
 
 
@@ -474,10 +474,10 @@ def _parse_employees(
 ) -> ParsedFile[EmployeeRow]:
     file_format = employees_format(extra_columns, limits)
     example_email = normalize_email(file_format.column("email").example)
-    extra_limits = [
-        (extra.name, limits[extra.name].max_length)
+    extra_limits: list[tuple[str, int]] = [
+        (extra.name, length)
         for extra in extra_columns
-        if extra.name in limits and limits[extra.name].max_length is not None
+        if extra.name in limits and (length := limits[extra.name].max_length) is not None
     ]
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)

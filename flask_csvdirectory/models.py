@@ -114,6 +114,10 @@ class IntegrationSettings(Base):
     guard_removal_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
     guard_removal_people: Mapped[int | None] = mapped_column(Integer, nullable=True)
     intake_counter: Mapped[int] = mapped_column(Integer, default=0)
+    #: SCIM provisioning is off until an admin turns it on
+    scim_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: DELETE /Users removes people for good (default: deactivates them)
+    scim_hard_delete: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
@@ -252,8 +256,18 @@ class StoredFile(Base):
     run: Mapped[SyncRun] = relationship(back_populates="files")
 
 
+class TokenScope(enum.StrEnum):
+    """What a token may call: the CSV JSON API, SCIM, or both."""
+
+    API = "api"
+    SCIM = "scim"
+
+
 class ApiToken(Base):
-    """A bearer token for the JSON API and SCIM, scoped to one organization; stored hashed."""
+    """A bearer token for the JSON API and/or SCIM, scoped to one organization; stored hashed.
+
+    ``scopes`` is a space-separated list of :class:`TokenScope` values.
+    """
 
     __tablename__ = "csvdirectory_tokens"
 
@@ -262,6 +276,7 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(255))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[str] = mapped_column(String(64), default=TokenScope.API.value)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -271,6 +286,16 @@ class ApiToken(Base):
     def active(self) -> bool:
         """Whether the token still authenticates."""
         return self.revoked_at is None
+
+    def allows(self, scope: TokenScope) -> bool:
+        """Whether the token was created for ``scope``."""
+        return scope.value in (self.scopes or "").split()
+
+    @property
+    def scope_label(self) -> str:
+        """"CSV API", "SCIM" or "CSV API and SCIM"."""
+        labels = {TokenScope.API: "CSV API", TokenScope.SCIM: "SCIM"}
+        return " and ".join(labels[s] for s in TokenScope if self.allows(s)) or "none"
 
 
 class IdempotentResponse(Base):
@@ -286,3 +311,31 @@ class IdempotentResponse(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class HistoryEntry(Base):
+    """One change to the directory, whoever made it: a CSV run applied, or a SCIM write.
+
+    The one history of the organization, newest last. ``summary`` is a plain line without
+    personal data ("User updated", "42 changes applied"); ``details`` is the encrypted JSON
+    of what changed (``{"before": ..., "after": ...}``), read with :func:`~.history.details`.
+    A CSV run's entry points to the run (``run_id``), whose stored change set holds every
+    change with its before-values.
+    """
+
+    __tablename__ = "csvdirectory_history"
+    __table_args__ = (Index("ix_csvdirectory_history_org_at", "org", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: "csv" (a sync run) or "scim"
+    source: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    actor_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    actor_name: Mapped[str] = mapped_column(String(255), default="")
+    run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    resource_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    resource_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 #: The scope value meaning "every team" (written ``*`` in Users.csv).
 ALL_TEAMS = "*"
@@ -29,6 +30,13 @@ class PersonRecord:
     ``key`` is the host's own identifier (stringified primary key); ``team`` is a team name or
     ``None``; ``extra`` holds host-declared extra columns
     (see :attr:`DirectoryAdapter.extra_columns`).
+
+    The fields after ``extra`` are what SCIM reads and writes besides the CSV's: ``user_name``
+    (the login name; empty when the host signs in by email), ``phones`` (``work``, ``mobile``,
+    ``fax`` -> number), the enterprise extension's ``employee_number``, ``department`` and
+    ``manager`` (the manager's person key), and ``scim_id`` (stable, never reused), ``created_at``
+    and ``updated_at``. ``role`` is the person's dashboard role. A snapshot may leave them at
+    their defaults; the queries (:meth:`DirectoryAdapter.find_people`) fill them.
     """
 
     key: str
@@ -40,6 +48,22 @@ class PersonRecord:
     active: bool = True
     external_id: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    user_name: str = ""
+    display_name: str = ""
+    phones: Mapping[str, str] = field(default_factory=dict)
+    employee_number: str = ""
+    department: str = ""
+    manager: str | None = None
+    scim_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    role: Role | None = None
+    team_key: str | None = None
+
+    @property
+    def login(self) -> str:
+        """The SCIM ``userName``: the login name, or the email when the host has none."""
+        return self.user_name or self.email
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +72,9 @@ class TeamRecord:
 
     key: str
     name: str
+    scim_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

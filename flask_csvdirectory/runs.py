@@ -43,6 +43,7 @@ from .errors import (
     WindowClosed,
 )
 from .extension import get_state
+from .locks import organization_lock
 from .models import Channel, IntegrationSettings, Phase, RunStatus, SyncRun, utcnow
 from .pipeline import ParsedPair, PlanOutcome, build_plan, plan_pair, read_pair
 from .records import DirectorySnapshot
@@ -81,6 +82,8 @@ def get_settings(org: str) -> IntegrationSettings:
         settings = IntegrationSettings(
             org=org,
             enabled=False,
+            scim_enabled=False,
+            scim_hard_delete=False,
             approval_threshold=state.config["DEFAULT_APPROVAL_THRESHOLD"],
             approval_percent=state.config["DEFAULT_APPROVAL_PERCENT"],
             guard_removal_percent=state.config["DEFAULT_GUARD_REMOVAL_PERCENT"],
@@ -99,6 +102,8 @@ def update_settings(
     enabled: bool | None = None,
     approval_threshold: int | None = None,
     approval_percent: float | None | bool = False,
+    scim_enabled: bool | None = None,
+    scim_hard_delete: bool | None = None,
     guard_removal_percent: float | None | bool = False,
     guard_removal_people: int | None | bool = False,
 ) -> IntegrationSettings:
@@ -108,6 +113,10 @@ def update_settings(
     settings = get_settings(org)
     if enabled is not None:
         settings.enabled = enabled
+    if scim_enabled is not None:
+        settings.scim_enabled = scim_enabled
+    if scim_hard_delete is not None:
+        settings.scim_hard_delete = scim_hard_delete
     if approval_threshold is not None:
         if approval_threshold < 0:
             raise ValueError("The approval threshold cannot be negative")
@@ -556,8 +565,9 @@ def _lock_waiting(org: str, run_id: str, action: str) -> SyncRun:
         raise RunNotFound()
     if not run.is_waiting:
         session.rollback()
-        raise RunStateError(f"Only a run Waiting for Approval can be {action}d; this one is "
-                            f"{run.status_label}.")
+        raise RunStateError(
+            f"Only a run Waiting for Approval can be {action}d; this one is {run.status_label}."
+        )
     return run
 
 
@@ -763,7 +773,23 @@ def mark_failed_if_unfinished(run_id: str, reason: str) -> bool:
     run = session.get(SyncRun, run_id)
     if run is None or run.is_finished or run.is_waiting:
         return False
-    _fail(run, reason)
+    if not _finish_if_applied(run):
+        _fail(run, reason)
+    return True
+
+
+def _finish_if_applied(run: SyncRun) -> bool:
+    """A run whose job stopped after the adapter committed its changes (with the applied record
+    and ``applied_at``, staged in the same transaction) was applied: end it so, not as an
+    error. Returns whether it was."""
+    if run.applied_at is None:
+        return False
+    now = utcnow()
+    run.status = RunStatus.APPROVED.value if run.decided_by_name else RunStatus.AUTO_APPROVED.value
+    run.phase = Phase.DONE.value
+    run.notice = "The job stopped right after the changes were applied; they were applied in full."
+    run.finished_at = run.heartbeat_at = now
+    get_state().session.commit()
     return True
 
 
@@ -782,6 +808,9 @@ def reap_stuck_runs(org: str | None = None) -> int:
     reaped = 0
     for run in session.scalars(query).all():
         if state.runner.is_stuck(run, now, state.config["STUCK_AFTER"]):
+            if _finish_if_applied(run):
+                reaped += 1
+                continue
             _fail(
                 run,
                 "The job processing this run stopped without finishing (its worker died or "
@@ -898,7 +927,9 @@ def _apply(
             progress(done, total)
 
     try:
-        state.adapter.apply(org, changeset, progress=report)
+        # one writer per organization: a SCIM write waits for this apply (or gets a 409)
+        with organization_lock(state.db.engine, org, float(state.config["JOB_TIMEOUT"])):
+            state.adapter.apply(org, changeset, progress=report)
     except Exception as exc:
         session.rollback()
         run = session.get(SyncRun, run_id)  # type: ignore[assignment]
@@ -919,6 +950,9 @@ def _apply(
     run.timings = {**(run.timings or {}), "apply_seconds": round(time.perf_counter() - started, 3)}
     run.finished_at = now
     run.heartbeat_at = now
+    from .history import record_run
+
+    record_run(run, changeset.counts())
     session.commit()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     signals.run_applied.send(app, run=run, changeset=changeset)

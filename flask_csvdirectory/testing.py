@@ -9,12 +9,25 @@ teams) so a wrong plan fails loudly, and it can be told to fail after a number o
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from .adapter import DirectoryAdapter, ExtraColumn
+from .query import (
+    PERSON_FIELDS,
+    TEAM_FIELDS,
+    Page,
+    Query,
+    check_fields,
+    key_order,
+    person_value,
+    run_query,
+    team_value,
+)
 from .records import (
     ALL_TEAMS,
     AccessRecord,
@@ -30,7 +43,11 @@ __all__ = ["InMemoryAdapter", "InjectedFailure"]
 
 #: The fields :meth:`InMemoryAdapter.update_person` accepts.
 _PERSON_FIELDS = frozenset(
-    {"email", "first_name", "last_name", "title", "external_id", "extra", "team", "active"}
+    {
+        "email", "first_name", "last_name", "title", "external_id", "extra", "team", "active",
+        "user_name", "display_name", "phones", "employee_number", "department", "manager",
+        "scim_id",
+    }
 )
 
 
@@ -54,9 +71,13 @@ class _Org:
     teams: dict[str, TeamRecord] = field(default_factory=dict)  # normalised name -> team
     access: dict[str, _Access] = field(default_factory=dict)  # person key -> access
     email_index: dict[str, str] = field(default_factory=dict)  # normalised email -> person key
+    login_index: dict[str, str] = field(default_factory=dict)  # folded login -> person key
 
     def copy(self) -> _Org:
-        return _Org(dict(self.people), dict(self.teams), dict(self.access), dict(self.email_index))
+        return _Org(
+            dict(self.people), dict(self.teams), dict(self.access), dict(self.email_index),
+            dict(self.login_index),
+        )
 
 
 class InMemoryAdapter(DirectoryAdapter):
@@ -79,6 +100,9 @@ class InMemoryAdapter(DirectoryAdapter):
         self._orgs: dict[str, _Org] = {}
         self._next_key = 1
 
+    #: people and teams carry stable SCIM ids (random UUIDs, never reused)
+    scim_ids = True
+
     # -- setting up -------------------------------------------------------------------------
 
     def seed(
@@ -95,8 +119,15 @@ class InMemoryAdapter(DirectoryAdapter):
         created as a dashboard-only account.
         """
         state = self._org(org)
+        now = _now()
         for team in teams:
             record = team if isinstance(team, TeamRecord) else TeamRecord(self._new_key(), team)
+            record = replace(
+                record,
+                scim_id=record.scim_id or _scim_id(),
+                created_at=record.created_at or now,
+                updated_at=record.updated_at or now,
+            )
             self._reserve(record.key)
             state.teams[normalize_team(record.name)] = record
         for person in people:
@@ -104,7 +135,14 @@ class InMemoryAdapter(DirectoryAdapter):
             if person.team is not None:
                 self._team(state, person.team)
             self._index(state, person)
-            state.people[person.key] = replace(person, extra=dict(person.extra))
+            state.people[person.key] = replace(
+                person,
+                extra=dict(person.extra),
+                phones=dict(person.phones),
+                scim_id=person.scim_id or _scim_id(),
+                created_at=person.created_at or now,
+                updated_at=person.updated_at or now,
+            )
         for record in access:
             key = record.person_key
             if key is None or key not in state.people:
@@ -127,12 +165,16 @@ class InMemoryAdapter(DirectoryAdapter):
     def snapshot(self, org: str) -> DirectorySnapshot:
         """The organization's directory as fresh records (extra dicts copied)."""
         state = self._org(org)
-        people = [replace(p, extra=dict(p.extra)) for p in state.people.values()]
+        people = [  # SCIM bookkeeping left out, as the reference adapter's snapshot does
+            replace(p, extra=dict(p.extra), scim_id=None, created_at=None, updated_at=None)
+            for p in state.people.values()
+        ]
         access = [
             AccessRecord(state.people[key].email, a.role, a.teams, a.name, key)
             for key, a in state.access.items()
         ]
-        return DirectorySnapshot.build(people, list(state.teams.values()), access)
+        teams = [TeamRecord(t.key, t.name) for t in state.teams.values()]
+        return DirectorySnapshot.build(people, teams, access)
 
     # -- storage primitives -----------------------------------------------------------------
 
@@ -155,7 +197,8 @@ class InMemoryAdapter(DirectoryAdapter):
         norm = normalize_team(name)
         if norm in state.teams:
             raise ValueError(f"team {name!r} exists already")
-        record = state.teams[norm] = TeamRecord(self._new_key(), name)
+        now = _now()
+        record = state.teams[norm] = TeamRecord(self._new_key(), name, _scim_id(), now, now)
         return record
 
     def create_person(self, org: str, values: Mapping[str, Any]) -> PersonRecord:
@@ -163,6 +206,7 @@ class InMemoryAdapter(DirectoryAdapter):
         self._write()
         state = self._org(org)
         team = values.get("team")
+        now = _now()
         person = PersonRecord(
             key=self._new_key(),
             email=values["email"],
@@ -173,6 +217,15 @@ class InMemoryAdapter(DirectoryAdapter):
             active=True,
             external_id=values.get("external_id"),
             extra=dict(values.get("extra") or {}),
+            user_name=values.get("user_name") or "",
+            display_name=values.get("display_name") or "",
+            phones=dict(values.get("phones") or {}),
+            employee_number=values.get("employee_number") or "",
+            department=values.get("department") or "",
+            manager=values.get("manager"),
+            scim_id=_scim_id(),
+            created_at=now,
+            updated_at=now,
         )
         self._index(state, person)
         state.people[person.key] = person
@@ -191,15 +244,23 @@ class InMemoryAdapter(DirectoryAdapter):
             changes["team"] = self._team(state, changes["team"]).name
         if "extra" in changes:
             changes["extra"] = {**person.extra, **(changes["extra"] or {})}
+        if "phones" in changes:
+            changes["phones"] = {k: v for k, v in (changes["phones"] or {}).items() if v}
+        for text in ("user_name", "display_name", "employee_number", "department", "title"):
+            if text in changes:
+                changes[text] = changes[text] or ""
+        changes["updated_at"] = _now()
         updated = replace(person, **changes)
-        if "email" in changes:
-            del state.email_index[normalize_email(person.email)]
+        if "email" in changes or "user_name" in changes:
+            self._unindex(state, person)
             try:
                 self._index(state, updated)
             except ValueError:
-                state.email_index[normalize_email(person.email)] = key
+                self._index(state, person)
                 raise
         state.people[key] = updated
+        if "team" in changes and changes["team"] != person.team:
+            self._touch_teams(state, person.team, changes["team"])
 
     def set_access(
         self, org: str, email: str, role: Role, teams: tuple[str, ...], name: str = ""
@@ -224,19 +285,17 @@ class InMemoryAdapter(DirectoryAdapter):
 
     # -- single-record operations -----------------------------------------------------------
 
-    def get_person(self, org: str, key: str) -> PersonRecord | None:
-        """A copy of the person with ``key``, or ``None``."""
-        person = self._org(org).people.get(key)
-        return None if person is None else replace(person, extra=dict(person.extra))
-
     def delete_person(self, org: str, key: str) -> None:
         """Remove a person and their access for good."""
         self._write()
         state = self._org(org)
         person = self._person(state, key)
         del state.people[key]
-        del state.email_index[normalize_email(person.email)]
+        self._unindex(state, person)
         state.access.pop(key, None)
+        for other_key, other in list(state.people.items()):
+            if other.manager == key:
+                state.people[other_key] = replace(other, manager=None)
 
     def delete_team(self, org: str, name: str) -> None:
         """Remove a team nobody is in and no access scope names."""
@@ -248,6 +307,42 @@ class InMemoryAdapter(DirectoryAdapter):
         if any(team.name in a.teams for a in state.access.values()):
             raise ValueError(f"team {team.name!r} is in a dashboard scope")
         del state.teams[normalize_team(name)]
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def find_people(self, org: str, query: Query) -> Page[PersonRecord]:
+        """People matching ``query``, evaluated over the stored records (copies returned)."""
+        check_fields(query, PERSON_FIELDS)
+        state = self._org(org)
+        people = [
+            replace(
+                person,
+                team_key=state.teams[normalize_team(person.team)].key if person.team else None,
+                role=state.access[key].role if key in state.access else None,
+            )
+            for key, person in state.people.items()
+        ]
+        page = run_query(people, query, person_value, lambda p: key_order(p.key))
+        return Page(
+            page.total,
+            [replace(p, extra=dict(p.extra), phones=dict(p.phones)) for p in page.items],
+        )
+
+    def find_teams(self, org: str, query: Query) -> Page[TeamRecord]:
+        """Teams matching ``query`` (``member``: a person key in the team)."""
+        check_fields(query, TEAM_FIELDS)
+        state = self._org(org)
+        members: dict[str, list[str]] = {}
+        for key, person in state.people.items():
+            if person.team is not None:
+                members.setdefault(normalize_team(person.team), []).append(key)
+
+        def value(team: TeamRecord, name: str) -> Any:
+            if name == "member":
+                return members.get(normalize_team(team.name), [])
+            return team_value(team, name)
+
+        return run_query(state.teams.values(), query, value, lambda t: key_order(t.key))
 
     # -- SCIM additions (flask_csvdirectory.scim) -------------------------------------------
 
@@ -261,7 +356,7 @@ class InMemoryAdapter(DirectoryAdapter):
         if holder is not None and holder.key != team.key:
             raise ValueError(f"team {new_name!r} exists already")
         del state.teams[normalize_team(team.name)]
-        state.teams[norm] = TeamRecord(team.key, new_name)
+        state.teams[norm] = replace(team, name=new_name, updated_at=_now())
         for key, person in list(state.people.items()):
             if person.team == team.name:
                 state.people[key] = replace(person, team=new_name)
@@ -309,11 +404,29 @@ class InMemoryAdapter(DirectoryAdapter):
 
     @staticmethod
     def _index(state: _Org, person: PersonRecord) -> None:
+        """Index a person's email and login name; both are unique (login case-insensitively)."""
         email = normalize_email(person.email)
         holder = state.email_index.get(email)
         if holder is not None and holder != person.key:
             raise ValueError(f"email {person.email!r} is already person {holder}'s")
+        login = person.login.casefold()
+        login_holder = state.login_index.get(login)
+        if login_holder is not None and login_holder != person.key:
+            raise ValueError(f"login name {person.login!r} is already person {login_holder}'s")
         state.email_index[email] = person.key
+        state.login_index[login] = person.key
+
+    @staticmethod
+    def _unindex(state: _Org, person: PersonRecord) -> None:
+        state.email_index.pop(normalize_email(person.email), None)
+        state.login_index.pop(person.login.casefold(), None)
+
+    @staticmethod
+    def _touch_teams(state: _Org, *names: str | None) -> None:
+        for name in names:
+            if name is not None and normalize_team(name) in state.teams:
+                team = state.teams[normalize_team(name)]
+                state.teams[normalize_team(name)] = replace(team, updated_at=_now())
 
     def _scope(self, state: _Org, record: AccessRecord) -> tuple[str, ...]:
         """Admins see every team; a manager's teams must exist (canonical names, sorted)."""
@@ -323,7 +436,19 @@ class InMemoryAdapter(DirectoryAdapter):
 
     def _dashboard_person(self, state: _Org, email: str, name: str) -> PersonRecord:
         first, _, last = name.strip().partition(" ")
-        person = PersonRecord(self._new_key(), email, first_name=first, last_name=last.strip())
+        now = _now()
+        person = PersonRecord(
+            self._new_key(), email, first_name=first, last_name=last.strip(), scim_id=_scim_id(),
+            created_at=now, updated_at=now,
+        )
         self._index(state, person)
         state.people[person.key] = person
         return person
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _scim_id() -> str:
+    return str(uuid.uuid4())

@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from .extension import get_state
-from .models import ApiToken, utcnow
+from .models import ApiToken, TokenScope, utcnow
 
 TOKEN_PREFIX = "csvd_"
 #: last_used_at is written at most this often per token (keeps reads cheap)
@@ -24,16 +24,24 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(org: str, name: str, created_by: str | None) -> tuple[ApiToken, str]:
-    """Create a token; return its row and the plaintext (shown to the admin once, never again)."""
+def create_token(
+    org: str,
+    name: str,
+    created_by: str | None,
+    scopes: tuple[TokenScope, ...] = (TokenScope.API,),
+) -> tuple[ApiToken, str]:
+    """Create a token for ``scopes`` (the CSV API, SCIM, or both); return its row and the
+    plaintext (shown to the admin once, never again)."""
     name = name.strip()
     if not name:
         raise ValueError("A token needs a name")
+    if not scopes:
+        raise ValueError("A token needs a scope: the CSV API, SCIM, or both")
     prefix = secrets.token_hex(4)
     plaintext = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     token = ApiToken(
         org=org, name=name[:255], token_hash=_hash(plaintext), prefix=prefix,
-        created_by=created_by,
+        created_by=created_by, scopes=" ".join(TokenScope(s).value for s in scopes),
     )
     session = get_state().session
     session.add(token)

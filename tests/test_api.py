@@ -565,6 +565,7 @@ def test_openapi_document(client: FlaskClient) -> None:
         "/imports/{run_id}/changes",
         "/imports/{run_id}/errors",
         "/imports/{run_id}/approve",
+        "/history",
         "/imports/{run_id}/reject",
         "/imports/{run_id}/revert",
         "/imports/{run_id}/conflicts",

@@ -32,6 +32,9 @@ API = "/api/csv-directory/v1"
 OPERATIONS = [
     ("GET", "/templates/users.csv"),
     ("GET", "/templates/employees.csv"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
+    ("GET", "/settings"),
     ("POST", "/imports"),
     ("GET", "/imports"),
     ("GET", "/imports/{run_id}"),
@@ -42,12 +45,22 @@ OPERATIONS = [
     ("POST", "/imports/{run_id}/revert"),
     ("GET", "/imports/{run_id}/conflicts"),
     ("GET", "/status"),
+    ("GET", "/settings"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
+    ("GET", "/history"),
 ]
 #: Operations without parameters have nothing to make invalid.
 NO_PARAMETERS = {
     ("GET", "/templates/users.csv"),
     ("GET", "/templates/employees.csv"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
+    ("GET", "/settings"),
     ("GET", "/status"),
+    ("GET", "/settings"),
+    ("GET", "/templates/prefilled/users.csv"),
+    ("GET", "/templates/prefilled/employees.csv"),
 }
 CASES = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")

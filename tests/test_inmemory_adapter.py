@@ -12,7 +12,6 @@ from flask_csvdirectory.records import (
     DirectorySnapshot,
     PersonRecord,
     Role,
-    TeamRecord,
 )
 from flask_csvdirectory.rows import EmployeeRow, UserRow
 from flask_csvdirectory.testing import InjectedFailure, InMemoryAdapter
@@ -171,7 +170,9 @@ def test_rename_team_is_rolled_back_with_the_transaction():
 
 def test_create_team_refuses_a_duplicate_name():
     adapter = seeded()
-    assert adapter.create_team(ORG, "Legal") == TeamRecord("4", "Legal")
+    created = adapter.create_team(ORG, "Legal")
+    assert (created.key, created.name) == ("4", "Legal")
+    assert created.scim_id and created.created_at is not None
     with pytest.raises(ValueError):
         adapter.create_team(ORG, " SALES ")
 
@@ -180,8 +181,12 @@ def test_create_person_checks_email_and_team():
     adapter = seeded()
     values = {"email": "new@x.test", "first_name": "N", "team": "sales", "extra": {"a": "1"}}
     created = adapter.create_person(ORG, values)
-    assert created == PersonRecord("4", "new@x.test", "N", team="Sales", extra={"a": "1"})
-    assert adapter.get_person(ORG, "4") == created
+    assert (created.key, created.email, created.first_name, created.team, created.extra) == (
+        "4", "new@x.test", "N", "Sales", {"a": "1"}
+    )
+    assert created.scim_id and created.created_at == created.updated_at is not None
+    found = adapter.get_person(ORG, "4")
+    assert found is not None and found.scim_id == created.scim_id and found.team == "Sales"
     adapter.get_person(ORG, "4").extra["a"] = "changed"  # type: ignore[union-attr,index]
     assert adapter.get_person(ORG, "4").extra == {"a": "1"}  # type: ignore[union-attr]
     with pytest.raises(ValueError):

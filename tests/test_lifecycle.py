@@ -36,8 +36,6 @@ START = datetime(2026, 1, 5, 8, 0, 0, 250_000, tzinfo=UTC)
 FAST = {
     "CSVDIRECTORY_MIN_SYNC_INTERVAL": timedelta(0),
     "CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD": 10_000,
-    # these small directories would trip the mass-removal guard (tested in test_safeguards)
-    "CSVDIRECTORY_DEFAULT_GUARD_REMOVAL_PERCENT": None,
 }
 
 
@@ -336,12 +334,9 @@ def test_revert_of_a_first_import(app: Flask, stack: str) -> None:
     assert first.change_counts["employee_deactivated"] == 1
     assert first.change_counts["access_revoked"] == 1
 
-    undo = fresh(runs.start_revert(ORG, first.id, ADMIN))
-    # the same guards as any run: deactivating 6 of 8 people is a removal at scale, held
-    assert undo.status == RunStatus.WAITING.value
-    assert [reason["guard"] for reason in undo.guard_reasons] == ["mass_removal"]
-    undo = settle(undo)
-    assert undo.status_label == "Approved by Ada Admin"
+    # (the guards hold a revert like any run: test_safeguards; they are off here)
+    undo = revert(first)
+    assert undo.status == RunStatus.AUTO_APPROVED.value
     assert (undo.channel, undo.reverts_run_id) == ("revert", first.id)
     assert fresh(first).reverted_by_run_id == undo.id
     assert undo.conflict_count == 0 and runs.load_conflicts(undo) == []
@@ -632,3 +627,32 @@ def test_a_revert_never_leaves_the_organization_without_an_active_admin() -> Non
         ("access_granted", "new@example.com"),
     }
     assert all("without an active admin" in c.message for c in revert.conflicts)
+
+
+@pytest.mark.settings(**FAST)
+def test_a_job_that_stops_after_the_commit_ends_applied_and_revertible(
+    app: Flask, stack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQLAlchemy adapter commits the applied record and ``applied_at`` with the directory's
+    changes; if the job dies right after, the reaper ends the run applied, not in error."""
+    run = upload(users_csv(), employees_csv([employee(1)]), enqueue=False)
+    adapter = get_state().adapter
+    real_apply = adapter.apply
+
+    def apply_and_die(*args: Any, **kwargs: Any) -> None:
+        real_apply(*args, **kwargs)  # commits the directory, the record and applied_at
+        raise KeyboardInterrupt  # the process is gone before the run's final commit
+
+    monkeypatch.setattr(adapter, "apply", apply_and_die)
+    with pytest.raises(KeyboardInterrupt):
+        runs.process(run.id)
+    db.session.rollback()
+    stuck = fresh(run)
+    assert stuck.finished_at is None and stuck.applied_at is not None
+    assert stuck.file("applied") is not None
+    stuck.heartbeat_at = stuck.heartbeat_at - timedelta(hours=1)
+    db.session.commit()
+    assert runs.reap_stuck_runs(ORG) == 1
+    done = fresh(run)
+    assert done.status == RunStatus.AUTO_APPROVED.value and "applied in full" in done.notice
+    assert runs.revert_unavailable_reason(done) is None

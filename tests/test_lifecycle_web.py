@@ -10,7 +10,9 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from example_app.models import User, db
 from flask_csvdirectory import runs
 
 from .conftest import ADMIN
@@ -105,9 +107,7 @@ def test_api_and_dashboard_give_the_same_window_message(
     assert error["message"] in html.unescape(settings_page)
 
 
-@pytest.mark.settings(
-    CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0), CSVDIRECTORY_DEFAULT_GUARD_REMOVAL_PERCENT=None
-)
+@pytest.mark.settings(CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0))
 def test_api_revert_and_its_links(
     app: Flask, stack: str, client: FlaskClient, auth: dict[str, str]
 ) -> None:
@@ -117,12 +117,11 @@ def test_api_revert_and_its_links(
     assert response.status_code == 202, response.text
     undo = response.get_json()
     assert response.headers["Location"].endswith(f"/imports/{undo['id']}")
-    # deactivating the 3 people the sync created is held by the mass-removal guard
-    assert (undo["channel"], undo["reverts"], undo["status"]) == ("revert", sync["id"], "waiting")
-    approved = client.post(undo["links"]["approve"], headers=auth)
-    assert approved.status_code == 202
-    undo = approved.get_json()
-    assert undo["status_label"] == "Approved by API token 'ci'"
+    assert (undo["channel"], undo["reverts"], undo["status"]) == (
+        "revert",
+        sync["id"],
+        "auto_approved",
+    )
     assert undo["change_counts"]["employee_deactivated"] == 3
     assert undo["conflict_count"] == 0
     original = client.get(sync["links"]["self"], headers=auth).get_json()
@@ -139,7 +138,6 @@ def test_api_revert_and_its_links(
 @pytest.mark.settings(
     CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0),
     CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD=10,
-    CSVDIRECTORY_DEFAULT_GUARD_REMOVAL_PERCENT=None,
 )
 def test_dashboard_reject_reason_revert_button_and_conflicts(
     app: Flask, stack: str, client: FlaskClient
@@ -163,6 +161,8 @@ def test_dashboard_reject_reason_revert_button_and_conflicts(
     assert 'id="csvd-reject-reason">Wrong month<' in client.get(f"{PREFIX}/runs/{waiting}").text
 
     applied = applied_run(app, count=2)
+    with app.app_context():  # from now on every run waits for approval
+        runs.update_settings(ORG, ADMIN, approval_threshold=0)
     page = client.get(f"{PREFIX}/runs/{applied}").text
     assert 'id="csvd-revert-button"' in page
     response = client.post(f"{PREFIX}/runs/{applied}/revert")
@@ -171,9 +171,23 @@ def test_dashboard_reject_reason_revert_button_and_conflicts(
     assert revert_id != applied
     revert_page = client.get(f"{PREFIX}/runs/{revert_id}").text
     assert f'id="csvd-reverts"><a href="{PREFIX}/runs/{applied}"' in revert_page
-    # held by the mass-removal guard like any run: the original says a revert is in progress
+    # it waits for approval like any run: the original says a revert is in progress
     assert "Revert run" in client.get(f"{PREFIX}/runs/{applied}").text
+    # meanwhile someone changes the email of a person the sync created: at approval the revert
+    # is re-planned, differs, and waits again, listing the conflict
+    with app.app_context():
+        person = db.session.scalar(select(User).where(User.email == "person0@example.com"))
+        person.email = "changed0@example.com"
+        db.session.commit()
     assert client.post(f"{PREFIX}/runs/{revert_id}/approve").status_code == 303
+    replanned = client.get(f"{PREFIX}/runs/{revert_id}").text
+    assert 'id="csvd-notice"' in replanned and 'id="csvd-conflicts"' in replanned
+    assert 'data-subject="person0@example.com"' in replanned
+    assert client.post(f"{PREFIX}/runs/{revert_id}/approve").status_code == 303
+    with app.app_context():
+        assert runs.get_run(ORG, revert_id).conflict_count == 1
+        kept = db.session.scalar(select(User).where(User.email == "changed0@example.com"))
+        assert kept is not None and kept.active is True  # changed since: left alone
     original_page = client.get(f"{PREFIX}/runs/{applied}").text
     assert 'id="csvd-revert-button"' not in original_page
     assert f"already reverted by run {revert_id}" in original_page

@@ -437,6 +437,7 @@ def test_guard_settings_can_be_turned_off_and_are_shown_in_the_api(app: Flask, s
     assert client.get(f"{API}/settings", headers=headers).get_json() == {
         "enabled": True, "approval_threshold": 50, "approval_percent": None,
         "guard_removal_percent": 10.0, "guard_removal_people": 25,
+        "scim_enabled": False, "scim_hard_delete": False,
     }
     login(client)
     response = client.post(f"{PREFIX}/", data={

@@ -19,10 +19,10 @@ from example_app.models import Team, User, db
 from flask_csvdirectory import CSVDirectory, runs
 from flask_csvdirectory.changes import Change, ChangeKind, ChangeSet
 from flask_csvdirectory.extension import get_state
-from flask_csvdirectory.models import RunStatus
+from flask_csvdirectory.models import RunStatus, TokenScope
 from flask_csvdirectory.records import AccessRecord, PersonRecord, Role
 from flask_csvdirectory.testing import InMemoryAdapter
-from flask_csvdirectory.tokens import create_token, revoke_token
+from flask_csvdirectory.tokens import create_token, list_tokens, revoke_token
 
 from .conftest import ADMIN
 from .factories import employee, employees_csv, users_csv
@@ -34,6 +34,7 @@ PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 SEARCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 SCIM_JSON = "application/scim+json"
 
 
@@ -123,11 +124,22 @@ def member_ids(group: dict[str, Any]) -> list[str]:
     return [m["value"] for m in group.get("members", [])]
 
 
+def scim_token(org: str = "default") -> str:
+    """Turn SCIM on for ``org`` and return a new SCIM-scoped token's plaintext."""
+    runs.update_settings(org, ADMIN, scim_enabled=True)
+    return create_token(org, "IdP", created_by="1", scopes=(TokenScope.SCIM,))[1]
+
+
 @pytest.fixture
 def scim(app: Flask, client: FlaskClient) -> Scim:
     """A SCIM client with a token of the example platform's (only) organization."""
-    _token, plaintext = create_token("default", "IdP", created_by="1")
-    return Scim(client, plaintext)
+    return Scim(client, scim_token())
+
+
+def scim_id(email: str) -> str:
+    row = person(email)
+    assert row is not None and row.scim_id
+    return row.scim_id
 
 
 def person(email: str) -> User | None:
@@ -144,15 +156,16 @@ def test_user_lifecycle(scim: Scim, stack: str) -> None:
     uid = user["id"]
     assert user["userName"] == "jane.doe@example.com"
     assert user["externalId"] == "E100"
-    assert user["name"] == {"givenName": "Jane", "familyName": "Doe", "formatted": "Jane Doe"}
-    assert user["emails"] == [{"value": "jane.doe@example.com", "type": "work", "primary": True}]
+    assert user["name"] == {"givenName": "Jane", "familyName": "Doe"}
+    assert user["emails"] == [{"value": "jane.doe@example.com", "type": "work"}]
+    assert user["meta"]["created"] == user["meta"]["lastModified"]
     assert user["active"] is True and "groups" not in user
     assert user["meta"]["resourceType"] == "User"
     assert user["meta"]["location"] == f"http://localhost{BASE}/Users/{uid}"
     assert created.headers["Location"] == user["meta"]["location"]
     assert created.headers["ETag"] == user["meta"]["version"]
     row = person("jane.doe@example.com")
-    assert row is not None and str(row.id) == uid and row.employee_id == "E100"
+    assert row is not None and row.scim_id == uid != str(row.id) and row.employee_id == "E100"
     assert row.title == "Engineer" and row.team_id is None
 
     assert ok(scim.get(f"/Users/{uid}")) == user
@@ -176,11 +189,14 @@ def test_user_lifecycle(scim: Scim, stack: str) -> None:
     on = ok(scim.patch(f"/Users/{uid}", {"op": "Replace", "path": "active", "value": "True"}))
     assert on["active"] is True and person("jane.doe@example.com").active is True
 
+    # DELETE deactivates by default: the person stays, their SCIM id is retired for good
     deleted = scim.delete(f"/Users/{uid}")
     assert deleted.status_code == 204 and deleted.get_data() == b""
     assert_error(scim.get(f"/Users/{uid}"), 404)
-    assert person("jane.doe@example.com") is None
+    row = person("jane.doe@example.com")
+    assert row is not None and row.active is False and row.scim_id is None
     assert ok(scim.filter("/Users", 'userName eq "jane.doe@example.com"'))["totalResults"] == 0
+    assert_error(scim.delete(f"/Users/{uid}"), 404)
 
 
 def test_group_lifecycle(scim: Scim, stack: str) -> None:
@@ -188,15 +204,16 @@ def test_group_lifecycle(scim: Scim, stack: str) -> None:
     group = ok(scim.post("/Groups", group_body("Platform", ids[0])), 201)
     gid = group["id"]
     assert group["displayName"] == "Platform" and member_ids(group) == [ids[0]]
-    assert group["members"][0]["$ref"] == f"http://localhost{BASE}/Users/{ids[0]}"
-    assert group["members"][0]["display"] == "Jane Doe"
-    team = db.session.get(Team, int(gid))
+    assert group["members"][0] == {
+        "value": ids[0], "$ref": f"http://localhost{BASE}/Users/{ids[0]}", "type": "User"
+    }
+    team = db.session.scalar(select(Team).where(Team.scim_id == gid))
     assert team is not None and team.name == "Platform"
-    assert person("p0@example.com").team_id == int(gid)
+    team_id = team.id
+    assert person("p0@example.com").team_id == team_id
     # the user shows the team as its group
     assert ok(scim.get(f"/Users/{ids[0]}"))["groups"] == [
-        {"value": gid, "$ref": f"http://localhost{BASE}/Groups/{gid}", "display": "Platform",
-         "type": "direct"}
+        {"value": gid, "$ref": f"http://localhost{BASE}/Groups/{gid}", "display": "Platform"}
     ]
 
     added = ok(scim.patch(f"/Groups/{gid}", {"op": "add", "path": "members",
@@ -226,7 +243,7 @@ def test_group_lifecycle(scim: Scim, stack: str) -> None:
                             {"op": "replace", "value": {"id": gid, "displayName": "Core"}}))
     assert renamed["displayName"] == "Core" and renamed["id"] == gid
     db.session.expire_all()
-    assert db.session.get(Team, int(gid)).name == "Core"
+    assert db.session.get(Team, team_id).name == "Core"
 
     replaced = ok(scim.put(f"/Groups/{gid}", group_body("Core Platform", ids[0], ids[1])))
     assert replaced["displayName"] == "Core Platform" and member_ids(replaced) == ids[:2]
@@ -234,7 +251,7 @@ def test_group_lifecycle(scim: Scim, stack: str) -> None:
     assert scim.delete(f"/Groups/{gid}").status_code == 204
     assert_error(scim.get(f"/Groups/{gid}"), 404)
     db.session.expire_all()
-    assert db.session.get(Team, int(gid)) is None
+    assert db.session.get(Team, team_id) is None
     assert person("p0@example.com").team_id is None  # members stay, without a team
     assert ok(scim.get(f"/Users/{ids[0]}"))["active"] is True
 
@@ -300,7 +317,7 @@ def test_filters_are_case_insensitive_and_combine(scim: Scim) -> None:
     assert names('externalId ne "A1" and externalId pr') == ["bob@example.com"]
     assert names("title pr") == ["admin@example.com", "manager@example.com", "ann@example.com"]
     assert names('emails[type eq "work" and value eq "bob@example.com"]') == ["bob@example.com"]
-    assert names('id eq "1"') == ["admin@example.com"]
+    assert names(f'id eq "{scim_id("admin@example.com")}"') == ["admin@example.com"]
     groups = ok(scim.filter("/Groups", 'displayname eq "headquarters"'))
     assert [g["displayName"] for g in groups["Resources"]] == ["Headquarters"]
 
@@ -314,12 +331,13 @@ def test_an_invalid_filter_is_refused_not_ignored(scim: Scim, expression: str) -
 
 
 def test_pagination_is_stable_and_one_based(scim: Scim) -> None:
-    for n in range(11):  # keys 3..13 after the seeded 1 and 2: "10" sorts after "9"
-        ok(scim.post("/Users", user_body(f"u{n:02d}@example.com")), 201)
+    created = [
+        ok(scim.post("/Users", user_body(f"u{n:02d}@example.com")), 201)["id"] for n in range(11)
+    ]
     everyone = ok(scim.get("/Users"))
     assert everyone["totalResults"] == 13 and everyone["startIndex"] == 1
-    keys = [u["id"] for u in everyone["Resources"]]
-    assert keys == [str(k) for k in range(1, 14)]
+    keys = [u["id"] for u in everyone["Resources"]]  # creation order
+    assert keys == [scim_id("admin@example.com"), scim_id("manager@example.com"), *created]
 
     page = ok(scim.get("/Users", query_string={"startIndex": 4, "count": 5}))
     assert page["totalResults"] == 13 and page["startIndex"] == 4 and page["itemsPerPage"] == 5
@@ -409,12 +427,23 @@ def test_entra_style_user_updates(scim: Scim) -> None:
         {"op": "Replace", "path": "displayName", "value": "Annie Doe"},
     ))
     assert patched["name"]["givenName"] == "Annie" and patched["externalId"] == "EID-9"
+    # userName is the login name, separate from the email
     assert patched["userName"] == "annie@example.com"
-    assert patched["emails"][0]["value"] == "annie@example.com"
-    row = person("annie@example.com")
+    assert patched["emails"][0]["value"] == "ann@example.com"
+    assert patched["displayName"] == "Annie Doe" and patched[enterprise]["department"] == "R&D"
+    row = person("ann@example.com")
     assert row is not None and row.first_name == "Annie" and row.employee_id == "EID-9"
-    cleared = ok(scim.patch(f"/Users/{user['id']}", {"op": "remove", "path": "externalId"}))
-    assert "externalId" not in cleared and person("annie@example.com").employee_id is None
+    assert (row.username, row.display_name, row.department) == (
+        "annie@example.com", "Annie Doe", "R&D"
+    )
+    cleared = ok(scim.patch(f"/Users/{user['id']}", {"op": "remove", "path": "externalId"},
+                            {"op": "remove", "path": "displayName"},
+                            {"op": "remove", "path": "name"}))
+    assert "externalId" not in cleared and person("ann@example.com").employee_id is None
+    assert "displayName" not in cleared and "name" not in cleared
+    assert (person("ann@example.com").display_name, person("ann@example.com").first_name) == (
+        None, ""
+    )
 
 
 def test_application_json_is_accepted_and_other_bodies_refused(scim: Scim) -> None:
@@ -427,6 +456,7 @@ def test_application_json_is_accepted_and_other_bodies_refused(scim: Scim) -> No
 def test_invalid_writes(scim: Scim) -> None:
     assert_error(scim.post("/Users", {"schemas": [USER_SCHEMA]}), 400)
     assert_error(scim.post("/Users", user_body("not-an-email")), 400, "invalidValue")
+    assert_error(scim.post("/Users", user_body("x@@y")), 400, "invalidValue")
     assert_error(scim.post("/Groups", group_body("Team", "999")), 400, "invalidValue")
     assert_error(scim.patch("/Users/999", {"op": "replace", "path": "title", "value": "x"}), 404)
     assert_error(scim.delete("/Groups/999"), 404)
@@ -436,19 +466,22 @@ def test_invalid_writes(scim: Scim) -> None:
 
 def test_roles_show_dashboard_access_and_are_read_only(scim: Scim) -> None:
     admin = ok(scim.filter("/Users", 'userName eq "admin@example.com"'))["Resources"][0]
-    assert admin["roles"] == [{"value": "Admin", "display": "Admin", "primary": True}]
+    assert admin["roles"] == [{"value": "Admin"}]
     manager = ok(scim.filter("/Users", 'userName eq "manager@example.com"'))["Resources"][0]
     assert manager["roles"][0]["value"] == "Manager"
-    ignored = ok(scim.patch(f"/Users/{manager['id']}",
-                            {"op": "replace", "path": "roles", "value": [{"value": "Admin"}]}))
-    assert ignored["roles"][0]["value"] == "Manager"
+    refused = scim.patch(f"/Users/{manager['id']}",
+                         {"op": "replace", "path": "roles", "value": [{"value": "Admin"}]})
+    assert_error(refused, 400, "mutability")  # read-only, and said so: never a silent no-op
+    assert ok(scim.get(f"/Users/{manager['id']}"))["roles"][0]["value"] == "Manager"
     assert person("manager@example.com").role == "manager"
 
 
 def test_a_team_in_a_dashboard_scope_cannot_be_deleted(scim: Scim) -> None:
     hq = ok(scim.filter("/Groups", 'displayName eq "Headquarters"'))["Resources"][0]
     assert_error(scim.delete(f"/Groups/{hq['id']}"), 409)
-    assert member_ids(ok(scim.get(f"/Groups/{hq['id']}"))) == ["1", "2"]
+    assert member_ids(ok(scim.get(f"/Groups/{hq['id']}"))) == [
+        scim_id("admin@example.com"), scim_id("manager@example.com")
+    ]
 
 
 def test_discovery_and_search_endpoints(scim: Scim) -> None:
@@ -479,7 +512,8 @@ def test_discovery_and_search_endpoints(scim: Scim) -> None:
 
 
 def test_requests_without_a_valid_token_get_401(app: Flask, client: FlaskClient) -> None:
-    token, plaintext = create_token("default", "IdP", created_by="1")
+    plaintext = scim_token()
+    token = next(t for t in list_tokens("default") if plaintext.startswith(f"csvd_{t.prefix}_"))
     for scim in (Scim(client, None), Scim(client, "csvd_nope_nope"), Scim(client, "garbage")):
         response = scim.get("/Users")
         assert_error(response, 401)
@@ -502,8 +536,8 @@ def multi_org(tmp_path: Path) -> Iterator[tuple[Flask, InMemoryAdapter]]:
     adapter.seed(
         "default",
         teams=["Sales"],
-        people=[PersonRecord("1", "ann@acme.test", "Ann", "A", team="Sales")],
-        access=[AccessRecord("ann@acme.test", Role.ADMIN, ("*",), "Ann A", "1")],
+        people=[PersonRecord("1", "ann@acme.com", "Ann", "A", team="Sales")],
+        access=[AccessRecord("ann@acme.com", Role.ADMIN, ("*",), "Ann A", "1")],
     )
     app = Flask(__name__)
     app.config.update(
@@ -529,29 +563,35 @@ def test_a_token_only_sees_its_organization(
 ) -> None:
     app, adapter = multi_org
     client = app.test_client()
-    default = Scim(client, create_token("default", "IdP", None)[1])
-    other = Scim(client, create_token("other", "IdP", None)[1])
+    default = Scim(client, scim_token("default"))
+    other = Scim(client, scim_token("other"))
     assert get_state(app).adapter is adapter
+    ann = adapter.get_person("default", "1")
+    sales = adapter.get_team("default", "2") or adapter.find_team("default", "name", "Sales")
+    assert ann is not None and ann.scim_id and sales is not None and sales.scim_id
+    ann_id, sales_id = ann.scim_id, sales.scim_id
 
     assert ok(default.get("/Users"))["totalResults"] == 1
     assert ok(other.get("/Users"))["totalResults"] == 0
     assert ok(other.get("/Groups"))["totalResults"] == 0
-    assert ok(other.filter("/Users", 'userName eq "ann@acme.test"'))["totalResults"] == 0
-    assert_error(other.get("/Users/1"), 404)
-    assert_error(other.patch("/Users/1", {"op": "replace", "value": {"active": False}}), 404)
-    assert_error(other.delete("/Users/1"), 404)
-    assert_error(other.get("/Groups/1"), 404)
+    assert ok(other.filter("/Users", 'userName eq "ann@acme.com"'))["totalResults"] == 0
+    assert_error(other.get(f"/Users/{ann_id}"), 404)
+    assert_error(
+        other.patch(f"/Users/{ann_id}", {"op": "replace", "value": {"active": False}}), 404
+    )
+    assert_error(other.delete(f"/Users/{ann_id}"), 404)
+    assert_error(other.get(f"/Groups/{sales_id}"), 404)
 
     # the same email may exist in each organization; writes land in the token's
-    created = ok(other.post("/Users", user_body("ann@acme.test")), 201)
-    assert adapter.get_person("other", created["id"]) is not None
-    assert adapter.get_person("default", created["id"]) is None
+    created = ok(other.post("/Users", user_body("ann@acme.com")), 201)
+    assert adapter.find_person("other", "id", created["id"]) is not None
+    assert adapter.find_person("default", "id", created["id"]) is None
     assert adapter.get_person("default", "1").active is True
     assert ok(default.get("/Users"))["totalResults"] == 1
     group = ok(other.post("/Groups", group_body("Sales", created["id"])), 201)
     assert [t.name for t in adapter.snapshot("other").teams] == ["Sales"]
     assert member_ids(group) == [created["id"]]
-    assert member_ids(ok(default.get("/Groups/1"))) == ["1"]
+    assert member_ids(ok(default.get(f"/Groups/{sales_id}"))) == [ann_id]
 
 
 def test_inmemory_adapter_lifecycle_through_scim(
@@ -559,17 +599,25 @@ def test_inmemory_adapter_lifecycle_through_scim(
 ) -> None:
     """The reference adapter supports everything SCIM asks (rename keeps scopes)."""
     app, adapter = multi_org
-    scim = Scim(app.test_client(), create_token("default", "IdP", None)[1])
-    adapter.seed("default", access=[AccessRecord("mia@acme.test", Role.MANAGER, ("Sales",))])
-    renamed = ok(scim.patch("/Groups/1", {"op": "replace", "path": "displayName",
-                                          "value": "Field Sales"}))
-    assert renamed["displayName"] == "Field Sales" and member_ids(renamed) == ["1"]
+    scim = Scim(app.test_client(), scim_token())
+    adapter.seed("default", access=[AccessRecord("mia@acme.com", Role.MANAGER, ("Sales",))])
+    sales = adapter.find_team("default", "name", "Sales")
+    ann = adapter.get_person("default", "1")
+    assert sales is not None and ann is not None
+    renamed = ok(scim.patch(f"/Groups/{sales.scim_id}", {"op": "replace", "path": "displayName",
+                                                         "value": "Field Sales"}))
+    assert renamed["displayName"] == "Field Sales" and member_ids(renamed) == [ann.scim_id]
     snapshot = adapter.snapshot("default")
-    assert snapshot.by_email["ann@acme.test"].team == "Field Sales"
-    assert snapshot.access_by_email["mia@acme.test"].teams == ("Field Sales",)
-    assert_error(scim.delete("/Groups/1"), 409)  # in Mia's scope
-    assert scim.delete("/Users/1").status_code == 204
-    assert_error(scim.get("/Users/1"), 404)
+    assert snapshot.by_email["ann@acme.com"].team == "Field Sales"
+    assert snapshot.access_by_email["mia@acme.com"].teams == ("Field Sales",)
+    assert_error(scim.delete(f"/Groups/{sales.scim_id}"), 409)  # in Mia's scope
+    # Ann is the only admin: SCIM cannot deactivate or delete her
+    assert_error(scim.delete(f"/Users/{ann.scim_id}"), 409)
+    adapter.seed("default", access=[AccessRecord("bo@acme.com", Role.ADMIN, ("*",))])
+    assert scim.delete(f"/Users/{ann.scim_id}").status_code == 204
+    assert_error(scim.get(f"/Users/{ann.scim_id}"), 404)
+    retired = adapter.get_person("default", "1")
+    assert retired is not None and retired.active is False and retired.scim_id is None
 
 
 def test_entra_group_lookup_without_members(scim: Scim) -> None:
@@ -578,7 +626,8 @@ def test_entra_group_lookup_without_members(scim: Scim) -> None:
     assert found["totalResults"] == 1
     assert found["Resources"][0]["displayName"] == "Headquarters"
     assert "members" not in found["Resources"][0]
-    picked = ok(scim.get("/Users/1", query_string={"attributes": "userName"}))
+    picked = ok(scim.get(f"/Users/{scim_id('admin@example.com')}",
+                         query_string={"attributes": "userName"}))
     assert picked["userName"] == "admin@example.com" and "title" not in picked
 
 

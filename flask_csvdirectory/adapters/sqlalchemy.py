@@ -7,17 +7,47 @@ row) inside one transaction of the host's session, committed at the end or rolle
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, inspect, null, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    inspect,
+    not_,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import RelationshipProperty
 
 from ..adapter import DirectoryAdapter, ExtraColumn, FieldLimit, ProgressCallback
 from ..changes import ChangeKind, ChangeSet
+from ..query import (
+    CASE_EXACT,
+    PERSON_FIELDS,
+    TEAM_FIELDS,
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Negate,
+    Op,
+    Page,
+    Query,
+    check_fields,
+)
 from ..records import (
     ALL_TEAMS,
     AccessRecord,
@@ -29,6 +59,10 @@ from ..records import (
     normalize_team,
 )
 
+#: SCIM text fields stored as NULL when empty (a login name "" would shadow the email).
+_EMPTY_IS_NULL = frozenset({"user_name", "display_name", "employee_number", "department"})
+#: From this offset on, a page is found by its keys first (see find_people).
+DEEP_OFFSET = 1000
 #: Rows per IN (...) clause / executemany batch.
 CHUNK = 5000
 #: The ``extra`` of people when the host declares no extra columns (shared, read-only).
@@ -50,6 +84,31 @@ class PersonMapping:
     extra: Mapping[str, str] = field(default_factory=dict)
     #: values set on every person the import creates (``{"role": "employee"}``, ...)
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    # What SCIM reads and writes besides the CSV (``None``: the host has no such column).
+    #: the login name SCIM calls ``userName`` (``None``: ``userName`` is the email)
+    user_name: str | None = None
+    display_name: str | None = None
+    #: phone type (``work``, ``mobile``, ``fax``) -> person attribute
+    phones: Mapping[str, str] = field(default_factory=dict)
+    employee_number: str | None = None
+    department: str | None = None
+    #: the attribute holding the manager's primary key
+    manager: str | None = None
+    #: a unique text column holding the SCIM id (``None``: the primary key is the SCIM id)
+    scim_id: str | None = None
+    #: naive-UTC timestamps the adapter sets on create and on every change
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+@dataclass(frozen=True)
+class TeamMapping:
+    """Where the team model keeps each field (``None``: the host has none)."""
+
+    name: str = "name"
+    scim_id: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +149,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         person: PersonMapping | None = None,
         access: AccessMapping | None = None,
         team_name: str = "name",
+        team: TeamMapping | None = None,
         org_attribute: str | None = None,
         extra_columns: Sequence[ExtraColumn] = (),
     ) -> None:
@@ -98,16 +158,21 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self.team_model = team_model
         self.person = person or PersonMapping()
         self.access = access or AccessMapping()
-        self.team_name = team_name
+        self.team = team or TeamMapping(name=team_name)
+        self.team_name = self.team.name
         self.org_attribute = org_attribute
         self.extra_columns = tuple(extra_columns)
+        self.scim_ids = self.person.scim_id is not None
         self._role_by_value = {value: role for role, value in self.access.role_values.items()}
         self._key_maps: dict[type, dict[str, str]] = {}
         self._limits: Mapping[str, FieldLimit] | None = None
         #: change fields stored as-is -> person attribute (fields the host lacks left out)
         self._plain_fields = {
             name: attribute
-            for name in ("email", "first_name", "last_name", "active", "title", "external_id")
+            for name in (
+                "email", "first_name", "last_name", "active", "title", "external_id",
+                "user_name", "display_name", "employee_number", "department", "scim_id",
+            )
             if (attribute := getattr(self.person, name))
         }
 
@@ -160,6 +225,11 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 "title": (P, m.title),
                 "external_id": (P, m.external_id),
                 "team": (self.team_model, self.team_name),
+                "user_name": (P, m.user_name),
+                "display_name": (P, m.display_name),
+                "phone": (P, next(iter(m.phones.values()), None)),
+                "employee_number": (P, m.employee_number),
+                "department": (P, m.department),
                 **{name: (P, attribute) for name, attribute in m.extra.items()},
             }
             limits = {
@@ -256,6 +326,262 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 )
         return DirectorySnapshot.build(people, teams, access)
 
+    # -- queries: SQL WHERE / ORDER BY / LIMIT / OFFSET, one page of records ------------
+
+    def find_people(self, org: str, query: Query) -> Page[PersonRecord]:
+        """People matching ``query``, as SQL: a COUNT and one page of rows (plus one query for
+        the page's team names). Text comparisons use ``lower()``: index ``lower(email)`` and
+        ``lower(<user name>)`` for cheap look-ups."""
+        check_fields(query, PERSON_FIELDS)
+        P, m, a = self.person_model, self.person, self.access
+        where = [*self._org_filter(P, org)]
+        if query.where is not None:
+            where.append(self._sql(query.where, self._person_column))
+        if query.limit == 0:
+            return Page(self._count(P, where), [])
+
+        def optional(attribute: str | None) -> Any:
+            return self._column(P, attribute) if attribute else null()
+
+        phone_types = list(m.phones)
+        extra_names = list(m.extra)
+        columns = [
+            self._pk(P), self._column(P, m.email), self._column(P, m.first_name),
+            self._column(P, m.last_name), optional(m.title), optional(m.external_id),
+            self._column(P, m.team_id), self._column(P, m.active), self._column(P, a.role),
+            optional(m.user_name), optional(m.display_name), optional(m.employee_number),
+            optional(m.department), optional(m.manager), optional(m.scim_id),
+            optional(m.created_at), optional(m.updated_at),
+            *(self._column(P, m.phones[kind]) for kind in phone_types),
+            *(self._column(P, m.extra[name]) for name in extra_names),
+        ]
+        T = self.team_model
+        statement = (
+            select(*columns, self._column(T, self.team.name))
+            .select_from(P)
+            .outerjoin(T, self._column(P, m.team_id) == self._pk(T))
+            .where(*where)
+        )
+        order = self._order(query, self._person_column, P)
+        if query.offset > DEEP_OFFSET:
+            # a deep page: skip through the keys alone (an index scan), then read the page's rows
+            keys = select(self._pk(P)).where(*where).order_by(*order).offset(query.offset)
+            if query.limit is not None:
+                keys = keys.limit(query.limit + 1)
+            statement = statement.where(self._pk(P).in_(keys.scalar_subquery()))
+        else:
+            statement = statement.offset(query.offset)
+            if query.limit is not None:
+                statement = statement.limit(query.limit + 1)  # one more: is there a next page?
+        statement = statement.order_by(*order)
+        rows = self.session.execute(statement).all()
+        total = self._total(P, where, query, len(rows))
+        rows = rows[: query.limit] if query.limit is not None else rows
+        people = []
+        for row in rows:
+            (key, email, first, last, title, external_id, team_id, active, role_value,
+             user_name, display_name, employee_number, department, manager, scim_id,
+             created_at, updated_at) = row[:17]
+            phones = {
+                kind: value for kind, value in zip(phone_types, row[17:], strict=False) if value
+            }
+            extras = row[17 + len(phone_types):-1]
+            team_name = row[-1]
+            people.append(
+                PersonRecord(
+                    key=str(key), email=email, first_name=first or "", last_name=last or "",
+                    title=title or "", external_id=external_id,
+                    team=team_name,
+                    team_key=None if team_id is None else str(team_id),
+                    active=bool(active),
+                    extra=(
+                        {n: _text(v) for n, v in zip(extra_names, extras, strict=True)}
+                        if extra_names
+                        else _NO_EXTRA
+                    ),
+                    user_name=user_name or "", display_name=display_name or "",
+                    phones=phones, employee_number=employee_number or "",
+                    department=department or "",
+                    manager=None if manager is None else str(manager),
+                    scim_id=scim_id, created_at=_aware(created_at),
+                    updated_at=_aware(updated_at), role=self._role_by_value.get(role_value),
+                )
+            )
+        return Page(total, people)
+
+    def find_teams(self, org: str, query: Query) -> Page[TeamRecord]:
+        """Teams matching ``query``, as SQL (``member`` conditions become an ``EXISTS``)."""
+        check_fields(query, TEAM_FIELDS)
+        T, t = self.team_model, self.team
+        where = [*self._org_filter(T, org)]
+        if query.where is not None:
+            where.append(self._sql(query.where, self._team_column))
+        if query.limit == 0:
+            return Page(self._count(T, where), [])
+
+        def optional(attribute: str | None) -> Any:
+            return self._column(T, attribute) if attribute else null()
+
+        statement = select(
+            self._pk(T), self._column(T, t.name), optional(t.scim_id), optional(t.created_at),
+            optional(t.updated_at),
+        ).where(*where)
+        statement = statement.order_by(*self._order(query, self._team_column, T))
+        statement = statement.offset(query.offset)
+        if query.limit is not None:
+            statement = statement.limit(query.limit + 1)  # one more: is there a next page?
+        teams = [
+            TeamRecord(str(key), name, scim_id, _aware(created), _aware(updated))
+            for key, name, scim_id, created, updated in self.session.execute(statement)
+        ]
+        total = self._total(T, where, query, len(teams))
+        return Page(total, teams[: query.limit] if query.limit is not None else teams)
+
+    def team_member_ids(
+        self, org: str, team_key: str, *, offset: int = 0, limit: int | None = None
+    ) -> Page[str]:
+        """The members' SCIM ids: one column, by primary key (retired ids left out)."""
+        P, m = self.person_model, self.person
+        where = [self._column(P, m.team_id) == _key(team_key), *self._org_filter(P, org)]
+        id_column = self._column(P, m.scim_id) if m.scim_id else self._pk(P)
+        if m.scim_id:
+            where.append(id_column.is_not(None))
+        statement = select(id_column).where(*where).order_by(self._pk(P)).offset(offset)
+        if limit is not None:
+            statement = statement.limit(limit + 1)  # one more: is there a next page?
+        ids = [str(value) for value in self.session.scalars(statement)]
+        total = self._total(P, where, Query(offset=offset, limit=limit), len(ids))
+        return Page(total, ids[:limit] if limit is not None else ids)
+
+    def _total(self, model: type, where: list[Any], query: Query, found: int) -> int:
+        """How many match, ``found`` being the rows read for the page plus one: known without
+        a COUNT when that is the whole result (look-ups, small results, a last page)."""
+        if query.limit is None or found <= query.limit:
+            if query.offset == 0 or found > 0:
+                return query.offset + found
+        return self._count(model, where)
+
+    def _count(self, model: type, where: list[Any]) -> int:
+        return int(
+            self.session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+        )
+
+    def _order(self, query: Query, column_of: Any, model: type) -> list[Any]:
+        pk = self._pk(model)
+        if query.order_by is None or query.order_by == "key":
+            return [pk.desc() if query.descending else pk]
+        column = column_of(query.order_by)
+        if isinstance(column, list):
+            column = column[0]
+        if query.order_by not in CASE_EXACT and _is_text(column):
+            column = func.lower(column)
+        return [column.desc() if query.descending else column, pk]
+
+    def _person_column(self, name: str) -> Any:
+        """The SQL expression of a person field (a list of columns for ``phone``)."""
+        P, m = self.person_model, self.person
+        attribute = {
+            "key": None, "id": m.scim_id, "user_name": m.user_name or m.email,
+            "email": m.email, "external_id": m.external_id, "first_name": m.first_name,
+            "last_name": m.last_name, "display_name": m.display_name, "title": m.title,
+            "active": m.active, "employee_number": m.employee_number,
+            "department": m.department, "manager": m.manager, "team": m.team_id,
+            "role": self.access.role, "created_at": m.created_at, "updated_at": m.updated_at,
+        }
+        if name == "phone":
+            return [self._column(P, column) for column in m.phones.values()]
+        if name == "user_name" and m.user_name:  # the login name, else the email
+            return func.coalesce(self._column(P, m.user_name), self._column(P, m.email))
+        if name == "key" or (name == "id" and m.scim_id is None):
+            return self._pk(P)
+        column = attribute.get(name)
+        return None if column is None else self._column(P, column)
+
+    def _team_column(self, name: str) -> Any:
+        T, t = self.team_model, self.team
+        if name == "key" or (name == "id" and t.scim_id is None):
+            return self._pk(T)
+        if name == "member":
+            return "member"
+        column = {"name": t.name, "id": t.scim_id, "created_at": t.created_at,
+                  "updated_at": t.updated_at}.get(name)
+        return None if column is None else self._column(T, column)
+
+    def _sql(self, condition: Condition, column_of: Any) -> Any:
+        """A query condition as a SQL boolean expression."""
+        if isinstance(condition, AllOf):
+            return and_(*(self._sql(term, column_of) for term in condition.terms))
+        if isinstance(condition, AnyOf):
+            return or_(*(self._sql(term, column_of) for term in condition.terms))
+        if isinstance(condition, Negate):
+            return not_(self._sql(condition.term, column_of))
+        column = column_of(condition.field)
+        if column is None:  # a field this host does not store: never present, never equal
+            return true() if condition.op is Op.NE else false()
+        if isinstance(column, list):
+            if not column:
+                return false()
+            return or_(*(self._compare(c, condition, condition.field) for c in column))
+        if isinstance(column, str) and column == "member":
+            P = self.person_model
+            person_key = _key(str(condition.value))
+            exists = (
+                select(self._pk(P))
+                .where(
+                    self._column(P, self.person.team_id) == self._pk(self.team_model),
+                    self._pk(P) == person_key,
+                )
+                .exists()
+            )
+            return exists if condition.op is not Op.NE else not_(exists)
+        return self._compare(column, condition, condition.field)
+
+    def _compare(self, column: Any, condition: Compare, name: str) -> Any:
+        op, value = condition.op, condition.value
+        if name == "role":
+            role_values = self.access.role_values
+            if op is Op.PR:
+                return column != self.access.no_access
+            wanted = {r.value.casefold(): v for r, v in role_values.items()}.get(
+                str(value).casefold()
+            )
+            if wanted is None:
+                return true() if op is Op.NE else false()
+            return column == wanted if op is Op.EQ else column != wanted
+        if op is Op.PR:
+            present = column.is_not(None)
+            if name == "id" or not _is_text(column):  # ids are never empty: the index answers
+                return present
+            return and_(present, column != "")
+        if name in ("key", "team", "manager") or (name == "id" and not _is_text(column)):
+            value = _key(str(value))
+            if isinstance(value, str) and not _is_text(column):
+                return true() if op is Op.NE else false()
+        elif isinstance(value, datetime) or name in ("created_at", "updated_at"):
+            value = _naive_utc(value)
+        folded = _is_text(column) and isinstance(value, str) and name not in CASE_EXACT
+        if folded and op in (Op.CO, Op.SW, Op.EW):
+            # SQLite's LIKE ignores ASCII case by itself (and its lower() is ASCII-only);
+            # PostgreSQL's ILIKE: no lower() per row either way
+            pattern = _like_pattern(str(value), op)
+            if self.session.get_bind().dialect.name == "postgresql":
+                return column.ilike(pattern, escape="\\")
+            return column.like(pattern, escape="\\")
+        if folded:
+            column, value = func.lower(column), value.lower()
+        if op is Op.EQ:
+            return column == value
+        if op is Op.NE:
+            return or_(column != value, column.is_(None))
+        if op is Op.CO:
+            return column.contains(str(value), autoescape=True)
+        if op is Op.SW:
+            return column.startswith(str(value), autoescape=True)
+        if op is Op.EW:
+            return column.endswith(str(value), autoescape=True)
+        return {Op.GT: column > value, Op.GE: column >= value, Op.LT: column < value,
+                Op.LE: column <= value}[op]
+
     # -- SCIM additions: single-record writes (each commits, or rolls back and raises) -----
 
     def delete_person(self, org: str, key: str) -> None:
@@ -276,6 +602,9 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             if scope is not None:
                 table, person_col, _team_col = scope
                 self.session.execute(delete(table).where(person_col == _key(key)))
+            if self.person.manager:
+                manager = self._column(P, self.person.manager)
+                self.session.execute(update(P).where(manager == _key(key)).values({manager: None}))
             self.session.execute(delete(P).where(pk == _key(key)))
             self.session.commit()
         except BaseException:
@@ -321,10 +650,10 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             )
             if holder is not None and _key(holder) != team_id:
                 raise ValueError(f"team {new_name!r} exists already")
-            name_column = self._column(T, self.team_name)
-            self.session.execute(
-                update(T).where(self._pk(T) == team_id).values({name_column: new_name})
-            )
+            values: dict[Any, Any] = {self._column(T, self.team_name): new_name}
+            if self.team.updated_at:
+                values[self._column(T, self.team.updated_at)] = now_naive_utc()
+            self.session.execute(update(T).where(self._pk(T) == team_id).values(values))
             self.session.commit()
         except BaseException:
             self.session.rollback()
@@ -385,6 +714,16 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 if extra:
                     target.setdefault("extra", {}).update(extra)
             self._update_people(merged, team_ids)
+            self._touch_teams(
+                org,
+                [
+                    name
+                    for change in changeset.of_kind(ChangeKind.EMPLOYEE_MOVED)
+                    for name in (
+                        (change.before or {}).get("team"), (change.after or {}).get("team")
+                    )
+                ],
+            )
             step(len(updates))
 
             access = changeset.of_kind(
@@ -440,9 +779,33 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 self.session.execute(statement, chunk)
 
     def _create_teams(self, org: str, names: list[str]) -> None:
-        if names:
-            self._insert(
-                self.team_model, [{self.team_name: name, **self._org_values(org)} for name in names]
+        if not names:
+            return
+        t, now = self.team, now_naive_utc()
+        base: dict[str, Any] = {**self._org_values(org)}
+        for stamp in (t.created_at, t.updated_at):
+            if stamp:
+                base[stamp] = now
+        rows = [{t.name: name, **base} for name in names]
+        if t.scim_id:
+            for row in rows:
+                row[t.scim_id] = new_scim_id()
+        self._insert(self.team_model, rows)
+
+    def _touch_teams(self, org: str, names: Iterable[str | None]) -> None:
+        """Stamp ``updated_at`` on teams whose members changed (their Group changed)."""
+        if not self.team.updated_at:
+            return
+        wanted = {normalize_team(name) for name in names if name}
+        if not wanted:
+            return
+        keys = [_key(t.key) for t in self._teams(org) if normalize_team(t.name) in wanted]
+        T = self.team_model
+        for chunk in _chunks(keys):
+            self.session.execute(
+                update(T)
+                .where(self._pk(T).in_(chunk))
+                .values({self._column(T, self.team.updated_at): now_naive_utc()})
             )
 
     def _person_values(
@@ -458,12 +821,18 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         for name, value in values.items():
             attribute = plain.get(name)
             if attribute is not None:
-                out[attribute] = value
+                out[attribute] = None if value == "" and name in _EMPTY_IS_NULL else value
             elif name == "team":
                 out[self.person.team_id] = team_ids[value] if value else None
             elif name == "extra" and value:
                 extra = self.person.extra
                 out.update({extra[col]: cell for col, cell in value.items() if col in extra})
+            elif name == "phones":
+                numbers = value or {}
+                for kind, column in self.person.phones.items():
+                    out[column] = numbers.get(kind) or None
+            elif name == "manager" and self.person.manager:
+                out[self.person.manager] = None if value is None else _key(value)
         return out
 
     def _create_people(
@@ -474,18 +843,25 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if self.access.all_teams:
             base.setdefault(self.access.all_teams, False)
         base.setdefault(self.access.role, self.access.no_access)
-        self._insert(
-            self.person_model, [self._person_values(v, team_ids, base) for v in values]
-        )
+        now = now_naive_utc()
+        for stamp in (m.created_at, m.updated_at):
+            if stamp:
+                base[stamp] = now
+        rows = [self._person_values(v, team_ids, base) for v in values]
+        if m.scim_id:
+            for row in rows:
+                row.setdefault(m.scim_id, new_scim_id())
+        self._insert(self.person_model, rows)
 
     def _update_people(
         self, merged: Mapping[str, Mapping[str, Any]], team_ids: Mapping[str, Any]
     ) -> None:
         pk = self._pk_attr(self.person_model)
+        stamp = {self.person.updated_at: now_naive_utc()} if self.person.updated_at else {}
         self._update_by_pk(
             self.person_model,
-            [{pk: _key(key), **self._person_values(values, team_ids)} for key, values in
-             merged.items()],
+            [{pk: _key(key), **self._person_values(values, team_ids), **stamp}
+             for key, values in merged.items()],
         )
 
     def _apply_access(self, org: str, changes: list, team_ids: Mapping[str, Any]) -> None:
@@ -528,6 +904,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 scoped[person_id] = (
                     [] if every else [team_ids[name] for name in teams]
                 )
+            if self.person.updated_at:
+                row[self.person.updated_at] = now_naive_utc()
             rows.append(row)
         self._update_by_pk(P, rows)
         scope = self._scope_table()
@@ -635,6 +1013,45 @@ def _key(value: str) -> Any:
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _like_pattern(value: str, op: Op) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if op is Op.CO:
+        return f"%{escaped}%"
+    return f"{escaped}%" if op is Op.SW else f"%{escaped}"
+
+
+def _is_text(column: Any) -> bool:
+    try:
+        return column.type.python_type is str
+    except (AttributeError, NotImplementedError):
+        return False
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """A host timestamp (naive means UTC) as an aware datetime."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _naive_utc(value: Any) -> Any:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def now_naive_utc() -> datetime:
+    """Now, as the naive UTC timestamp the adapter stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_scim_id() -> str:
+    """A fresh SCIM id: a random UUID, never one used before."""
+    return str(uuid.uuid4())
 
 
 def _column_limit(model: type, attribute: str) -> FieldLimit:

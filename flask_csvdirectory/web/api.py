@@ -32,6 +32,7 @@ from werkzeug.exceptions import (
 from werkzeug.routing import Map, Rule
 
 from .. import formats, runs
+from .. import history as history_log
 from ..changes import ChangeKind
 from ..errors import (
     CSVDirectoryError,
@@ -42,7 +43,7 @@ from ..errors import (
 )
 from ..extension import get_state
 from ..guards import Verdict
-from ..models import Channel, IdempotentResponse, SyncRun, utcnow
+from ..models import Channel, IdempotentResponse, SyncRun, TokenScope, utcnow
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
 from . import schemas
 from .auth import current_actor, current_org, load_token
@@ -115,7 +116,14 @@ def authenticate() -> None:
     """Every endpoint but the public ones needs an active bearer token of the organization."""
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
-    if load_token() is not None:
+    token = load_token()
+    if token is not None:
+        if not token.allows(TokenScope.API):
+            raise ApiError(
+                403,
+                "forbidden",
+                "This token is for SCIM only; create a token with the CSV API scope.",
+            )
         return
     sent = request.headers.get("Authorization")
     if sent:
@@ -250,6 +258,24 @@ def list_imports() -> Response:
     return _json(body)
 
 
+def list_history() -> Response:
+    """One page of the directory's history (CSV runs and SCIM writes), newest first."""
+    query = _query(schemas.HistoryQuerySchema)
+    page, per_page = query["page"], _per_page(query)
+    source = query.get("source")
+    items, total = history_log.list_entries(
+        current_org(), page=page, per_page=per_page, source=source
+    )
+    filters = {"source": source} if source else {}
+    body = schemas.HistoryPageSchema().dump(
+        {
+            "items": [history_log.entry_dict(entry) for entry in items],
+            **_page(".list_history", {}, filters, page, per_page, total),
+        }
+    )
+    return _json(body)
+
+
 def get_import(run_id: str) -> Response:
     """One run: status, counts, timings, files, who, error reason."""
     return _json(run_body(_run(run_id)))
@@ -333,9 +359,13 @@ def get_settings() -> Response:
                 "approval_percent": settings.approval_percent,
                 "guard_removal_percent": settings.guard_removal_percent,
                 "guard_removal_people": settings.guard_removal_people,
+                "scim_enabled": settings.scim_enabled,
+                "scim_hard_delete": settings.scim_hard_delete,
             }
         )
     )
+
+
 def revert_import(run_id: str) -> Response:
     """Start a revert of an applied run (202): a new run, channel ``revert``, whose plan puts
     back what that run changed where nothing changed since. It is exempt from the sync window
@@ -785,6 +815,7 @@ ROUTES: tuple[tuple[str, str, Callable[..., Response], list[str]], ...] = (
     ("/imports/<run_id>/errors", "list_errors", list_errors, ["GET"]),
     ("/imports/<run_id>/approve", "approve_import", approve_import, ["POST"]),
     ("/imports/<run_id>/reject", "reject_import", reject_import, ["POST"]),
+    ("/history", "list_history", list_history, ["GET"]),
     ("/imports/<run_id>/revert", "revert_import", revert_import, ["POST"]),
     ("/imports/<run_id>/conflicts", "list_conflicts", list_conflicts, ["GET"]),
     ("/status", "intake_status", intake_status, ["GET"]),

@@ -40,11 +40,12 @@ from werkzeug.wrappers import Response as BaseResponse
 from wtforms.validators import ValidationError
 
 from .. import formats, review, runs, tokens
+from .. import history as history_log
 from ..changes import Change, ChangeKind, ChangeSet
 from ..errors import FileValidationError, IntakeRefused, RunNotFound, RunStateError
 from ..extension import get_state
 from ..guards import Verdict
-from ..models import Channel, Phase, RunStatus, SyncRun
+from ..models import Channel, Phase, RunStatus, SyncRun, TokenScope
 from ..records import ALL_TEAMS
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
 from .auth import admin_required, admin_required_json, current_actor, current_org
@@ -126,6 +127,14 @@ class Pagination:
         """This page's part of ``items``."""
         start = (self.page - 1) * self.per_page
         return items[start : start + self.per_page]
+
+
+#: The token form's choices: what a new token may call.
+TOKEN_SCOPES: dict[str, tuple[TokenScope, ...]] = {
+    "api": (TokenScope.API,),
+    "scim": (TokenScope.SCIM,),
+    "both": (TokenScope.API, TokenScope.SCIM),
+}
 
 
 def format_time(value: datetime | None) -> str:
@@ -476,6 +485,8 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             "enabled": "enabled" in form,
             "approval_threshold": form.get("approval_threshold", "").strip(),
             "approval_percent": form.get("approval_percent", "").strip(),
+            "scim_enabled": "scim_enabled" in form,
+            "scim_hard_delete": "scim_hard_delete" in form,
             "guard_removal_percent": form.get("guard_removal_percent", "").strip(),
             "guard_removal_people": form.get("guard_removal_people", "").strip(),
         }
@@ -526,6 +537,8 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             enabled=bool(values["enabled"]),
             approval_threshold=threshold,
             approval_percent=percent,
+            scim_enabled=bool(values["scim_enabled"]),
+            scim_hard_delete=bool(values["scim_hard_delete"]),
             guard_removal_percent=guard_percent,
             guard_removal_people=guard_people,
         )
@@ -543,7 +556,15 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             return render_settings(
                 token_errors={"name": "Use at most 255 characters."}, status=400
             )
-        token, plaintext = tokens.create_token(current_org(), name, current_actor().name)
+        scopes = TOKEN_SCOPES.get(request.form.get("scope", "api"))
+        if scopes is None:
+            return render_settings(
+                token_errors={"scope": "Choose what the token is for: the CSV API, SCIM or both."},
+                status=400,
+            )
+        token, plaintext = tokens.create_token(
+            current_org(), name, current_actor().name, scopes
+        )
         # Post-redirect-get: the plaintext rides in the session, encrypted, to the next page
         # view, which shows it once at the top and forgets it (a refresh creates nothing).
         session[NEW_TOKEN_KEY] = {
@@ -697,6 +718,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             items, total = runs.list_runs(
                 org, status=status, page=pagination.page, per_page=runs_per_page
             )
+        changes, _changes_total = history_log.list_entries(org, page=1, per_page=runs_per_page)
         return render_template(
             "csvdirectory/history.html",
             runs=items,
@@ -704,6 +726,8 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             status=status,
             statuses=list(RunStatus),
             kind_labels={kind.value: kind.label for kind in ChangeKind},
+            changes=changes,
+            change_details=history_log.details,
         )
 
     # -- one run -----------------------------------------------------------------------------

@@ -103,6 +103,7 @@ def build_spec(server: str) -> dict[str, Any]:
         ("ConflictList", schemas.ConflictListSchema),
         ("IntakeStatus", schemas.IntakeStatusSchema),
         ("ImportUpload", schemas.ImportUploadSchema),
+        ("HistoryPage", schemas.HistoryPageSchema),
     ):
         spec.components.schema(name, schema=schema)
 
@@ -306,6 +307,22 @@ def build_spec(server: str) -> dict[str, Any]:
                         },
                         "404": _NOT_FOUND,
                     },
+                },
+                query=True,
+            )
+        },
+    )
+    spec.path(
+        path="/history",
+        operations={
+            "get": _secured(
+                {
+                    "operationId": "listHistory",
+                    "summary": "Every change to the directory (CSV runs and SCIM writes), "
+                    "newest first, one page at a time.",
+                    "tags": ["history"],
+                    "parameters": [{"in": "query", "schema": schemas.HistoryQuerySchema}],
+                    "responses": {"200": _json(schemas.HistoryPageSchema, "One page.")},
                 },
                 query=True,
             )

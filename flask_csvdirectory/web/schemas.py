@@ -394,6 +394,43 @@ class DryRunSchema(Schema):
     seconds = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
 
 
+class HistoryActorSchema(Schema):
+    """Who made a change: a person or an API token."""
+
+    id = fields.String(allow_none=True, required=True)
+    name = fields.String(required=True)
+
+
+class HistoryEntrySchema(Schema):
+    """One change to the directory: a CSV run applied, or one SCIM write."""
+
+    id = fields.Integer(required=True)
+    at = fields.String(required=True, metadata={"format": "date-time"})
+    source = fields.String(required=True, validate=validate.OneOf(["csv", "scim"]))
+    action = fields.String(required=True, metadata={"example": "updated"})
+    actor = fields.Nested(HistoryActorSchema, required=True)
+    run_id = fields.String(allow_none=True, required=True)
+    resource_type = fields.String(allow_none=True, required=True)
+    resource_id = fields.String(allow_none=True, required=True)
+    summary = fields.String(required=True)
+    details = fields.Dict(
+        required=True,
+        metadata={"description": "SCIM: `before` and `after` (the resource); CSV: `counts` by "
+                  "kind (the run's changes hold before and after)."},
+    )
+
+
+class HistoryPageSchema(Schema):
+    """One page of the directory's history, newest first."""
+
+    items = fields.List(fields.Nested(HistoryEntrySchema), required=True)
+    total = fields.Integer(required=True)
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+    pages = fields.Integer(required=True)
+    links = fields.Nested(PageLinksSchema, required=True)
+
+
 class SettingsSchema(Schema):
     """The organization's integration settings (read-only here: an admin edits them on the
     dashboard's settings page, so a token cannot loosen the guards protecting its own
@@ -416,6 +453,14 @@ class SettingsSchema(Schema):
         allow_none=True,
         required=True,
         metadata={"description": "... or exceed this many people (null: off).", "example": 25},
+    )
+    scim_enabled = fields.Boolean(
+        required=True, metadata={"description": "Whether SCIM provisioning is on (default off)."}
+    )
+    scim_hard_delete = fields.Boolean(
+        required=True,
+        metadata={"description": "Whether SCIM DELETE /Users removes people for good "
+                  "(default: it deactivates them)."},
     )
 
 
@@ -449,6 +494,15 @@ class ChangeListQuerySchema(PageQuerySchema):
     kind = fields.String(
         validate=validate.OneOf([k.value for k in ChangeKind]),
         metadata={"description": "Only changes of this kind."},
+    )
+
+
+class HistoryQuerySchema(PageQuerySchema):
+    """Query of ``GET history``."""
+
+    source = fields.String(
+        validate=validate.OneOf(["csv", "scim"]),
+        metadata={"description": "Only changes from CSV runs or from SCIM."},
     )
 
 

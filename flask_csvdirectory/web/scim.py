@@ -1,27 +1,48 @@
 """SCIM 2.0 endpoints: thin Flask views over :mod:`flask_csvdirectory.scim`.
 
-Every request under ``CSVDIRECTORY_SCIM_URL_PREFIX`` is authenticated with a bearer API token
-(:func:`~.auth.load_token`), turned into a :class:`~scim2_server.requests.ScimRequest` and served
-by a :class:`~scim2_server.handler.ScimHandler` over the token's organization of the host
-adapter. Errors are SCIM error bodies (``application/scim+json``).
+Every request under ``CSVDIRECTORY_SCIM_URL_PREFIX`` needs a bearer API token with the SCIM
+scope, for an organization whose SCIM switch is on (settings page; off by default). Writes hold
+the organization's write lock (:mod:`~flask_csvdirectory.locks`) from the read they start with
+to their commit, so they never interleave with each other or with a CSV apply; each is recorded
+in the directory's history. Errors are SCIM error bodies (``application/scim+json``).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from scim2_models import SCIMException, UnauthorizedException
-from scim2_server.handler import ScimHandler
+from scim2_models import (
+    ConflictException,
+    ForbiddenException,
+    SCIMException,
+    UnauthorizedException,
+    UniquenessException,
+)
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..extension import get_state
-from ..scim import DirectoryScimService, DirectoryStorage, build_service
-from .auth import load_token
+from ..history import record_scim_write
+from ..locks import OrganizationBusy, organization_lock
+from ..models import TokenScope
+from ..runs import get_settings
+from ..scim import (
+    DirectoryScimHandler,
+    DirectoryScimService,
+    DirectoryStorage,
+    ScimWrite,
+    build_service,
+    scim_validator,
+)
+from .auth import current_actor, load_token
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+#: Seconds a client is told to wait before retrying a write refused as busy.
+RETRY_AFTER = 2
 
 
 def create_blueprint(config: dict[str, Any]) -> Blueprint:
@@ -40,6 +61,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
 
 
 def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
+    state = get_state()
     scim_request = ScimRequest(
         method=request.method,
         base_url=request.host_url.rstrip("/") + request.script_root + prefix,
@@ -48,17 +70,68 @@ def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
         headers=list(request.headers.items()),
         body=request.get_data(cache=False),
     )
+    write = request.method != "GET" and not path.rstrip("/").endswith(".search")
     try:
         token = load_token()
         if token is None:
             raise UnauthorizedException(detail="A valid bearer API token is required.")
-        storage = DirectoryStorage(get_state().adapter, token.org)
-        response = ScimHandler(service, storage).handle(scim_request)
+        if not token.allows(TokenScope.SCIM):
+            raise ForbiddenException(
+                detail="This token is not for SCIM; create a token with the SCIM scope."
+            )
+        settings = get_settings(token.org)
+        if not settings.scim_enabled:
+            raise ForbiddenException(
+                detail="SCIM provisioning is turned off for this organization; an admin can "
+                "turn it on in Settings > Integrations > CSV Import."
+            )
+        actor, org = current_actor(), token.org
+        hard_delete = bool(settings.scim_hard_delete)
+        state.session.commit()  # hold no database lock while waiting for the organization
+
+        def record(change: ScimWrite) -> None:
+            record_scim_write(
+                org, actor, action=change.action, resource_type=change.resource_type,
+                resource_id=change.resource_id, before=change.before, after=change.after,
+            )
+
+        storage = DirectoryStorage(
+            state.adapter, org, validate=scim_validator(state.adapter.field_limits()),
+            record=record,
+            hard_delete=hard_delete,
+        )
+        lock = (
+            organization_lock(state.db.engine, org, state.config["SCIM_LOCK_TIMEOUT"])
+            if write
+            else nullcontext()
+        )
+        with lock:
+            response = DirectoryScimHandler(service, storage).handle(scim_request)
+            state.session.commit()  # the history entries of this write
     except SCIMException as exc:
+        state.session.rollback()
         response = service.error_response(exc)
         if exc.status == 401:
             response.headers.setdefault("WWW-Authenticate", 'Bearer realm="SCIM"')
+    except IntegrityError as exc:  # a unique constraint the checks could not see coming
+        state.session.rollback()
+        current_app.logger.info("SCIM %s /%s: %s", request.method, path, exc.orig)
+        response = service.error_response(
+            UniquenessException(detail="A value that must be unique is already taken.")
+        )
+    except (OrganizationBusy, OperationalError) as exc:
+        state.session.rollback()
+        if isinstance(exc, OperationalError) and "locked" not in str(exc).lower():
+            current_app.logger.exception("SCIM %s /%s failed", request.method, path)
+            response = service.error_response(exc)
+        else:
+            response = service.error_response(
+                ConflictException(detail=str(exc) if isinstance(exc, OrganizationBusy) else
+                                  "The directory is busy; retry shortly.")
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER)
     except Exception as exc:  # an adapter failure: a SCIM 500, logged with its traceback
+        state.session.rollback()
         current_app.logger.exception("SCIM %s /%s failed", request.method, path)
         response = service.error_response(exc)
     return _to_flask(response)

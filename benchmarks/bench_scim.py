@@ -1,0 +1,213 @@
+"""SCIM per-request cost at 1k and 100k people (200 teams): prints medians, asserts nothing.
+
+The example platform with the reference SQLAlchemy adapter, a directory of N people in 200 teams
+(team 000 holds 5,000 of them, or half the directory when it is smaller), and a SCIM token;
+each request is sent through Flask's test client (no network) ``--repeat`` times and the median
+and the 90th percentile are printed. Each (database, size) runs in a fresh subprocess, so its
+peak memory (ru_maxrss) is its own.
+
+Usage::
+
+    python benchmarks/bench_scim.py                              # SQLite, 1k and 100k
+    python benchmarks/bench_scim.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench
+    python benchmarks/bench_scim.py --sizes 1000 100000 --repeat 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TEAMS = 200
+BIG_TEAM = 5000
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+def _populate(app: Any, size: int) -> int:
+    """N people in 200 teams through the adapter's bulk apply; returns the big team's size."""
+    from flask_csvdirectory.changes import Change, ChangeKind, ChangeSet
+    from flask_csvdirectory.extension import get_state
+
+    big = min(BIG_TEAM, size // 2)
+    with app.app_context():
+        changes = [
+            Change(ChangeKind.TEAM_CREATED, f"Team {t:03d}", after={"name": f"Team {t:03d}"})
+            for t in range(TEAMS)
+        ]
+        for n in range(size):
+            team = 0 if n < big else 1 + n % (TEAMS - 1)
+            email = f"person{n}@example.com"
+            changes.append(Change(ChangeKind.EMPLOYEE_CREATED, email, after={
+                "email": email, "first_name": f"First{n}", "last_name": f"Last{n}",
+                "title": "Associate", "team": f"Team {team:03d}", "external_id": f"E{n:07d}",
+                "extra": {},
+            }))
+        get_state().adapter.apply("default", ChangeSet.of(changes))
+    return big
+
+
+def _measure(call: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    call()  # warm
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = call()
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code < 300, response.get_data(as_text=True)[:300]
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.9) - 1]
+
+
+def run_case(db: str | None, size: int, repeat: int) -> dict[str, Any]:
+    """One database and size: build, populate, measure the six requests (and two more)."""
+    from sqlalchemy import select
+
+    from example_app import create_app
+    from example_app.models import Team, User
+    from example_app.models import db as host_db
+    from flask_csvdirectory import runs
+    from flask_csvdirectory.models import TokenScope
+    from flask_csvdirectory.models import metadata as extension_metadata
+    from flask_csvdirectory.runs import Actor
+    from flask_csvdirectory.tokens import create_token
+
+    tmp = tempfile.mkdtemp()
+    url = db or f"sqlite:///{tmp}/bench.sqlite3"
+    app = create_app({
+        "TESTING": True, "SECRET_KEY": "bench", "SQLALCHEMY_DATABASE_URI": url,
+        "CSVDIRECTORY_JOBS_MODE": "sync", "EXAMPLE_SEED": False, "WTF_CSRF_ENABLED": False,
+        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+    })
+    with app.app_context():
+        if db:  # start from an empty database
+            host_db.session.remove()
+            extension_metadata.drop_all(host_db.engine)
+            with host_db.engine.begin() as connection:
+                connection.exec_driver_sql("DROP TABLE IF EXISTS csvdirectory_alembic_version")
+            host_db.drop_all()
+            host_db.create_all()
+            from flask_csvdirectory import migrations
+
+            migrations.create_all(host_db.engine)
+        from example_app import seed
+
+        seed()
+        admin = Actor("1", "Bench")
+        runs.update_settings("default", admin, scim_enabled=True)
+        token = create_token("default", "bench", "1", (TokenScope.SCIM,))[1]
+    started = time.perf_counter()
+    big = _populate(app, size)
+    populate_seconds = time.perf_counter() - started
+    with app.app_context():
+        if db and db.startswith("postgresql"):
+            with host_db.engine.begin() as connection:
+                connection.exec_driver_sql("ANALYZE")
+        middle = host_db.session.scalar(
+            select(User.scim_id).where(User.email == f"person{size // 2}@example.com")
+        )
+        big_team = host_db.session.scalar(select(Team.scim_id).where(Team.name == "Team 000"))
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    base = "/scim/v2"
+    counter = iter(range(10**9))
+    titles = iter(["Lead", "Associate"] * 10**6)
+
+    def post_user() -> Any:
+        n = next(counter)
+        body = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": f"new{n}@example.com",
+            "name": {"givenName": "New", "familyName": f"Person{n}"},
+            "emails": [{"value": f"new{n}@example.com", "type": "work"}],
+            "active": True,
+        }
+        return client.post(f"{base}/Users", headers=headers, data=json.dumps(body))
+
+    def patch_user() -> Any:
+        body = {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "title", "value": next(titles)}],
+        }
+        return client.patch(f"{base}/Users/{middle}", headers=headers, data=json.dumps(body))
+
+    last_page = max(1, size - 99)
+    requests: list[tuple[str, Callable[[], Any]]] = [
+        ('GET /Users?filter=userName eq "<a person>"',
+         lambda: client.get(f"{base}/Users", headers=headers, query_string={
+             "filter": f'userName eq "person{size // 2}@example.com"'})),
+        ("GET /Users?startIndex=<N-99>&count=100",
+         lambda: client.get(f"{base}/Users", headers=headers,
+                            query_string={"startIndex": last_page, "count": 100})),
+        ('GET /Users?filter=userName co "son4242@"',
+         lambda: client.get(f"{base}/Users", headers=headers, query_string={
+             "filter": 'userName co "son4242@"', "count": 100})),
+        ("GET /Groups/{id} (the big team, members included)",
+         lambda: client.get(f"{base}/Groups/{big_team}", headers=headers)),
+        ("GET /Groups/{id}?excludedAttributes=members",
+         lambda: client.get(f"{base}/Groups/{big_team}", headers=headers,
+                            query_string={"excludedAttributes": "members"})),
+        ("GET /Users/{id}", lambda: client.get(f"{base}/Users/{middle}", headers=headers)),
+        ("POST /Users", post_user),
+        ("PATCH /Users/{id} (replace title)", patch_user),
+    ]
+    results = {name: _measure(call, repeat) for name, call in requests}
+    return {
+        "db": "postgresql" if db else "sqlite",
+        "size": size,
+        "populate_seconds": round(populate_seconds, 1),
+        "big_team": big,
+        "requests": results,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", help="a PostgreSQL URL (default: SQLite in a temporary file)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_case(args.db, args.one, args.repeat)))
+        return
+    cases = []
+    for size in args.sizes:
+        command = [sys.executable, __file__, "--one", str(size), "--repeat", str(args.repeat)]
+        if args.db:
+            command += ["--db", args.db]
+        output = subprocess.run(
+            command, check=True, capture_output=True, text=True, env={**os.environ}
+        ).stdout
+        cases.append(json.loads(output.strip().splitlines()[-1]))
+    database = cases[0]["db"]
+    print(f"SCIM per-request cost on {database} (median / p90 ms of {args.repeat}, "
+          "Flask test client)")
+    header = "| request | " + " | ".join(f"{c['size']:,} people" for c in cases) + " |"
+    print(header)
+    print("|---" * (len(cases) + 1) + "|")
+    for name in cases[0]["requests"]:
+        cells = [
+            "{:.1f} / {:.1f}".format(*case["requests"][name]) for case in cases
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("| (big team's members) | " + " | ".join(str(c["big_team"]) for c in cases) + " |")
+    print("| peak RSS (MB) | " + " | ".join(str(c["peak_rss_mb"]) for c in cases) + " |")
+    print("| populate (s) | " + " | ".join(str(c["populate_seconds"]) for c in cases) + " |")
+
+
+if __name__ == "__main__":
+    main()
