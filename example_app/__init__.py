@@ -8,6 +8,7 @@ worker``).
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, abort, flash, redirect, render_template, request, url_for
@@ -42,6 +43,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config["CSVDIRECTORY_ENCRYPTION_KEYS"] = os.environ[
             "CSVDIRECTORY_ENCRYPTION_KEYS"
         ].split(",")
+    # operations settings an operator (or the fault-injection tests) passes to workers
+    if os.environ.get("CSVDIRECTORY_HEARTBEAT_GRACE"):
+        app.config["CSVDIRECTORY_HEARTBEAT_GRACE"] = timedelta(
+            seconds=float(os.environ["CSVDIRECTORY_HEARTBEAT_GRACE"])
+        )
+    if os.environ.get("CSVDIRECTORY_JOB_RETRY_INTERVALS"):
+        app.config["CSVDIRECTORY_JOB_RETRY_INTERVALS"] = tuple(
+            int(value) for value in os.environ["CSVDIRECTORY_JOB_RETRY_INTERVALS"].split(",")
+        )
+    if os.environ.get("CSVDIRECTORY_PAUSE_DIR"):  # test only: see flask_csvdirectory.checkpoints
+        app.config["CSVDIRECTORY_PAUSE_DIR"] = os.environ["CSVDIRECTORY_PAUSE_DIR"]
     # Mail: the example's own MAIL_* settings; the extension's notifications use them too.
     if os.environ.get("MAIL_SERVER"):
         app.config.update(

@@ -241,12 +241,15 @@ def status_command(org: str | None) -> None:
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
 @with_appcontext
 def worker_command(burst: bool, name: str | None) -> None:
-    """Run an RQ worker for the sync jobs, inside this app."""
+    """Run an RQ worker for the sync jobs, inside this app (with RQ's scheduler, which runs
+    the delayed retries of jobs hit by a transient fault)."""
     state = get_state()
     if state.runner.mode != "rq":
         raise click.ClickException("CSVDIRECTORY_JOBS_MODE is not 'rq': no worker is needed.")
-    runs.reap_stuck_runs()
-    state.runner.make_worker(name=name).work(burst=burst)
+    grace = state.config["HEARTBEAT_GRACE"].total_seconds()
+    worker = state.runner.make_worker(name=name, grace_seconds=grace)
+    worker.end_dead_runs()  # also releases every connection: none may cross the fork
+    worker.work(burst=burst, with_scheduler=True)
 
 
 @csvdirectory_cli.command("create-tables")
@@ -355,5 +358,5 @@ def purge_command(older_than_days: int | None, org: str | None) -> None:
 @csvdirectory_cli.command("reap")
 @with_appcontext
 def reap_command() -> None:
-    """Mark runs whose job died as Error while processing."""
-    click.echo(f"{runs.reap_stuck_runs()} stuck run(s) marked Error while processing.")
+    """End runs whose job died (stale heartbeat) as Error while processing."""
+    click.echo(f"{runs.reap_stuck_runs()} dead run(s) marked Error while processing.")

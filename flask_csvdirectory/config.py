@@ -48,9 +48,22 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis for RQ jobs (JOBS_MODE='rq')."),
     "QUEUE_NAME": ("csvdirectory", "The RQ queue the jobs go to."),
     "JOB_TIMEOUT": (3600, "Seconds an RQ job may run before RQ stops it."),
-    "STUCK_AFTER": (
-        timedelta(minutes=10),
-        "A run whose job sent no heartbeat for this long is marked Error while processing.",
+    "HEARTBEAT_GRACE": (
+        timedelta(seconds=60),
+        "A running job refreshes its run's heartbeat every quarter of this; a run whose heartbeat "
+        "is older than this and whose job is not alive is ended as Error while processing by the "
+        "next reader of runs (a page, the API, a worker).",
+    ),
+    "JOB_RETRY_INTERVALS": (
+        (5, 30, 120),
+        "Seconds to wait before each retry of a job hit by a transient fault (lost database "
+        "connection) before its apply started; one retry per value. An apply is never retried "
+        "blindly: a retry re-plans first.",
+    ),
+    "PAUSE_DIR": (
+        None,
+        "Test only: a directory of pause points for fault-injection tests (see "
+        "flask_csvdirectory.checkpoints). Leave unset in production.",
     ),
     "ENCRYPTION_KEYS": (
         (),
@@ -65,6 +78,12 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "timedelta(0) turns the window off).",
     ),
     "MAX_UPLOAD_BYTES": (100 * 1024 * 1024, "Largest accepted size of each uploaded file."),
+    "MAX_FORM_BYTES": (
+        64 * 1024,
+        "Largest accepted body of a request without files (dashboard forms, API approve/"
+        "reject).",
+    ),
+    "MAX_SCIM_BYTES": (1024 * 1024, "Largest accepted body of a SCIM request."),
     "DEFAULT_APPROVAL_THRESHOLD": (
         50,
         "Structural change count above which a run waits for approval, until an admin sets "

@@ -118,7 +118,9 @@ class CSVDirectory:
         apply_defaults(app)
         config = {key: app.config[PREFIX + key] for key in DEFAULTS}
 
+        from .connections import install_pre_ping
         from .jobs import JobRunner
+        from .liveness import beat_interval
 
         keys = list(config["ENCRYPTION_KEYS"]) or _derived_keys(app)
         state = CSVDirectoryState(
@@ -132,10 +134,13 @@ class CSVDirectory:
                 redis_url=config["REDIS_URL"],
                 queue_name=config["QUEUE_NAME"],
                 job_timeout=int(config["JOB_TIMEOUT"]),
+                heartbeat_interval=beat_interval(config["HEARTBEAT_GRACE"]),
+                retry_intervals=tuple(int(v) for v in config["JOB_RETRY_INTERVALS"]),
             ),
             config=config,
         )
         app.extensions[EXTENSION_KEY] = state
+        install_pre_ping(app)
         self._connect_notifications(app, state)
         self._register_blueprints(app, config)
         from .cli import csvdirectory_cli

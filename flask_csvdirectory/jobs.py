@@ -5,11 +5,21 @@ run id, so any RQ worker that can import this package runs them. Inside a Flask 
 ``flask csvdirectory worker`` command, the in-process mode) they use that app; in a bare
 ``rq worker`` they load the app named by ``FLASK_APP``.
 
+While a job works on a run it keeps the run's heartbeat fresh (:mod:`.liveness`). A transient
+fault before the apply started (the database was unreachable) makes the job return RQ's
+:class:`~rq.Retry`, with the waits of ``CSVDIRECTORY_JOB_RETRY_INTERVALS``; any other failure,
+and any failure of the apply itself, ends the run in Error while processing with a plain reason.
+An apply is never retried blindly: a job that finds its run already applying re-plans first.
+
 :class:`JobRunner` is the seam, in three modes (``CSVDIRECTORY_JOBS_MODE``):
 
 - ``rq``: enqueue on Redis with a deterministic job id and an ``on_failure`` callback;
 - ``inprocess``: a single background thread of the web process (the embedded default);
 - ``sync``: run inline, now (tests, the CLI).
+
+:class:`CSVDirectoryWorker` is the RQ worker of ``flask csvdirectory worker``: its parent process
+holds no database connection when it forks (:mod:`.connections`), its work-horses start on fresh
+pools, a killed work-horse ends its run at once, and its loop ends dead runs.
 """
 
 from __future__ import annotations
@@ -17,19 +27,32 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
+from datetime import UTC
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
+from rq import Retry, Worker
+
+from . import connections, failures, liveness
+from .failures import TransientFault
 
 log = logging.getLogger(__name__)
+
+#: Attempts of a failure callback to record a run's failure before leaving it to liveness.
+MARK_ATTEMPTS = 3
+#: Outside RQ (in-process and sync modes): how many retries this job already had.
+_attempt: ContextVar[int] = ContextVar("csvdirectory_job_attempt", default=0)
 
 
 @contextmanager
 def _app_context() -> Iterator[Flask]:
-    """The current app, or the one ``FLASK_APP`` names when a bare worker runs the job."""
+    """The current app, or the one ``FLASK_APP`` names when a bare worker runs the job (its
+    connections are closed on the way out, so a worker's parent never keeps one)."""
     if has_app_context():
         yield current_app._get_current_object()  # type: ignore[attr-defined]
         return
@@ -37,40 +60,161 @@ def _app_context() -> Iterator[Flask]:
 
     # a bare `rq worker`: the same app the web process runs, named by FLASK_APP
     app = ScriptInfo(app_import_path=os.environ.get("FLASK_APP")).load_app()
-    with app.app_context():
-        yield app
+    try:
+        with app.app_context():
+            yield app
+    finally:
+        connections.release_connections(app)
 
 
-def process_run(run_id: str) -> None:
+def process_run(run_id: str) -> Retry | None:
     """Job: read, validate and plan a run; then apply it or wait for approval."""
     from . import runs
 
-    with _app_context():
-        runs.process(run_id, worker=_worker_name())
+    return _run_job(run_id, runs.process)
 
 
-def apply_run(run_id: str) -> None:
+def apply_run(run_id: str) -> Retry | None:
     """Job: apply an approved run (re-planning first to catch drift)."""
     from . import runs
 
-    with _app_context():
-        runs.apply_approved(run_id, worker=_worker_name())
+    return _run_job(run_id, runs.apply_approved)
+
+
+def _run_job(run_id: str, body: Callable[..., None]) -> Retry | None:
+    from .extension import get_state
+
+    with _app_context() as app:
+        state = get_state(app)
+        with state.runner.beating(run_id):
+            try:
+                body(run_id, worker=_worker_name())
+            except TransientFault as fault:
+                return _retry_or_fail(app, run_id, fault)
+    return None
+
+
+def _retry_or_fail(app: Flask, run_id: str, fault: TransientFault) -> Retry | None:
+    """A transient fault before the apply: ask for a retry while some are left, else fail."""
+    from . import runs
+    from .extension import get_state
+
+    intervals = [int(value) for value in get_state(app).config["JOB_RETRY_INTERVALS"]]
+    job = _current_rq_job()
+    attempt = (job.number_of_retries or 0) if job is not None else _attempt.get()
+    if attempt < len(intervals):
+        wait = intervals[min(attempt, len(intervals) - 1)]
+        log.warning(
+            "csvdirectory run %s: %s; retry %d of %d in %d s",
+            run_id, fault, attempt + 1, len(intervals), wait,
+        )
+        try:
+            runs.note_retry(run_id, wait)
+        except Exception:  # the database is still away: the retry will find out
+            log.debug("could not note the retry of run %s", run_id, exc_info=True)
+        return Retry(max=len(intervals), interval=intervals)
+    reason = failures.reason_for(fault, fault.step, run_id=run_id)
+    mark_failed(app, run_id, lambda run: reason)
+    raise fault
+
+
+def mark_failed(
+    app: Flask, run_id: str, reason: Callable[[Any], str | None], *, wait: bool = True
+) -> bool:
+    """End the run in Error while processing if it is unfinished, trying a few times on fresh
+    connections; never raises. If every attempt fails, liveness ends the run later."""
+    from . import runs
+
+    for attempt in range(1, MARK_ATTEMPTS + 1):
+        try:
+            with app.app_context():
+                return runs.mark_failed_if_unfinished(run_id, reason, wait=wait)
+        except Exception:
+            log.warning(
+                "csvdirectory run %s: recording its failure failed (attempt %d)",
+                run_id, attempt, exc_info=True,
+            )
+            try:
+                with app.app_context():
+                    app.extensions["sqlalchemy"].session.remove()
+            except Exception:
+                pass
+            time.sleep(0.2 * attempt)
+    return False
 
 
 def on_job_failure(job: Any, connection: Any, exc_type: type, exc: BaseException, tb: Any) -> None:
-    """RQ ``on_failure`` callback: a job that raised past its own handler marks its run failed."""
-    from . import runs
+    """RQ ``on_failure`` callback: a job that raised past its own handler (or was abandoned by a
+    dead worker) marks its run failed with a plain reason. Never raises."""
+    from rq.exceptions import AbandonedJobError
 
     run_id = job.args[0] if job.args else None
     if run_id is None:
         return
-    with _app_context():
-        runs.mark_failed_if_unfinished(run_id, f"The job failed: {exc_type.__name__}: {exc}")
+
+    def reason(run: Any) -> str:
+        if isinstance(exc, AbandonedJobError):
+            return failures.worker_lost_reason(run.phase)
+        if exc_type.__name__ == "JobTimeoutException":
+            return (
+                f"The run took longer than the job time limit while "
+                f"{failures.STEP_WORDS.get(run.phase, run.phase)}; nothing was applied; you "
+                "can upload again now."
+            )
+        return failures.reason_for(exc, run.phase, run_id=run_id)
+
+    try:
+        with _app_context() as app:
+            mark_failed(app, run_id, reason)
+    except Exception:  # liveness ends the run when its heartbeat is stale
+        log.exception("csvdirectory run %s: the failure callback failed", run_id)
 
 
 def _worker_name() -> str:
     """Who runs this job: host and process id (shown on the run page)."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _current_rq_job() -> Any:
+    from rq import get_current_job
+
+    try:
+        return get_current_job()
+    except Exception:
+        return None
+
+
+class CSVDirectoryWorker(Worker):
+    """The RQ worker of ``flask csvdirectory worker``, bound to one app.
+
+    - the parent process holds no database connection when it forks: every piece of database
+      work it does (ending dead runs, recording a killed work-horse) releases its connections;
+    - a work-horse first drops the pools it inherited, so its job opens fresh connections;
+    - a killed work-horse ends its run at once with a plain reason;
+    - its loop wakes at least once per heartbeat grace and ends dead runs.
+    """
+
+    app: Flask
+
+    def main_work_horse(self, job: Any, queue: Any) -> None:
+        connections.after_fork(self.app)
+        super().main_work_horse(job, queue)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        self.end_dead_runs()
+
+    def end_dead_runs(self) -> None:
+        """End runs whose job died (see :mod:`.liveness`); never raises."""
+        try:
+            with self.app.app_context():
+                ended = liveness.end_dead_runs()
+            if ended:
+                self.log.warning("csvdirectory: ended %d dead run(s)", ended)
+        except Exception:
+            self.log.exception("csvdirectory: ending dead runs failed")
+        finally:
+            connections.release_connections(self.app)
 
 
 class JobRunner:
@@ -84,14 +228,19 @@ class JobRunner:
         redis_url: str,
         queue_name: str,
         job_timeout: int,
+        heartbeat_interval: float = 15.0,
+        retry_intervals: tuple[int, ...] = (),
     ) -> None:
         self.app = app
         self.mode = mode
         self.redis_url = redis_url
         self.queue_name = queue_name
         self.job_timeout = job_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.retry_intervals = tuple(retry_intervals)
         self._executor: ThreadPoolExecutor | None = None
         self._redis: Any = None
+        self._heartbeat: liveness.Heartbeat | None = None
         #: in-process modes: live progress and the runs whose job this process runs
         self._progress: dict[str, tuple[int, int]] = {}
         self._active: set[str] = set()
@@ -114,7 +263,9 @@ class JobRunner:
 
     # -- starting jobs --------------------------------------------------------------------
 
-    def enqueue(self, func: Callable[[str], None], run_id: str, job_id: str) -> Future | str:
+    def enqueue(
+        self, func: Callable[[str], Retry | None], run_id: str, job_id: str
+    ) -> Future | str:
         """Start ``func(run_id)``; return the RQ job id, or a Future in the in-process modes."""
         if self.mode == "rq":
             from rq import Callback
@@ -132,7 +283,7 @@ class JobRunner:
         if self.mode == "sync":
             future: Future = Future()
             try:
-                func(run_id)
+                self._call_with_retries(func, run_id)
                 future.set_result(None)
             except Exception as exc:  # the job already recorded its failure on the run
                 log.exception("csvdirectory job %s failed", job_id)
@@ -141,19 +292,76 @@ class JobRunner:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csvdirectory")
         self._active.add(run_id)
+        self._shared_heartbeat().add(run_id)  # queued runs of this process are alive too
         return self._executor.submit(self._run_in_app, func, run_id, job_id)
 
-    def _run_in_app(self, func: Callable[[str], None], run_id: str, job_id: str) -> None:
+    def _call_with_retries(self, func: Callable[[str], Retry | None], run_id: str) -> None:
+        """Run a job outside RQ, honouring the :class:`~rq.Retry` it may return."""
+        for attempt in range(len(self.retry_intervals) + 1):
+            token = _attempt.set(attempt)
+            try:
+                retry = func(run_id)
+            finally:
+                _attempt.reset(token)
+            if retry is None:
+                return
+            time.sleep(retry.intervals[min(attempt, len(retry.intervals) - 1)])
+        raise RuntimeError(f"job for run {run_id} asked for more retries than configured")
+
+    def _run_in_app(self, func: Callable[[str], Retry | None], run_id: str, job_id: str) -> None:
         try:
             with self.app.app_context():
-                func(run_id)
+                self._call_with_retries(func, run_id)
         except Exception:
             log.exception("csvdirectory job %s failed", job_id)
             raise
         finally:
             self._active.discard(run_id)
+            self._shared_heartbeat().discard(run_id)
+            with self.app.app_context():
+                self.app.extensions["sqlalchemy"].session.remove()
 
-    # -- progress and liveness ------------------------------------------------------------
+    # -- liveness -------------------------------------------------------------------------
+
+    def _shared_heartbeat(self) -> liveness.Heartbeat:
+        if self._heartbeat is None:
+            with self.app.app_context():
+                engine = self.app.extensions["sqlalchemy"].engine
+            self._heartbeat = liveness.Heartbeat(engine, self.heartbeat_interval)
+        return self._heartbeat
+
+    def beating(self, run_id: str) -> Any:
+        """A context keeping ``run_id``'s heartbeat fresh while a job works on it."""
+        if self.mode == "inprocess" and run_id in self._active:
+            return nullcontext()  # this process's shared heartbeat beats it already
+        with self.app.app_context():
+            engine = self.app.extensions["sqlalchemy"].engine
+        return liveness.Heartbeat(engine, self.heartbeat_interval).beating(run_id)
+
+    def job_state(self, run_id: str, job_id: str | None) -> tuple[bool, Any]:
+        """(waiting, seen_at) of the run's job: waiting when it is queued (or waiting for a
+        retry) or runs in this process, so a silent heartbeat does not mean it died; seen_at,
+        the latest of an RQ job's start and RQ's own heartbeat of it (or None)."""
+        if run_id in self._active:
+            return True, None
+        if self.mode != "rq":
+            return False, None
+        from rq.job import JobStatus
+
+        job = self._fetch(job_id)
+        if job is None:
+            return False, None
+        status = job.get_status()
+        if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+            return True, None
+        seen = [when for when in (job.started_at, job.last_heartbeat) if when is not None]
+        return False, (
+            max(when.replace(tzinfo=UTC) if when.tzinfo is None else when for when in seen)
+            if status == JobStatus.STARTED and seen
+            else None
+        )
+
+    # -- progress -------------------------------------------------------------------------
 
     def report(self, run_id: str, done: int | None, total: int | None) -> None:
         """Record live progress of a job (``None`` clears it): in the RQ job's meta when running
@@ -176,26 +384,6 @@ class JobRunner:
         value = job.meta.get("progress") if job is not None else None
         return (int(value[0]), int(value[1])) if value else None
 
-    def is_stuck(self, run: Any, now: Any, stuck_after: Any) -> bool:
-        """Whether an unfinished run's job can no longer finish it."""
-        from datetime import timedelta
-
-        silent = now - (run.heartbeat_at or run.created_at)
-        hard_limit = timedelta(seconds=self.job_timeout + 60)
-        if self.mode != "rq":
-            if run.id in self._active:
-                return silent > hard_limit
-            return silent > stuck_after
-        from rq.job import JobStatus
-
-        job = self._fetch(run.job_id)
-        status = job.get_status() if job is not None else None
-        if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
-            return False
-        if status == JobStatus.STARTED:
-            return silent > hard_limit
-        return silent > timedelta(seconds=30)
-
     def _fetch(self, job_id: str | None) -> Any:
         if not job_id:
             return None
@@ -210,34 +398,35 @@ class JobRunner:
     def _current_rq_job(self) -> Any:
         if self.mode != "rq":
             return None
-        from rq import get_current_job
-
-        return get_current_job()
+        return _current_rq_job()
 
     def wait_idle(self, timeout: float = 60) -> None:
         """In-process mode: wait until the background thread has run every job (tests, exit)."""
         if self._executor is not None:
             self._executor.submit(lambda: None).result(timeout=timeout)
 
-    def make_worker(self, *, name: str | None = None) -> Any:
-        """An RQ worker on this runner's queue that marks a run failed if its horse is killed."""
-        from rq import Worker
-
+    def make_worker(self, *, name: str | None = None, grace_seconds: float = 60) -> Any:
+        """A :class:`CSVDirectoryWorker` on this runner's queue."""
         app = self.app
 
         def horse_killed(job: Any, pid: int, status: int, rusage: Any) -> None:
-            from . import runs
+            run_id = job.args[0] if job.args else None
+            if run_id is None:
+                return
+            try:
+                mark_failed(app, run_id, lambda run: failures.worker_lost_reason(run.phase))
+            finally:
+                connections.release_connections(app)
 
-            with app.app_context():
-                runs.mark_failed_if_unfinished(
-                    job.args[0],
-                    f"The worker process running this job was killed (exit status {status}). "
-                    "Nothing was applied.",
-                )
-
-        return Worker(
+        wake = max(int(grace_seconds), 1)
+        worker = CSVDirectoryWorker(
             [self.queue()],
             connection=self.redis(),
             name=name,
             work_horse_killed_handler=horse_killed,
+            maintenance_interval=wake,
+            # the loop waits for a job at most worker_ttl - 15 s, then runs maintenance
+            worker_ttl=wake + 15,
         )
+        worker.app = app
+        return worker

@@ -9,6 +9,7 @@ Create them with ``csvdirectory.create_all()`` or include :data:`metadata` in th
 from __future__ import annotations
 
 import enum
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,78 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+class _Encrypted(TypeDecorator):
+    """A value encrypted at rest with the app's file-store keys (Fernet), like the files.
+
+    Bound values are encrypted with the newest key of the current app's extension state; read
+    values are decrypted with any configured key. A value that is not a token (written before
+    encryption, or by hand) is returned as stored.
+    """
+
+    cache_ok = True
+
+    @staticmethod
+    def _store() -> Any:
+        from flask import current_app
+
+        return current_app.extensions["csvdirectory"].store
+
+    def _seal(self, plaintext: str) -> str:
+        return str(self._store().encrypt(plaintext.encode("utf-8")).decode("ascii"))
+
+    def _open(self, value: str) -> str | None:
+        from .errors import CSVDirectoryError
+
+        if not value.startswith("gAAAA"):
+            return None
+        try:
+            return str(self._store().decrypt(value.encode("ascii")).decode("utf-8"))
+        except (CSVDirectoryError, ValueError):
+            return None
+
+
+#: What a reason encrypted with a key the app no longer has reads as.
+UNREADABLE_REASON = (
+    "(This reason cannot be decrypted: its key is not in CSVDIRECTORY_ENCRYPTION_KEYS.)"
+)
+
+
+class EncryptedText(_Encrypted):
+    """Text encrypted at rest (a run's failure reason may quote a value from the files)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else self._seal(value)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        opened = self._open(value)
+        if opened is not None:
+            return opened
+        if value.startswith("gAAAA"):
+            return UNREADABLE_REASON
+        return value
+
+
+class EncryptedJSON(_Encrypted):
+    """JSON encrypted at rest, stored as one JSON string (a run's row errors hold cell values)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else self._seal(json.dumps(value))
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if not isinstance(value, str):
+            return value  # None, or a list stored before encryption
+        opened = self._open(value)
+        return None if opened is None else json.loads(opened)
 
 
 metadata = MetaData(
@@ -180,9 +253,11 @@ class SyncRun(Base):
     #: a revert run: how many changes made since the original were left alone
     conflict_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
-    error_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: encrypted at rest: a reason may quote a value from the files
+    error_reason: Mapped[str | None] = mapped_column(EncryptedText, nullable=True)
     error_count: Mapped[int] = mapped_column(Integer, default=0)
-    row_errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    #: encrypted at rest: row errors carry cell values
+    row_errors: Mapped[list[dict[str, Any]] | None] = mapped_column(EncryptedJSON, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
 

@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from . import guards, review, signals
+from . import failures, guards, liveness, review, signals
 from .adapter import ProgressCallback
 from .changes import ChangeKind, ChangeSet, exceeds_threshold
+from .checkpoints import checkpoint
+from .connections import guard_apply_transaction
 from .errors import (
     FileTooLarge,
     FileValidationError,
@@ -297,7 +301,7 @@ def start_run(
             "The CSV import integration is disabled for this organization; an admin can enable "
             "it in Settings > Integrations > CSV Import."
         )
-    reap_stuck_runs(org)  # a run whose job died must not block the organization
+    reap_stuck_runs(org)  # a run whose worker died must not hold the window or the open run
     _lock_intake(session, org)
     now = utcnow()
     _refuse_while_open(session, org)
@@ -414,26 +418,37 @@ def process(
 ) -> None:
     """Read, validate and plan a run; apply it at once or leave it waiting for approval.
 
-    Idempotent: a run that is no longer in File Processing is left alone.
+    Idempotent: a run that is no longer in File Processing is left alone. Raises
+    :class:`~.failures.TransientFault` when the database was lost before the apply started (the
+    run stays in File Processing: the job retries); ends the run in Error while processing on
+    any other failure.
     """
     state = get_state()
     session = state.session
-    run = session.get(SyncRun, run_id)
-    if run is None or run.status != RunStatus.PROCESSING.value or run.is_finished:
-        return
-    started = time.perf_counter()
-    run.started_at = utcnow()
-    run.worker = worker
-    _enter_phase(run, Phase.READING)
+    step = Phase.READING.value
     try:
+        run = session.get(SyncRun, run_id)
+        if run is None or run.status != RunStatus.PROCESSING.value or run.is_finished:
+            return
+        # a previous attempt that reached the apply did not commit it (the run row is written
+        # in the apply's transaction); whatever it did, this attempt re-plans and compares
+        resumed_apply = run.phase == Phase.APPLYING.value
+        started = time.perf_counter()
+        run.started_at = utcnow()
+        run.worker = worker
+        _enter_phase(run, Phase.READING)
+        checkpoint("reading", session)
         pair = None if run.is_revert else _read_stored_pair(run)
         if pair is not None:
             run.users_rows = pair.users.row_count
             run.employees_rows = pair.employees.row_count
         read_seconds = time.perf_counter() - started
+        step = Phase.PLANNING.value
         _enter_phase(run, Phase.PLANNING)
+        checkpoint("planning", session)
         snapshot = state.adapter.snapshot(run.org)
         changeset = plan_pair(pair, snapshot) if pair is not None else _plan_revert(run, snapshot)
+        settings = get_settings(run.org)
     except FileValidationError as exc:
         _fail(run, _validation_reason(exc), errors=exc.errors, error_count=exc.error_count)
         return
@@ -441,9 +456,9 @@ def process(
         _fail(run, f"The revert cannot be planned: {exc}")
         return
     except Exception as exc:
-        _fail(run, f"Processing failed: {type(exc).__name__}: {exc}")
+        _stop(run_id, step, exc)
         raise
-    settings = get_settings(run.org)
+    previous_fingerprint = run.fingerprint
     run.threshold = settings.approval_threshold
     run.threshold_percent = settings.approval_percent
     _record_plan(run, changeset, snapshot)
@@ -452,6 +467,13 @@ def process(
         "plan_seconds": round(time.perf_counter() - started - read_seconds, 3),
     }
     if _guard(run, changeset, snapshot):
+        return
+    if resumed_apply and changeset.fingerprint() != previous_fingerprint:
+        run.notice = (
+            "The directory changed while this run was being applied, so it was not applied "
+            "blindly. This is the new plan: review it and approve it."
+        )
+        _wait_for_approval(run, changeset)
         return
     if run.guard_reasons or exceeds_threshold(
         changeset.structural_count,
@@ -468,15 +490,20 @@ def apply_approved(
     run_id: str, worker: str | None = None, progress: ProgressCallback | None = None
 ) -> None:
     """Apply an approved run. It re-plans first: when the directory changed since the plan was
-    approved, the new plan goes back to Waiting for Approval instead of applying stale changes."""
+    approved, the new plan goes back to Waiting for Approval instead of applying stale changes.
+
+    Raises :class:`~.failures.TransientFault` when the database was lost before the apply
+    started (the job retries); ends the run in Error while processing on any other failure.
+    """
     state = get_state()
     session = state.session
-    run = session.get(SyncRun, run_id)
-    if run is None or run.status != RunStatus.APPROVED.value or run.is_finished:
-        return
-    run.worker = worker
-    _enter_phase(run, Phase.PLANNING)
     try:
+        run = session.get(SyncRun, run_id)
+        if run is None or run.status != RunStatus.APPROVED.value or run.is_finished:
+            return
+        run.worker = worker
+        _enter_phase(run, Phase.PLANNING)
+        checkpoint("planning", session)
         snapshot = state.adapter.snapshot(run.org)
         if run.is_revert:
             changeset = _plan_revert(run, snapshot)
@@ -495,7 +522,7 @@ def apply_approved(
         _fail(run, f"The revert cannot be planned: {exc}")
         return
     except Exception as exc:
-        _fail(run, f"Re-planning failed: {type(exc).__name__}: {exc}")
+        _stop(run_id, "re-planning", exc)
         raise
     if changeset.fingerprint() != run.fingerprint:
         _record_plan(run, changeset, snapshot)
@@ -766,16 +793,57 @@ def progress(run: SyncRun) -> tuple[int, int]:
 # -- failure and stuck runs -------------------------------------------------------------------
 
 
-def mark_failed_if_unfinished(run_id: str, reason: str) -> bool:
-    """End an unfinished run in Error while processing (job callbacks, the stuck-run reaper)."""
+def mark_failed_if_unfinished(
+    run_id: str,
+    reason: str | Callable[[SyncRun], str | None],
+    *,
+    wait: bool = True,
+) -> bool:
+    """End an unfinished run in Error while processing (job callbacks, liveness).
+
+    ``reason`` is the text, or a function of the locked run giving it (``None``: leave the run
+    alone). The run's row is locked first: ``wait=False`` skips a run whose row a live job holds
+    (liveness never waits for one); ``wait=True`` waits up to ten seconds for it. Returns whether
+    the run was ended here.
+    """
     session = get_state().session
     session.rollback()
-    run = session.get(SyncRun, run_id)
-    if run is None or run.is_finished or run.is_waiting:
-        return False
-    if not _finish_if_applied(run):
-        _fail(run, reason)
-    return True
+    try:
+        if wait and session.connection().dialect.name == "postgresql":
+            session.execute(text("SET LOCAL lock_timeout = '10s'"))
+        run = session.scalars(
+            select(SyncRun)
+            .where(SyncRun.id == run_id)
+            .with_for_update(skip_locked=not wait)
+            .execution_options(populate_existing=True)
+        ).first()
+        if run is None or run.is_finished or run.status not in liveness.UNFINISHED:
+            session.rollback()
+            return False
+        text_reason = reason(run) if callable(reason) else reason
+        if text_reason is None:
+            session.rollback()
+            return False
+        if not _finish_if_applied(run):
+            _fail(run, text_reason)
+        return True
+    except sa_exc.OperationalError as exc:
+        session.rollback()
+        if failures.is_transient(exc) and "lock" not in str(exc.orig).lower():
+            raise
+        return False  # locked by a live job (or SQLite's write lock): it is not dead
+
+
+def note_retry(run_id: str, wait: int) -> None:
+    """Show on a run that its job will retry after a transient fault (it stays unfinished)."""
+    session = get_state().session
+    session.rollback()
+    session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == run_id, SyncRun.finished_at.is_(None))
+        .values(phase=Phase.QUEUED.value, heartbeat_at=utcnow())
+    )
+    session.commit()
 
 
 def _finish_if_applied(run: SyncRun) -> bool:
@@ -789,35 +857,17 @@ def _finish_if_applied(run: SyncRun) -> bool:
     run.phase = Phase.DONE.value
     run.notice = "The job stopped right after the changes were applied; they were applied in full."
     run.finished_at = run.heartbeat_at = now
+    from .history import record_run
+
+    record_run(run, dict(run.change_counts or {}))
     get_state().session.commit()
     return True
 
 
 def reap_stuck_runs(org: str | None = None) -> int:
-    """Fail runs whose job died: unfinished, silent past ``CSVDIRECTORY_STUCK_AFTER`` (or, on
-    RQ, whose job is gone) and not still queued. Returns how many were failed."""
-    state = get_state()
-    session = state.session
-    query = select(SyncRun).where(
-        SyncRun.finished_at.is_(None),
-        SyncRun.status.in_([RunStatus.PROCESSING.value, RunStatus.APPROVED.value]),
-    )
-    if org is not None:
-        query = query.where(SyncRun.org == org)
-    now = utcnow()
-    reaped = 0
-    for run in session.scalars(query).all():
-        if state.runner.is_stuck(run, now, state.config["STUCK_AFTER"]):
-            if _finish_if_applied(run):
-                reaped += 1
-                continue
-            _fail(
-                run,
-                "The job processing this run stopped without finishing (its worker died or "
-                "was restarted). Nothing was applied; upload the files again.",
-            )
-            reaped += 1
-    return reaped
+    """End runs whose job died as Error while processing (see :mod:`.liveness`); returns how
+    many were ended."""
+    return liveness.end_dead_runs(org)
 
 
 # -- internals --------------------------------------------------------------------------------
@@ -910,16 +960,23 @@ def _apply(
     final_status: RunStatus,
     progress: ProgressCallback | None = None,
 ) -> None:
+    """Apply the change set and record the run's outcome in the same transaction.
+
+    The run's row is locked and its final status written first, then the adapter applies the
+    changes and commits (the reference adapter uses the host's session, so both land in one
+    commit, or neither does). So "applied" and "the run says applied" are one fact under any
+    kill, and a live apply's locked row tells liveness it is alive.
+    """
     state = get_state()
     session = state.session
     run.progress_done, run.progress_total = 0, changeset.count
-    _enter_phase(run, Phase.APPLYING)
     run_id, org = run.id, run.org
+    try:
+        _enter_phase(run, Phase.APPLYING)
+    except Exception as exc:  # nothing applied yet: a transient fault may be retried
+        _stop(run_id, Phase.PLANNING.value, exc)
+        raise
     started = time.perf_counter()
-    # Staged before the apply: an adapter that works in the extension's session (the SQLAlchemy
-    # one) commits the record with the directory's changes, so an applied sync always has it.
-    _record_applied(run, changeset)
-    run.applied_at = utcnow()
 
     def report(done: int, total: int) -> None:
         state.runner.report(run_id, done, total)
@@ -929,31 +986,46 @@ def _apply(
     try:
         # one writer per organization: a SCIM write waits for this apply (or gets a 409)
         with organization_lock(state.db.engine, org, float(state.config["JOB_TIMEOUT"])):
+            guard_apply_transaction(session)
+            run = session.scalars(
+                select(SyncRun)
+                .where(SyncRun.id == run_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).one()
+            if run.is_finished:  # ended meanwhile (liveness, a callback): apply nothing
+                session.rollback()
+                return
+            now = utcnow()
+            # what a revert inverts and the history entry, staged in the apply's transaction:
+            # an adapter working in the extension's session (the SQLAlchemy one) commits them
+            # with the directory's changes
+            _record_applied(run, changeset)
+            run.applied_at = now
+            run.status = final_status.value
+            run.phase = Phase.DONE.value
+            run.progress_done = changeset.count
+            run.finished_at = now
+            run.heartbeat_at = now
+            from .history import record_run
+
+            record_run(run, changeset.counts())
+            session.flush()
+            checkpoint("apply:start", session)
             state.adapter.apply(org, changeset, progress=report)
+            session.commit()  # for an adapter that does not commit the host's session
     except Exception as exc:
-        session.rollback()
-        run = session.get(SyncRun, run_id)  # type: ignore[assignment]
-        _fail(
-            run,
-            f"Applying the changes failed, so none was applied: {type(exc).__name__}: {exc}",
-        )
+        _stop(run_id, Phase.APPLYING.value, exc, transient_ok=False)
         raise
     finally:
         state.runner.report(run_id, None, None)
-    session.commit()  # what the adapter did not commit itself (adapters with their own store)
+    session.expire_all()
     run = session.get(SyncRun, run_id)  # type: ignore[assignment]
-    now = utcnow()
-    run.applied_at = now
-    run.status = final_status.value
-    run.phase = Phase.DONE.value
-    run.progress_done = run.progress_total = changeset.count
     run.timings = {**(run.timings or {}), "apply_seconds": round(time.perf_counter() - started, 3)}
-    run.finished_at = now
-    run.heartbeat_at = now
-    from .history import record_run
-
-    record_run(run, changeset.counts())
-    session.commit()
+    try:
+        session.commit()
+    except Exception:  # the changes and the outcome are committed; only the timing is lost
+        session.rollback()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     signals.run_applied.send(app, run=run, changeset=changeset)
     grants = [
@@ -967,6 +1039,24 @@ def _apply(
     ]
     if grants:
         signals.dashboard_access_granted.send(app, run=run, grants=grants)
+
+
+def _stop(run_id: str, step: str, exc: BaseException, *, transient_ok: bool = True) -> None:
+    """A job step failed with ``exc``: roll back, then either hand a transient fault before the
+    apply to the job for a retry (raising :class:`~.failures.TransientFault`), or end the run in
+    Error while processing with a plain reason (the detail goes to the log)."""
+    session = get_state().session
+    try:
+        session.rollback()
+    except Exception:
+        session.close()
+    if transient_ok and failures.is_transient(exc):
+        raise failures.TransientFault(step, exc) from exc
+    reason = failures.reason_for(exc, step, run_id=run_id)
+    try:
+        mark_failed_if_unfinished(run_id, reason)
+    except Exception:  # the job's failure callback (or liveness) records it
+        get_state().session.rollback()
 
 
 def _fail(

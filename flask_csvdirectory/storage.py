@@ -16,8 +16,9 @@ from datetime import datetime
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from .errors import ConfigurationError, CSVDirectoryError
 from .models import StoredFile, SyncRun, utcnow
@@ -114,7 +115,15 @@ class FileStore:
         return self.decrypt(stored.ciphertext)
 
     def rotate(self, session: Session) -> int:
-        """Re-encrypt every stored file with the newest key; return how many were rewritten."""
+        """Re-encrypt every stored file, and every run's failure reason and row errors, with the
+        newest key; return how many files were rewritten."""
+        failed = select(SyncRun).where(
+            or_(SyncRun.error_reason.is_not(None), SyncRun.error_count > 0)
+        )
+        for run in session.scalars(failed):
+            flag_modified(run, "error_reason")  # rewritten (encrypted anew) at the next flush
+            flag_modified(run, "row_errors")
+        session.flush()
         rewritten = 0
         ids = session.scalars(select(StoredFile.id).where(StoredFile.ciphertext.is_not(None)))
         for file_id in list(ids):

@@ -506,7 +506,7 @@ def test_reading_a_dead_run_marks_it_failed(
         run_id = run.id
     body = client.get(f"{API}/imports/{run_id}", headers=auth).get_json()
     assert body["status"] == "error"
-    assert "stopped without finishing" in body["error_reason"]
+    assert "nothing was applied; you can upload again now" in body["error_reason"]
 
 
 # -- errors inside the blueprint -----------------------------------------------------------

@@ -479,7 +479,7 @@ def test_the_status_endpoint_and_live_progress(app: Flask, client: FlaskClient) 
     assert client.get(f"{PREFIX}/runs/{run_id}/status").json["state"] == "Auto-Approved|finished"
 
 
-@pytest.mark.settings(CSVDIRECTORY_STUCK_AFTER=timedelta(0))
+@pytest.mark.settings(CSVDIRECTORY_HEARTBEAT_GRACE=timedelta(0))
 def test_history_reaps_stuck_runs(app: Flask, client: FlaskClient) -> None:
     login(client)
     with app.app_context():
@@ -495,7 +495,7 @@ def test_history_reaps_stuck_runs(app: Flask, client: FlaskClient) -> None:
     with app.app_context():
         run = runs.get_run("default", run_id)
         assert run.status == RunStatus.ERROR.value
-        assert "stopped without finishing" in (run.error_reason or "")
+        assert "nothing was applied; you can upload again now" in (run.error_reason or "")
 
 
 @pytest.mark.settings(CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD=0)

@@ -334,9 +334,9 @@ def test_revert_of_a_first_import(app: Flask, stack: str) -> None:
     assert first.change_counts["employee_deactivated"] == 1
     assert first.change_counts["access_revoked"] == 1
 
-    # (the guards hold a revert like any run: test_safeguards; they are off here)
+    # the guards see a revert like any run (test_safeguards): a hold is approved here
     undo = revert(first)
-    assert undo.status == RunStatus.AUTO_APPROVED.value
+    assert undo.status in (RunStatus.AUTO_APPROVED.value, RunStatus.APPROVED.value)
     assert (undo.channel, undo.reverts_run_id) == ("revert", first.id)
     assert fresh(first).reverted_by_run_id == undo.id
     assert undo.conflict_count == 0 and runs.load_conflicts(undo) == []
@@ -656,3 +656,7 @@ def test_a_job_that_stops_after_the_commit_ends_applied_and_revertible(
     done = fresh(run)
     assert done.status == RunStatus.AUTO_APPROVED.value and "applied in full" in done.notice
     assert runs.revert_unavailable_reason(done) is None
+    from flask_csvdirectory.models import HistoryEntry
+
+    entries = db.session.scalars(select(HistoryEntry).where(HistoryEntry.run_id == run.id)).all()
+    assert [e.action for e in entries] == ["applied"]  # the history has the applied run too

@@ -117,11 +117,12 @@ def test_api_revert_and_its_links(
     assert response.status_code == 202, response.text
     undo = response.get_json()
     assert response.headers["Location"].endswith(f"/imports/{undo['id']}")
-    assert (undo["channel"], undo["reverts"], undo["status"]) == (
-        "revert",
-        sync["id"],
-        "auto_approved",
-    )
+    assert (undo["channel"], undo["reverts"]) == ("revert", sync["id"])
+    if undo["status"] == "waiting":  # held by a guard like any run (test_safeguards)
+        approved = client.post(undo["links"]["approve"], headers=auth)
+        assert approved.status_code == 202, approved.text
+        undo = approved.get_json()
+    assert undo["status"] in ("auto_approved", "approved")
     assert undo["change_counts"]["employee_deactivated"] == 3
     assert undo["conflict_count"] == 0
     original = client.get(sync["links"]["self"], headers=auth).get_json()

@@ -34,6 +34,7 @@ from sqlalchemy.orm import RelationshipProperty
 
 from ..adapter import DirectoryAdapter, ExtraColumn, FieldLimit, ProgressCallback
 from ..changes import ChangeKind, ChangeSet
+from ..checkpoints import checkpoint
 from ..query import (
     CASE_EXACT,
     PERSON_FIELDS,
@@ -691,11 +692,13 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             created_teams = changeset.of_kind(ChangeKind.TEAM_CREATED)
             self._create_teams(org, [c.after["name"] for c in created_teams if c.after])
             step(len(created_teams))
+            checkpoint("apply:teams-inserted", session)
             team_ids = _TeamKeys({normalize_team(t.name): t.key for t in self._teams(org)})
 
             created = changeset.of_kind(ChangeKind.EMPLOYEE_CREATED)
             self._create_people(org, [c.after for c in created if c.after], team_ids)
             step(len(created))
+            checkpoint("apply:people-inserted", session)
 
             updates = changeset.of_kind(
                 ChangeKind.EMPLOYEE_REACTIVATED,
@@ -725,12 +728,14 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 ],
             )
             step(len(updates))
+            checkpoint("apply:people-updated", session)
 
             access = changeset.of_kind(
                 ChangeKind.ACCESS_GRANTED, ChangeKind.ACCESS_CHANGED, ChangeKind.ACCESS_REVOKED
             )
             self._apply_access(org, access, team_ids)
             step(len(access))
+            checkpoint("apply:access-updated", session)
             session.commit()
         except BaseException:
             session.rollback()
@@ -989,7 +994,10 @@ def _fast_insert(
         )
         with connection.connection.driver_connection.cursor() as cursor:
             with cursor.copy(statement) as copy_in:
-                for values in params:
+                middle = len(params) // 2
+                for number, values in enumerate(params):
+                    if number == middle:  # fault tests strike in the middle of a COPY
+                        checkpoint("apply:copy")
                     copy_in.write_row(values)
         return True
     compiled = insert(table).values({name: bindparam(name) for name in names}).compile(

@@ -36,6 +36,7 @@ from .. import history as history_log
 from ..changes import ChangeKind
 from ..errors import (
     CSVDirectoryError,
+    FileTooLarge,
     FileValidationError,
     RunInProgress,
     RunNotFound,
@@ -47,11 +48,9 @@ from ..models import Channel, IdempotentResponse, SyncRun, TokenScope, utcnow
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
 from . import schemas
 from .auth import current_actor, current_org, load_token
-from .uploads import keep_uploads_in_memory
+from .uploads import FORM_OVERHEAD, keep_uploads_in_memory, limit_body
 
 BLUEPRINT_NAME = "csvdirectory_api"
-#: Bytes a multipart body may carry beyond its two files (boundaries, part headers).
-FORM_OVERHEAD = 64 * 1024
 #: ``status_code`` of an idempotency key whose first request is still being handled.
 PENDING = 0
 #: Longest accepted ``Idempotency-Key``.
@@ -113,7 +112,12 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
 
 
 def authenticate() -> None:
-    """Every endpoint but the public ones needs an active bearer token of the organization."""
+    """Every endpoint but the public ones needs an active bearer token of the organization.
+
+    Runs before any view reads the body; then bounds the body (``CSVDIRECTORY_MAX_FORM_BYTES``;
+    the upload endpoint raises it to two files' worth).
+    """
+    limit_body(int(get_state().config["MAX_FORM_BYTES"]))
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
     token = load_token()
@@ -532,12 +536,14 @@ def _page(
 def _uploads() -> tuple[runs.Upload | None, runs.Upload | None]:
     """Both files of the multipart body (file parts, or plain fields holding the CSV text)."""
     limit = int(get_state().config["MAX_UPLOAD_BYTES"])
-    # Refuse an oversized body while reading it (413 in the API's shape), not after.
-    request.max_content_length = 2 * limit + FORM_OVERHEAD
-    request.max_form_memory_size = limit + FORM_OVERHEAD
-    keep_uploads_in_memory()
+    # Refuse an oversized body while reading it (413 in the API's shape), not after: the
+    # whole body, and each file as soon as it crosses the per-file limit.
+    limit_body(2 * limit + FORM_OVERHEAD, form_bytes=limit + FORM_OVERHEAD)
+    keep_uploads_in_memory(limit)
     try:
         return _upload("users", USERS_FILE), _upload("employees", EMPLOYEES_FILE)
+    except FileTooLarge:
+        raise  # one file crossed its limit: named in the message
     except RequestEntityTooLarge:
         raise ApiError(
             413,
@@ -691,7 +697,7 @@ def _reserve(org: str, key: str, digest: str) -> IdempotentResponse | None:
                     headers={"Retry-After": "1"},
                 ) from None
             return record
-    stale: timedelta = get_state().config["STUCK_AFTER"]
+    stale: timedelta = get_state().config["HEARTBEAT_GRACE"]
     if record.status_code == PENDING and record.request_hash == digest:
         # A reservation whose request died half-way (the process stopped): take it over.
         taken = session.execute(

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Response,
+    abort,
     current_app,
     flash,
     g,
@@ -34,8 +35,10 @@ from flask import (
     session,
     url_for,
 )
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms.validators import ValidationError
 
@@ -49,7 +52,7 @@ from ..models import Channel, Phase, RunStatus, SyncRun, TokenScope
 from ..records import ALL_TEAMS
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
 from .auth import admin_required, admin_required_json, current_actor, current_org
-from .uploads import keep_uploads_in_memory
+from .uploads import FORM_OVERHEAD, keep_uploads_in_memory, limit_body
 
 PACKAGE = Path(__file__).resolve().parent.parent
 #: Changes per page of a run's review.
@@ -393,20 +396,34 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         }
 
     @bp.before_request
-    def protect_forms() -> None:
-        """CSRF for every POST of the blueprint (the host's CSRFProtect is told to leave the
-        blueprint to this check, so uploads are parsed in memory, never spooled to disk)."""
+    def guard_posts() -> BaseResponse | None:
+        """Every POST of the blueprint, before a byte of its body is read: who is asking
+        (anonymous -> the host's login, not an admin -> 403), then how much it may send, then
+        CSRF (the host's CSRFProtect is told to leave the blueprint to this check, so uploads
+        are parsed in memory, never spooled to disk)."""
         if request.method in ("GET", "HEAD", "OPTIONS"):
-            return
-        keep_uploads_in_memory()
+            return None
+        if not current_user.is_authenticated:
+            return current_app.login_manager.unauthorized()  # type: ignore[attr-defined,no-any-return]
+        if not get_state().extension.is_admin(current_user):
+            abort(403)
+        file_limit = int(config["MAX_UPLOAD_BYTES"])
+        if request.endpoint in ("csvdirectory.start_upload", "csvdirectory.check_upload"):
+            # non-file fields (the CSRF token) are small; the parser's buffer holds up to two
+            # 64 KB reads, so the field limit leaves room for that
+            limit_body(2 * file_limit + FORM_OVERHEAD, form_bytes=4 * FORM_OVERHEAD)
+        else:
+            limit_body(int(config["MAX_FORM_BYTES"]))
+        keep_uploads_in_memory(file_limit)
         if not current_app.config.get("WTF_CSRF_ENABLED", True) or g.get("csrf_valid"):
-            return
+            return None
         field = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
         try:
             validate_csrf(request.form.get(field) or request.headers.get("X-CSRFToken"))
         except ValidationError as exc:
             raise CSRFError(exc.args[0]) from exc
         g.csrf_valid = True
+        return None
 
     # -- errors: on the blueprint only -------------------------------------------------------
 
@@ -425,6 +442,18 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         if run_id:
             return _redirect("csvdirectory.run", run_id=run_id)
         return _redirect("csvdirectory.history")
+
+    @bp.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> BaseResponse:
+        if isinstance(error, IntakeRefused):  # a file crossed its limit: its own message
+            return intake_refused(error)
+        limit = format_size(int(config["MAX_UPLOAD_BYTES"]))
+        flash(
+            f"The request was too large, so nothing was changed or started (each uploaded file "
+            f"may have at most {limit}).",
+            "error",
+        )
+        return _redirect("csvdirectory.upload")
 
     @bp.errorhandler(RunNotFound)
     def run_not_found(error: RunNotFound) -> tuple[str, int]:

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, request
 from scim2_models import (
     ConflictException,
     ForbiddenException,
+    PayloadTooLargeException,
     SCIMException,
     UnauthorizedException,
     UniquenessException,
@@ -24,6 +25,7 @@ from scim2_models import (
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..extension import get_state
 from ..history import record_scim_write
@@ -39,6 +41,7 @@ from ..scim import (
     scim_validator,
 )
 from .auth import current_actor, load_token
+from .uploads import limit_body
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 #: Seconds a client is told to wait before retrying a write refused as busy.
@@ -62,16 +65,9 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
 
 def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
     state = get_state()
-    scim_request = ScimRequest(
-        method=request.method,
-        base_url=request.host_url.rstrip("/") + request.script_root + prefix,
-        path="/" + path,
-        query=request.args.to_dict(),
-        headers=list(request.headers.items()),
-        body=request.get_data(cache=False),
-    )
     write = request.method != "GET" and not path.rstrip("/").endswith(".search")
     try:
+        # who is asking first: an anonymous, bad or unauthorized token never gets its body read
         token = load_token()
         if token is None:
             raise UnauthorizedException(detail="A valid bearer API token is required.")
@@ -85,6 +81,25 @@ def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
                 detail="SCIM provisioning is turned off for this organization; an admin can "
                 "turn it on in Settings > Integrations > CSV Import."
             )
+        # then how much it may send (authorized first: the body is read only now)
+        limit = int(state.config["MAX_SCIM_BYTES"])
+        limit_body(limit + 1)  # a streamed body stops at the limit: one byte more tells
+        try:
+            body = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            body = None
+        if body is None or len(body) > limit:
+            raise PayloadTooLargeException(
+                detail=f"The request body is larger than the limit of {limit:,} bytes."
+            )
+        scim_request = ScimRequest(
+            method=request.method,
+            base_url=request.host_url.rstrip("/") + request.script_root + prefix,
+            path="/" + path,
+            query=request.args.to_dict(),
+            headers=list(request.headers.items()),
+            body=body,
+        )
         actor, org = current_actor(), token.org
         hard_delete = bool(settings.scim_hard_delete)
         state.session.commit()  # hold no database lock while waiting for the organization
