@@ -19,7 +19,7 @@ from example_app.models import User, db
 from flask_csvdirectory import runs
 from flask_csvdirectory.extension import get_state
 from flask_csvdirectory.models import UNREADABLE_REASON, RunStatus, SyncRun, utcnow
-from flask_csvdirectory.storage import FileStore, derive_key
+from flask_csvdirectory.storage import FileStore
 
 from .conftest import (
     ADMIN,
@@ -125,7 +125,8 @@ def test_failed_rq_job_marks_its_run(rq_app: Flask) -> None:
         run = start(people=1)
         run_id = run.id
         # the worker cannot decrypt: it is given another key, so the job raises
-        env = worker_env() | {"CSVDIRECTORY_ENCRYPTION_KEYS": Fernet.generate_key().decode()}
+        worker_key = Fernet.generate_key()
+        env = worker_env() | {"CSVDIRECTORY_ENCRYPTION_KEYS": worker_key.decode()}
         result = subprocess.run(
             [str(BIN / "flask"), "csvdirectory", "worker", "--burst"],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -138,7 +139,7 @@ def test_failed_rq_job_marks_its_run(rq_app: Flask) -> None:
         stored = db.session.execute(
             text("SELECT error_reason FROM csvdirectory_runs WHERE id = :id"), {"id": run_id}
         ).scalar_one()
-        worker_store = FileStore([derive_key("another-secret")])
+        worker_store = FileStore([worker_key])
         reason = worker_store.decrypt(stored.encode()).decode()
         assert "cannot be decrypted" in reason and "nothing was applied" in reason
 
