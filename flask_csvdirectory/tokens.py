@@ -11,6 +11,7 @@ import secrets
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from .extension import get_state
 from .models import ApiToken, TokenScope, utcnow
@@ -82,7 +83,11 @@ def authenticate(plaintext: str | None) -> ApiToken | None:
     now = utcnow()
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         token.last_used_at = now
-        session.commit()
+        try:
+            session.commit()
+        except OperationalError:  # another writer holds the database (SQLite): note it later
+            session.rollback()
+            token = session.get(ApiToken, token.id)
     return token
 
 
