@@ -7,10 +7,13 @@ worker``).
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 from datetime import timedelta
 from typing import Any
 
+from cryptography.fernet import Fernet
 from flask import Flask, abort, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import CSRFProtect
@@ -23,21 +26,24 @@ from .models import Team, User, db
 ADMIN_EMAIL = "admin@example.com"
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """The example platform's app factory."""
-    app = Flask(__name__, instance_relative_config=True)
+def create_app(config: dict[str, Any] | None = None, instance_path: str | None = None) -> Flask:
+    """The example platform's app factory (``instance_path``: where its database and secrets
+    live; default: Flask's instance folder)."""
+    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path)
     os.makedirs(app.instance_path, exist_ok=True)
     database_url = os.environ.get(
         "DATABASE_URL", f"sqlite:///{os.path.join(app.instance_path, 'example.sqlite3')}"
     )
     redis_url = os.environ.get("REDIS_URL")
     app.config.update(
-        SECRET_KEY=os.environ.get("SECRET_KEY", "dev-only-secret-change-me"),
         SQLALCHEMY_DATABASE_URI=database_url,
         CSVDIRECTORY_JOBS_MODE="rq" if redis_url else "inprocess",
         CSVDIRECTORY_REDIS_URL=redis_url or "redis://127.0.0.1:6379/0",
+        CSVDIRECTORY_BASE_TEMPLATE="base.html",  # the platform's own layout
         EXAMPLE_SEED=True,
     )
+    if os.environ.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
     if os.environ.get("CSVDIRECTORY_ENCRYPTION_KEYS"):
         app.config["CSVDIRECTORY_ENCRYPTION_KEYS"] = os.environ[
             "CSVDIRECTORY_ENCRYPTION_KEYS"
@@ -54,6 +60,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if os.environ.get("CSVDIRECTORY_PAUSE_DIR"):  # test only: see flask_csvdirectory.checkpoints
         app.config["CSVDIRECTORY_PAUSE_DIR"] = os.environ["CSVDIRECTORY_PAUSE_DIR"]
     app.config.update(config or {})
+    missing = not (app.config.get("SECRET_KEY") and app.config.get("CSVDIRECTORY_ENCRYPTION_KEYS"))
+    if missing and not app.testing:
+        for key, value in instance_secrets(app.instance_path).items():
+            if not app.config.get(key):
+                app.config[key] = value
 
     db.init_app(app)
     CSRFProtect(app)
@@ -97,6 +108,28 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         seed()
 
     return app
+
+
+def instance_secrets(instance_path: str) -> dict[str, Any]:
+    """This installation's ``SECRET_KEY`` and Fernet key, made at random on first run.
+
+    They live in ``<instance folder>/secrets.json`` (readable by its owner only), never in the
+    repository; ``SECRET_KEY`` and ``CSVDIRECTORY_ENCRYPTION_KEYS`` from the environment win.
+    """
+    path = os.path.join(instance_path, "secrets.json")
+    try:
+        with open(path, encoding="utf-8") as file:
+            return dict(json.load(file))
+    except FileNotFoundError:
+        pass
+    made = {
+        "SECRET_KEY": secrets.token_hex(32),
+        "CSVDIRECTORY_ENCRYPTION_KEYS": [Fernet.generate_key().decode()],
+    }
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump(made, file, indent=2)
+    return made
 
 
 def seed() -> None:

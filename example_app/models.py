@@ -117,3 +117,5 @@ class User(UserMixin, db.Model):
 # the login name is unique whatever its case.
 Index("ix_users_email_lower", func.lower(User.email))
 Index("ix_users_login", func.lower(func.coalesce(User.username, User.email)), unique=True)
+# Paging SCIM users (those with a SCIM id) in creation order reads this index alone.
+Index("ix_users_id_scim_id", User.id, User.scim_id)

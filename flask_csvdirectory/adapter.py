@@ -40,7 +40,15 @@ from .query import (
     run_query,
     team_value,
 )
-from .records import DirectorySnapshot, PersonRecord, Role, TeamRecord, normalize_email
+from .records import (
+    FIELD_NOTES,
+    OPTIONAL_FIELDS,
+    DirectorySnapshot,
+    PersonRecord,
+    Role,
+    TeamRecord,
+    normalize_email,
+)
 
 #: ``progress(done, total)``: called while applying, so a run can show how far it got.
 ProgressCallback = Callable[[int, int], None]
@@ -55,7 +63,7 @@ class ExtraColumn:
     """
 
     name: str
-    field: ma_fields.Field = field(default_factory=lambda: ma_fields.String(load_default=""))
+    field: ma_fields.Field[Any] = field(default_factory=lambda: ma_fields.String(load_default=""))
     example: str = ""
     description: str = ""
 
@@ -90,6 +98,30 @@ class DirectoryAdapter(abc.ABC):
     extra_columns: Sequence[ExtraColumn] = ()
     #: Whether people and teams carry a stable ``scim_id`` (else their key is their SCIM id).
     scim_ids: bool = False
+
+    # -- what the host's directory holds ----------------------------------------------------
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The optional fields (:data:`~flask_csvdirectory.records.OPTIONAL_FIELDS`) the host
+        stores; the planner plans no change of the others. Default: all of them."""
+        return OPTIONAL_FIELDS
+
+    def configuration_problems(self) -> list[str]:
+        """Every way the adapter's configuration does not fit the host, each with its fix.
+
+        ``init_app`` refuses to start when this is not empty. Default: none.
+        """
+        return []
+
+    def is_admin(self, user: Any) -> bool | None:
+        """Whether the host's ``user`` has the Admin role as Users.csv sets it, or ``None``
+        when the adapter cannot tell (the extension then reads ``user.is_admin``)."""
+        return None
+
+    def notes(self) -> list[str]:
+        """Sentences telling admins what the host does not store (shown with the templates)."""
+        return [FIELD_NOTES[name] for name in sorted(OPTIONAL_FIELDS - self.fields)]
 
     # -- domain operations -------------------------------------------------------------------
 
@@ -254,7 +286,7 @@ class DirectoryAdapter(abc.ABC):
         members: an adapter over a database selects the one column."""
         where = Compare("team", Op.EQ, team_key)
         if getattr(self, "scim_ids", False):
-            where = AllOf((where, Compare("id", Op.PR)))
+            where = AllOf((where, Compare("id", Op.PR)))  # type: ignore[assignment]
         page = self.find_people(org, Query(where, offset=offset, limit=limit))
         return Page(page.total, [p.scim_id or p.key for p in page.items])
 

@@ -27,9 +27,9 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "ENABLE_DASHBOARD": (True, "Register the admin dashboard blueprint."),
     "ENABLE_API": (True, "Register the JSON API blueprint."),
     "ENABLE_SCIM": (
-        True,
-        "Register the SCIM 2.0 blueprint (each organization still turns SCIM on in its settings; "
-        "it is off by default).",
+        None,
+        "Register the SCIM 2.0 blueprint. None: when the [scim] extra is installed; True "
+        "requires it. Each organization still turns SCIM on in its settings (off by default).",
     ),
     "SCIM_LOCK_TIMEOUT": (
         10.0,
@@ -37,8 +37,9 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "another write) before it is answered 409 with Retry-After.",
     ),
     "BASE_TEMPLATE": (
-        "base.html",
-        "The host's layout the dashboard pages extend (blocks: title, content).",
+        "csvdirectory/base.html",
+        "The layout the dashboard pages extend (blocks: title, head, content). The default is "
+        "a plain page shipped with the extension; set your own 'base.html' to fit your app.",
     ),
     "JOBS_MODE": (
         "inprocess",
@@ -67,9 +68,10 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     ),
     "ENCRYPTION_KEYS": (
         (),
-        "Fernet keys (urlsafe base64, newest first) that encrypt stored files. Empty: a key is "
-        "derived from SECRET_KEY. Rotate by putting a new key first, then run "
-        "'flask csvdirectory rotate-keys'.",
+        "Fernet keys (urlsafe base64, newest first; a list, or a comma-separated string) that "
+        "encrypt stored files. Required outside debug and testing (there, a key derived from "
+        "SECRET_KEY is used, with a warning in debug). Rotate by putting a new key first, then "
+        "run 'flask csvdirectory rotate-keys'.",
     ),
     "MIN_SYNC_INTERVAL": (
         timedelta(hours=12),

@@ -57,7 +57,7 @@ def _pinger(engine: Engine) -> Any:
         try:
             alive = dialect.do_ping(dbapi_connection)
         except Exception as error:
-            if not dialect.is_disconnect(error, dbapi_connection, None):
+            if not dialect.is_disconnect(error, dbapi_connection, None):  # type: ignore[arg-type]
                 raise
             alive = False
         if not alive:

@@ -7,6 +7,7 @@ returns the right status without translating them, and hosts can catch them eith
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import (
     BadRequest,
@@ -15,6 +16,9 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
     TooManyRequests,
 )
+
+if TYPE_CHECKING:
+    from .rows import RowError
 
 
 class CSVDirectoryError(Exception):
@@ -35,25 +39,25 @@ class IntakeRefused(CSVDirectoryError):
         self.description = message
 
 
-class MissingFile(IntakeRefused, BadRequest):
+class MissingFile(IntakeRefused, BadRequest):  # type: ignore[misc]  # werkzeug types description per class
     """One of the two files (Users.csv, Employees.csv) is missing: nothing starts."""
 
     code_name = "missing_file"
 
 
-class FileTooLarge(IntakeRefused, RequestEntityTooLarge):
+class FileTooLarge(IntakeRefused, RequestEntityTooLarge):  # type: ignore[misc]  # werkzeug types description per class
     """An uploaded file is over ``CSVDIRECTORY_MAX_UPLOAD_BYTES``."""
 
     code_name = "file_too_large"
 
 
-class IntegrationDisabled(IntakeRefused, Conflict):
+class IntegrationDisabled(IntakeRefused, Conflict):  # type: ignore[misc]  # werkzeug types description per class
     """The organization has not enabled the CSV integration."""
 
     code_name = "integration_disabled"
 
 
-class WindowClosed(IntakeRefused, TooManyRequests):
+class WindowClosed(IntakeRefused, TooManyRequests):  # type: ignore[misc]  # werkzeug types description per class
     """Another upload+sync ran less than the minimum interval ago; ``opens_at`` says when."""
 
     code_name = "window_closed"
@@ -63,7 +67,7 @@ class WindowClosed(IntakeRefused, TooManyRequests):
         self.opens_at = opens_at
 
 
-class RunInProgress(IntakeRefused, Conflict):
+class RunInProgress(IntakeRefused, Conflict):  # type: ignore[misc]  # werkzeug types description per class
     """Another run of the organization is still open (File Processing, Waiting for Approval,
     or approved and applying): one open run per organization. ``run_id`` names it."""
 
@@ -111,7 +115,7 @@ class FileValidationError(CSVDirectoryError, BadRequest):
 
     code_name = "invalid_files"
 
-    def __init__(self, errors: list, error_count: int | None = None) -> None:
+    def __init__(self, errors: list[RowError], error_count: int | None = None) -> None:
         self.errors = list(errors)
         self.error_count = error_count if error_count is not None else len(self.errors)
         first = str(self.errors[0]) if self.errors else "invalid files"

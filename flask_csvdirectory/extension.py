@@ -7,10 +7,12 @@ callbacks), so one object can serve several apps.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cryptography.fernet import Fernet
 from flask import Flask, current_app
 from flask_login import current_user
 
@@ -43,14 +45,15 @@ class CSVDirectoryState:
     @property
     def session(self) -> Session:
         """The host's Flask-SQLAlchemy session (the extension's tables share it)."""
-        return self.db.session
+        return self.db.session  # type: ignore[return-value]  # a scoped_session proxies one
 
 
 def get_state(app: Flask | None = None) -> CSVDirectoryState:
     """The extension's state of ``app`` (default: the current app)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        return app.extensions[EXTENSION_KEY]
+        state: CSVDirectoryState = app.extensions[EXTENSION_KEY]
+        return state
     except KeyError:
         raise ConfigurationError(
             "flask-csvdirectory is not registered on this app. "
@@ -109,12 +112,14 @@ class CSVDirectory:
             )
         apply_defaults(app)
         config = {key: app.config[PREFIX + key] for key in DEFAULTS}
+        _check_extras(config)
 
         from .connections import install_pre_ping
         from .jobs import JobRunner
         from .liveness import beat_interval
 
-        keys = list(config["ENCRYPTION_KEYS"]) or _derived_keys(app)
+        keys = _encryption_keys(app, config["ENCRYPTION_KEYS"])
+        config["ENCRYPTION_KEYS"] = tuple(keys)
         state = CSVDirectoryState(
             extension=self,
             adapter=adapter,
@@ -131,9 +136,19 @@ class CSVDirectory:
             ),
             config=config,
         )
+        problems = list(adapter.configuration_problems())
+        if config["ENABLE_DASHBOARD"]:
+            problems += _login_problems(app)
+        if problems:
+            raise _startup_error(problems)
         app.extensions[EXTENSION_KEY] = state
         install_pre_ping(app)
         self._register_blueprints(app, config)
+        if config["ENABLE_DASHBOARD"] and (problem := _template_problem(app, config)):
+            del app.extensions[EXTENSION_KEY]
+            raise _startup_error([problem])
+        for note in adapter.notes():
+            app.logger.info("flask-csvdirectory: %s", note)
         from .cli import csvdirectory_cli
 
         app.cli.add_command(csvdirectory_cli)
@@ -158,6 +173,8 @@ class CSVDirectory:
             if csrf is not None:
                 csrf.exempt(blueprint)
             app.register_blueprint(blueprint, url_prefix=config["API_URL_PREFIX"])
+        if config["ENABLE_SCIM"] is None:
+            config["ENABLE_SCIM"] = not _missing_modules(*SCIM_MODULES)
         if config["ENABLE_SCIM"]:
             from .web.scim import create_blueprint as scim
 
@@ -189,7 +206,9 @@ class CSVDirectory:
     def admin_checker(self, callback: Callable[[Any], bool]) -> Callable[[Any], bool]:
         """Set the callback telling whether a signed-in user may use the dashboard pages.
 
-        Without one, a user is an admin when ``user.is_admin`` is true.
+        Without one, a user is an admin when the adapter says so (the SQLAlchemy adapter: the
+        user's role attribute holds the Admin value that Users.csv sets), else when
+        ``user.is_admin`` is true.
         """
         self._admin_checker = callback
         return callback
@@ -217,6 +236,9 @@ class CSVDirectory:
             return False
         if self._admin_checker is not None:
             return bool(self._admin_checker(user))
+        by_role = get_state().adapter.is_admin(user)
+        if by_role is not None:
+            return by_role
         return bool(getattr(user, "is_admin", False))
 
     def actor(self, user: Any = None) -> Actor:
@@ -237,11 +259,127 @@ class CSVDirectory:
         return Actor(id=str(user.get_id()), name=name)
 
 
-def _derived_keys(app: Flask) -> list[bytes]:
+def _startup_error(problems: list[str]) -> ConfigurationError:
+    listed = "\n".join(f"  - {problem}" for problem in problems)
+    return ConfigurationError(
+        f"flask-csvdirectory cannot start: {len(problems)} problem(s) to fix:\n{listed}"
+    )
+
+
+def _login_problems(app: Flask) -> list[str]:
+    """The dashboard signs admins in through Flask-Login: it must be set up, with a loader."""
+    manager = getattr(app, "login_manager", None)
+    if manager is None:
+        return [
+            "Flask-Login is not set up on this app: call LoginManager(app) (or "
+            "login_manager.init_app(app)) before csvdirectory.init_app(app). The dashboard "
+            "pages use it to know who is signed in (or set CSVDIRECTORY_ENABLE_DASHBOARD = "
+            "False)."
+        ]
+    if (
+        getattr(manager, "_user_callback", None) is None
+        and getattr(manager, "_request_callback", None) is None
+    ):
+        return [
+            "Flask-Login has no user_loader: before csvdirectory.init_app(app), decorate a "
+            "function that returns the user for an id, e.g. "
+            "@login_manager.user_loader def load_user(user_id): return db.session.get(User, "
+            "int(user_id))."
+        ]
+    return []
+
+
+def _template_problem(app: Flask, config: dict[str, Any]) -> str | None:
+    """A problem when the dashboard's layout (CSVDIRECTORY_BASE_TEMPLATE) cannot be loaded."""
+    from jinja2 import TemplateNotFound
+
+    name = config["BASE_TEMPLATE"]
+    try:
+        app.jinja_env.loader.get_source(app.jinja_env, name)  # type: ignore[union-attr]
+    except TemplateNotFound:
+        return (
+            f"CSVDIRECTORY_BASE_TEMPLATE is {name!r}, but no template folder has it. Create it "
+            "(with the blocks title, head and content), register the blueprint that holds it "
+            "before csvdirectory.init_app(app), or remove the setting to use the extension's "
+            "plain layout ('csvdirectory/base.html')."
+        )
+    return None
+
+
+#: Generates a key for CSVDIRECTORY_ENCRYPTION_KEYS (quoted in error messages and the docs).
+GENERATE_KEY_COMMAND = (
+    "python -c \"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\""
+)
+SCIM_MODULES = ("scim2_models", "scim2_server")
+RQ_MODULES = ("rq", "redis")
+_warned_derived_key = False
+
+
+def _missing_modules(*names: str) -> list[str]:
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def _check_extras(config: dict[str, Any]) -> None:
+    """Refuse a configuration that needs an optional extra which is not installed."""
+    if config["JOBS_MODE"] == "rq" and (missing := _missing_modules(*RQ_MODULES)):
+        raise ConfigurationError(
+            f"CSVDIRECTORY_JOBS_MODE is 'rq' but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. Install the extra: "
+            "pip install 'flask-csvdirectory[rq]' (or use JOBS_MODE 'inprocess')."
+        )
+    if config["ENABLE_SCIM"] and (missing := _missing_modules(*SCIM_MODULES)):
+        raise ConfigurationError(
+            f"CSVDIRECTORY_ENABLE_SCIM is on but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. Install the extra: "
+            "pip install 'flask-csvdirectory[scim]' (or set CSVDIRECTORY_ENABLE_SCIM = False)."
+        )
+
+
+def _encryption_keys(app: Flask, configured: Any) -> list[str | bytes]:
+    """The Fernet keys of the file store.
+
+    ``CSVDIRECTORY_ENCRYPTION_KEYS`` is a list (or a comma-separated string, as from an
+    environment variable). Without it, a key derived from ``SECRET_KEY`` is used only in debug
+    or testing (with a warning in debug); anywhere else the app refuses to start, since anyone
+    who learns ``SECRET_KEY`` could then decrypt every stored file.
+    """
+    if isinstance(configured, str | bytes):
+        configured = [part.strip() for part in _text(configured).split(",") if part.strip()]
+    keys: list[str | bytes] = list(configured or ())
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ConfigurationError(
+                f"CSVDIRECTORY_ENCRYPTION_KEYS[{index}] is not a Fernet key (32 url-safe "
+                f"base64-encoded bytes). Make one with: {GENERATE_KEY_COMMAND}"
+            ) from None
+    if keys:
+        return keys
+    if not (app.debug or app.testing):
+        raise ConfigurationError(
+            "Set CSVDIRECTORY_ENCRYPTION_KEYS: uploaded files are encrypted at rest, and outside "
+            "debug and testing the key is not derived from SECRET_KEY. Make a key with: "
+            f"{GENERATE_KEY_COMMAND} and set CSVDIRECTORY_ENCRYPTION_KEYS = [\"<that key>\"] "
+            "(keep it out of the code and the repository, like SECRET_KEY)."
+        )
     secret = app.config.get("SECRET_KEY")
     if not secret:
         raise ConfigurationError(
-            "Set CSVDIRECTORY_ENCRYPTION_KEYS (Fernet keys) or the app's SECRET_KEY: uploaded "
-            "files are encrypted at rest."
+            "Set CSVDIRECTORY_ENCRYPTION_KEYS (or, in debug and testing only, SECRET_KEY): "
+            f"uploaded files are encrypted at rest. Make a key with: {GENERATE_KEY_COMMAND}"
+        )
+    global _warned_derived_key
+    if app.debug and not _warned_derived_key:
+        _warned_derived_key = True
+        app.logger.warning(
+            "flask-csvdirectory: CSVDIRECTORY_ENCRYPTION_KEYS is not set, so stored files are "
+            "encrypted with a key derived from SECRET_KEY. That is allowed in debug only: "
+            "outside debug the app will refuse to start. Make a key with: %s",
+            GENERATE_KEY_COMMAND,
         )
     return [derive_key(secret)]
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

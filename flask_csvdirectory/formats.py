@@ -73,7 +73,7 @@ _IMMUTABLE_RESULTS = frozenset(
 # -- fields -------------------------------------------------------------------------------
 
 
-class RoleField(ma_fields.Enum):
+class RoleField(ma_fields.Enum):  # type: ignore[type-arg]
     """A :class:`~flask_csvdirectory.records.Role`, by value, case-insensitively."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -85,10 +85,10 @@ class RoleField(ma_fields.Enum):
             for role in Role:
                 if role.value.casefold() == folded:
                     return role
-        return super()._deserialize(value, attr, data, **kwargs)
+        return Role(super()._deserialize(value, attr, data, **kwargs))
 
 
-class TeamScopeField(ma_fields.Field):
+class TeamScopeField(ma_fields.Field):  # type: ignore[type-arg]
     """A manager's scope: ``"Sales; Support;sales"`` -> ``("Sales", "Support")``.
 
     Team names are separated by ``;``, trimmed, deduplicated (case- and spacing-insensitively,
@@ -190,7 +190,7 @@ class Column:
     an example value (the template's) and the marshmallow field validating its cells."""
 
     name: str
-    field: ma_fields.Field
+    field: ma_fields.Field[Any]
     required: bool = False
     description: str = ""
     example: str = ""
@@ -487,8 +487,8 @@ def _parse_employees(
     email_at, employee_id_at = slot("email"), slot("employee_id")
     first_name_at, last_name_at = slot("first_name"), slot("last_name")
     team_at, title_at = slot("team"), slot("title")
-    extra_at = [(extra.name, slot(extra.name)) for extra in extra_columns]
-    extra_at = [(name, at) for name, at in extra_at if at is not None]
+    extra_slots = [(extra.name, slot(extra.name)) for extra in extra_columns]
+    extra_at = [(name, at) for name, at in extra_slots if at is not None]
     first_line_of_email: dict[str, int] = {}
     first_line_of_id: dict[str, int] = {}
     shared: dict[str, str] = {}  # one string object per repeated team / name / title
@@ -522,9 +522,10 @@ def _parse_employees(
                 "each ID must be unique",
             )
         if ok and complete:
-            team = values[team_at]
-            first_name = values[first_name_at]
-            last_name = values[last_name_at]
+            # required columns: a complete file has their slots
+            team = values[team_at]  # type: ignore[index]
+            first_name = values[first_name_at]  # type: ignore[index]
+            last_name = values[last_name_at]  # type: ignore[index]
             title = None if title_at is None else values[title_at]
             rows.append(
                 EmployeeRow(
@@ -602,7 +603,7 @@ def _parse_users(
             log.add(line, message, column="teams", value=checker.cell(cells, "teams"))
         if ok and checker.complete:
             name = "" if name_at is None else values[name_at]
-            rows.append(UserRow(line, email, role, teams, name))
+            rows.append(UserRow(line, email, role, teams, name))  # type: ignore[arg-type]
     return ParsedFile(file_format.name, rows, log.errors, table.row_count, log.count)
 
 
@@ -641,7 +642,7 @@ class _CellRule(NamedTuple):
     """How to check one present column's cells (built once per file, used for every row)."""
 
     name: str
-    index: int  # in the record
+    index: int  # type: ignore[assignment]  # in the record (a NamedTuple field)
     convert: Callable[[str], Any] | None  # None: a non-blank cell is its own value
     blank_value: Callable[[], Any]
     blank_error: str | None  # set when a blank cell is an error
@@ -755,7 +756,7 @@ def _cell_rules(file_format: FileFormat, table: CsvTable) -> list[_CellRule]:
     return rules
 
 
-def _converter(field: ma_fields.Field) -> Callable[[str], Any] | None:
+def _converter(field: ma_fields.Field[Any]) -> Callable[[str], Any] | None:
     """``field.deserialize`` for one non-blank cell, or a faster function with the same results.
 
     ``None`` means the cell is its own value (a stock ``String`` without validators returns its

@@ -201,7 +201,7 @@ class CSVDirectoryWorker(Worker):
         super().main_work_horse(job, queue)
 
     def run_maintenance_tasks(self) -> None:
-        super().run_maintenance_tasks()
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
         self.end_dead_runs()
 
     def end_dead_runs(self) -> None:
@@ -265,7 +265,7 @@ class JobRunner:
 
     def enqueue(
         self, func: Callable[[str], Retry | None], run_id: str, job_id: str
-    ) -> Future | str:
+    ) -> Future[Any] | str:
         """Start ``func(run_id)``; return the RQ job id, or a Future in the in-process modes."""
         if self.mode == "rq":
             from rq import Callback
@@ -281,7 +281,7 @@ class JobRunner:
             )
             return job_id
         if self.mode == "sync":
-            future: Future = Future()
+            future: Future[None] = Future()
             try:
                 self._call_with_retries(func, run_id)
                 future.set_result(None)

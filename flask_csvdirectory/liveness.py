@@ -122,7 +122,9 @@ class Heartbeat:
                     connection.exec_driver_sql("PRAGMA busy_timeout = 0")
                 try:
                     connection.execute(
-                        update(table).where(table.c.id.in_(free)).values(heartbeat_at=utcnow())
+                        update(table)  # type: ignore[arg-type]
+                        .where(table.c.id.in_(free))
+                        .values(heartbeat_at=utcnow())
                     )
                     connection.commit()
                 finally:

@@ -37,7 +37,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored naive-UTC and always read back timezone-aware (SQLite drops zones)."""
 
     impl = DateTime
@@ -54,7 +54,7 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-class _Encrypted(TypeDecorator):
+class _Encrypted(TypeDecorator[Any]):
     """A value encrypted at rest with the app's file-store keys (Fernet), like the files.
 
     Bound values are encrypted with the newest key of the current app's extension state; read

@@ -26,6 +26,7 @@ from typing import Any
 from .changes import Change, ChangeKind, ChangeSet
 from .records import (
     ALL_TEAMS,
+    OPTIONAL_FIELDS,
     AccessRecord,
     DirectorySnapshot,
     PersonRecord,
@@ -117,16 +118,17 @@ def _check_renamed_users(
             renamed[normalize_email(person.email)] = row
     errors = []
     for user in users:
-        row = renamed.get(user.email)
-        if row is not None and user.email not in {r.email for r in employees}:
+        renamed_row = renamed.get(user.email)
+        if renamed_row is not None and user.email not in {r.email for r in employees}:
             errors.append(
                 RowError(
                     USERS_FILE,
                     user.line,
                     "email",
                     user.email,
-                    f"Employees.csv line {row.line} changes this person's email to {row.email} "
-                    f"(employee_id {row.employee_id}); use the new email here.",
+                    f"Employees.csv line {renamed_row.line} changes this person's email to "
+                    f"{renamed_row.email} (employee_id {renamed_row.employee_id}); use the new "
+                    "email here.",
                 )
             )
     return errors
@@ -321,6 +323,9 @@ def _plan(
         found = team_of_raw[raw] = (name, norm)
         return found
 
+    fields = snapshot.fields
+    has_team = "team" in fields
+    stored = _stored_fields(fields)
     created = buckets[ChangeKind.EMPLOYEE_CREATED].append
     reactivated = buckets[ChangeKind.EMPLOYEE_REACTIVATED].append
     updated = buckets[ChangeKind.EMPLOYEE_UPDATED].append
@@ -330,8 +335,13 @@ def _plan(
     final_email: dict[str, str] = {}  # key of each matched person -> their email after the sync
     renamed: dict[str, str] = {}  # new email -> key of the matched person it is given to
     for row in employees:
-        team, team_norm = team_of_raw.get(row.team) or canonical_team(row.team)
-        email, employee_id = row.email, row.employee_id
+        team: str | None
+        team_norm: str | None
+        if has_team:
+            team, team_norm = team_of_raw.get(row.team) or canonical_team(row.team)
+        else:
+            team = team_norm = None
+        email, employee_id = row.email, row.employee_id if "external_id" in fields else None
         person = by_external_id(employee_id) if employee_id else None
         if person is None:
             person = by_email(email)
@@ -345,6 +355,8 @@ def _plan(
                 "external_id": employee_id,
                 "extra": dict(row.extra),
             }
+            if stored is not None:  # the host lacks some fields: plan only the others
+                after = {name: value for name, value in after.items() if name in stored}
             created(Change(ChangeKind.EMPLOYEE_CREATED, email, None, None, after))
             continue
         key = person.key
@@ -363,12 +375,14 @@ def _plan(
             and (not employee_id or person.external_id == employee_id)
             and (not row.extra or row.extra.items() <= person.extra.items())
         ):
-            update = _person_update(person, row)
+            update = _person_update(person, row, stored)
             if update is not None:
                 updated(Change(ChangeKind.EMPLOYEE_UPDATED, email, key, *update))
                 if "email" in update[1]:
                     renamed[email] = key
         current = person.team
+        if not has_team:
+            continue
         if current != team and (current is None or normalize_team(current) != team_norm):
             if current is not None:
                 existing = existing_teams.get(normalize_team(current))
@@ -392,7 +406,11 @@ def _plan(
                 )
             )
 
-    access_changes = _plan_access(users, user_emails, snapshot, final_email, renamed, canonical)
+    access_changes = (
+        _plan_access(users, user_emails, snapshot, final_email, renamed, canonical)
+        if "access" in fields
+        else []
+    )
     for change in access_changes:
         buckets[change.kind].append(change)
     ordered: list[Change] = []
@@ -406,10 +424,20 @@ def _by_subject(change: Change) -> tuple[str, str]:
     return change.subject, change.key or ""
 
 
+def _stored_fields(fields: frozenset[str]) -> frozenset[str] | None:
+    """The change-value names a directory with optional ``fields`` stores (``None``: all)."""
+    if fields >= OPTIONAL_FIELDS:
+        return None
+    return frozenset({"email", "extra", *fields})
+
+
 def _person_update(
-    person: PersonRecord, row: EmployeeRow
+    person: PersonRecord, row: EmployeeRow, stored: frozenset[str] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """``(before, after)`` with the fields ``row`` changes on ``person``, or ``None``."""
+    """``(before, after)`` with the fields ``row`` changes on ``person``, or ``None``.
+
+    ``stored``: the fields the directory holds (``None``: every one); others never change.
+    """
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     if person.email != row.email and normalize_email(person.email) != row.email:
@@ -428,6 +456,9 @@ def _person_update(
         if changed:
             before["extra"] = {k: current.get(k) for k in changed}
             after["extra"] = changed
+    if stored is not None:
+        before = {name: value for name, value in before.items() if name in stored}
+        after = {name: value for name, value in after.items() if name in stored}
     return (before, after) if after else None
 
 
@@ -439,8 +470,12 @@ def _plan_access(
     renamed: dict[str, str],
     canonical: dict[str, str],
 ) -> list[Change]:
-    """Grants, changes and revocations, keyed by the email each person has after the sync."""
+    """Grants, changes and revocations, keyed by the email each person has after the sync.
+
+    A directory without manager scopes (no ``scope`` field) compares roles only.
+    """
     changes: list[Change] = []
+    has_scope = "scope" in snapshot.fields
 
     # Existing access, re-keyed to its person's email after the sync.
     current: dict[str, tuple[AccessRecord, str | None]] = {}
@@ -479,7 +514,7 @@ def _plan_access(
             continue
         access, key = existing
         old_teams = sorted(access.teams)
-        if access.role != user.role or old_teams != teams:
+        if access.role != user.role or (has_scope and old_teams != teams):
             changes.append(
                 Change(
                     ChangeKind.ACCESS_CHANGED,

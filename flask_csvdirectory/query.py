@@ -230,7 +230,11 @@ def run_query(
     default_order: Callable[[T], Any],
 ) -> Page[T]:
     """Filter, sort and page ``records`` in Python (what an adapter without SQL does)."""
-    found = [r for r in records if matches(query.where, lambda name, r=r: value(r, name))]
+
+    def holds(record: T) -> bool:
+        return matches(query.where, lambda name: value(record, name))
+
+    found = [r for r in records if holds(r)]
     found.sort(key=default_order)
     if query.order_by is not None:
         order_by = query.order_by

@@ -15,6 +15,36 @@ from datetime import datetime
 #: The scope value meaning "every team" (written ``*`` in Users.csv).
 ALL_TEAMS = "*"
 
+#: What a directory may hold beside each person's email and active flag (which every directory
+#: holds). A host without one of these leaves it out of :attr:`DirectorySnapshot.fields`; the
+#: planner then plans no change of it (see :data:`FIELD_NOTES`).
+OPTIONAL_FIELDS: frozenset[str] = frozenset(
+    {"first_name", "last_name", "title", "external_id", "team", "access", "scope"}
+)
+
+#: What a person reads when the host's directory lacks an optional field.
+FIELD_NOTES: Mapping[str, str] = {
+    "first_name": "First names are not stored: the first_name column is checked but not applied.",
+    "last_name": "Last names are not stored: the last_name column is checked but not applied.",
+    "title": "Job titles are not stored: the title column is checked but not applied.",
+    "external_id": (
+        "Employee IDs are not stored: people are matched by email only, and the employee_id "
+        "column is checked but not applied."
+    ),
+    "team": (
+        "Teams are not stored: the team column is checked, but no team is created and nobody "
+        "is moved between teams."
+    ),
+    "access": (
+        "Dashboard access is not stored: Users.csv is checked, but grants, changes and revokes "
+        "no role."
+    ),
+    "scope": (
+        "Managers' teams are not stored: a Manager's teams in Users.csv are checked but not "
+        "applied (their role is)."
+    ),
+}
+
 
 class Role(enum.StrEnum):
     """Dashboard roles that Users.csv manages."""
@@ -116,6 +146,8 @@ class DirectorySnapshot:
     by_external_id: dict[str, PersonRecord] = field(default_factory=dict)
     team_by_name: dict[str, TeamRecord] = field(default_factory=dict)
     access_by_email: dict[str, AccessRecord] = field(default_factory=dict)
+    #: The optional fields (:data:`OPTIONAL_FIELDS`) this directory holds.
+    fields: frozenset[str] = OPTIONAL_FIELDS
 
     @classmethod
     def build(
@@ -123,9 +155,10 @@ class DirectorySnapshot:
         people: Iterable[PersonRecord],
         teams: Iterable[TeamRecord],
         access: Iterable[AccessRecord],
+        fields: frozenset[str] = OPTIONAL_FIELDS,
     ) -> DirectorySnapshot:
         """Make a snapshot and its indexes (emails and team names normalised)."""
-        snapshot = cls(list(people), list(teams), list(access))
+        snapshot = cls(list(people), list(teams), list(access), fields=frozenset(fields))
         snapshot.by_email = {normalize_email(p.email): p for p in snapshot.people}
         snapshot.by_external_id = {p.external_id: p for p in snapshot.people if p.external_id}
         snapshot.team_by_name = {normalize_team(t.name): t for t in snapshot.teams}

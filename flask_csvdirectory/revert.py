@@ -586,7 +586,7 @@ def _access_of(access: AccessRecord) -> dict[str, Any]:
 def _same(name: str, current: Any, value: Any) -> bool:
     if name == "email":
         return normalize_email(current or "") == normalize_email(value or "")
-    return _blank(current) == _blank(value)
+    return bool(_blank(current) == _blank(value))
 
 
 def _same_team(current: str | None, value: str | None) -> bool:

@@ -10,7 +10,7 @@ import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .records import Role
 
@@ -79,7 +79,7 @@ class RowError:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> RowError:
+    def from_dict(cls, data: dict[str, Any]) -> RowError:
         """Rebuild an error stored with :meth:`to_dict`."""
         return cls(data["file"], data["line"], data["column"], data["value"], data["message"])
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
@@ -53,6 +53,12 @@ from .pipeline import ParsedPair, PlanOutcome, build_plan, plan_pair, read_pair
 from .records import DirectorySnapshot
 from .revert import Conflict, conflicts_from_bytes, conflicts_to_bytes, plan_revert
 from .rows import EMPLOYEES_FILE, USERS_FILE, RowError
+
+
+def _app() -> Flask:
+    """The current app itself (signals are sent with it), not the ``current_app`` proxy."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    return app
 
 #: How many row errors a run keeps (all are counted in ``error_count``).
 STORED_ERRORS = 2000
@@ -128,7 +134,7 @@ def update_settings(
     if approval_percent is not False:
         if approval_percent is not None and not 0 <= float(approval_percent) <= 100:
             raise ValueError("The approval percentage must be between 0 and 100")
-        settings.approval_percent = approval_percent  # type: ignore[assignment]
+        settings.approval_percent = approval_percent
     if guard_removal_percent is not False:
         if guard_removal_percent is not None and not 0 <= float(guard_removal_percent) <= 100:
             raise ValueError("The guard's share must be between 0 and 100 percent")
@@ -331,7 +337,7 @@ def start_run(
     state.store.put(session, run, "employees", run.employees_filename, employees.data)
     run.job_id = f"csvdirectory-process-{run.id}"
     session.commit()
-    signals.run_created.send(current_app._get_current_object(), run=run)
+    signals.run_created.send(_app(), run=run)
     if enqueue:
         from .jobs import process_run
 
@@ -450,10 +456,10 @@ def process(
         changeset = plan_pair(pair, snapshot) if pair is not None else _plan_revert(run, snapshot)
         settings = get_settings(run.org)
     except FileValidationError as exc:
-        _fail(run, _validation_reason(exc), errors=exc.errors, error_count=exc.error_count)
+        _fail(run, _validation_reason(exc), errors=exc.errors, error_count=exc.error_count)  # type: ignore[arg-type]
         return
     except RevertUnavailable as exc:
-        _fail(run, f"The revert cannot be planned: {exc}")
+        _fail(run, f"The revert cannot be planned: {exc}")  # type: ignore[arg-type]
         return
     except Exception as exc:
         _stop(run_id, step, exc)
@@ -511,7 +517,7 @@ def apply_approved(
             changeset = plan_pair(_read_stored_pair(run), snapshot)
     except FileValidationError as exc:
         _fail(
-            run,
+            run,  # type: ignore[arg-type]
             "The directory changed since approval and the files no longer fit it: "
             + _validation_reason(exc),
             errors=exc.errors,
@@ -519,7 +525,7 @@ def apply_approved(
         )
         return
     except RevertUnavailable as exc:
-        _fail(run, f"The revert cannot be planned: {exc}")
+        _fail(run, f"The revert cannot be planned: {exc}")  # type: ignore[arg-type]
         return
     except Exception as exc:
         _stop(run_id, "re-planning", exc)
@@ -579,7 +585,7 @@ def reject(org: str, run_id: str, actor: Actor, reason: str | None = None) -> Sy
     run.phase = Phase.DONE.value
     run.finished_at = now
     get_state().session.commit()
-    signals.run_rejected.send(current_app._get_current_object(), run=run)
+    signals.run_rejected.send(_app(), run=run)
     return run
 
 
@@ -682,7 +688,7 @@ def start_revert(org: str, run_id: str, actor: Actor, *, enqueue: bool = True) -
     original.reverted_by_run_id = run.id
     session.add(run)
     session.commit()
-    signals.run_created.send(current_app._get_current_object(), run=run)
+    signals.run_created.send(_app(), run=run)
     if enqueue:
         from .jobs import process_run
 
@@ -939,7 +945,7 @@ def _wait_for_approval(run: SyncRun, changeset: ChangeSet) -> None:
     run.heartbeat_at = utcnow()
     get_state().session.commit()
     signals.run_waiting_for_approval.send(
-        current_app._get_current_object(), run=run, changeset=changeset
+        _app(), run=run, changeset=changeset
     )
 
 
@@ -1015,7 +1021,7 @@ def _apply(
         session.commit()
     except Exception:  # the changes and the outcome are committed; only the timing is lost
         session.rollback()
-    signals.run_applied.send(current_app._get_current_object(), run=run, changeset=changeset)
+    signals.run_applied.send(_app(), run=run, changeset=changeset)
 
 
 def _stop(run_id: str, step: str, exc: BaseException, *, transient_ok: bool = True) -> None:
@@ -1054,7 +1060,7 @@ def _fail(
     run.finished_at = now
     run.heartbeat_at = now
     session.commit()
-    signals.run_failed.send(current_app._get_current_object(), run=run, reason=reason)
+    signals.run_failed.send(_app(), run=run, reason=reason)
 
 
 def _validation_reason(exc: FileValidationError) -> str:

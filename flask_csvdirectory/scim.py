@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any, cast
@@ -86,13 +86,20 @@ from .records import PersonRecord, Role, TeamRecord, normalize_email
 __all__ = [
     "MAX_RESULTS",
     "DirectoryGroup",
+    "DirectoryScimHandler",
     "DirectoryScimService",
     "DirectoryStorage",
     "DirectoryUser",
     "EnterpriseExtension",
     "ScimWrite",
+    "FilterTranslator",
     "build_provider",
     "build_service",
+    "group_document",
+    "scim_id_of",
+    "scim_validator",
+    "user_document",
+    "version_of",
 ]
 
 #: Most resources one search returns (``filter.maxResults``); clients page with startIndex.
@@ -111,8 +118,8 @@ PHONE_TYPES = ("work", "mobile", "fax")
 
 
 #: References to a User and to a Group, by resource type name.
-UserReference: Any = Reference["User"]
-GroupReference: Any = Reference["Group"]
+UserReference: Any = cast(Any, Reference)["User"]
+GroupReference: Any = cast(Any, Reference)["Group"]
 
 #: Attributes the directory does not store are ignored in requests (identity providers send
 #: what their mappings hold) and never advertised in /Schemas.
@@ -232,7 +239,7 @@ class DirectoryGroup(Resource[Any]):
 ManagerRef.model_rebuild()
 GroupMember.model_rebuild()
 
-UserModel: Any = DirectoryUser[EnterpriseExtension]  # type: ignore[index]
+UserModel: Any = DirectoryUser[EnterpriseExtension]
 
 
 def build_provider() -> ScimProvider:
@@ -327,7 +334,7 @@ def _rewrite_operations(payload: dict[str, Any]) -> dict[str, Any]:
     becomes ``{"value": id}``. Other operations are kept as they are."""
     key = next((k for k in payload if k.casefold() == "operations"), None)
     operations = payload.get(key) if key else None
-    if not isinstance(operations, list):
+    if key is None or not isinstance(operations, list):
         return payload
     rewritten: list[Any] = []
     for operation in operations:
@@ -516,6 +523,7 @@ class FilterTranslator:
         raise InvalidFilterException(detail=f"Unsupported filter: {node}")
 
     def _field(self, path: AttrPath, prefix: AttrPath | None) -> str:
+        sub: str | None
         if prefix is not None:  # emails[value eq "x"]: the sub-attribute of the prefix
             uri, attr, sub = prefix.uri, prefix.attr, path.attr
         else:
@@ -630,7 +638,6 @@ def scim_id_of(record: PersonRecord | TeamRecord) -> str:
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-_GROUP_TYPE = ResourceType(name=GROUP, endpoint="/Groups", schema_=CORE_GROUP, id=GROUP)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -1160,12 +1167,12 @@ class DirectoryStorage(ScimStorage):
         team = self.adapter.find_team(self.org, "name", name)
         if team is None:  # pragma: no cover - the adapter did not create the team
             raise RuntimeError(f"the adapter did not create team {name!r}")
-        created = self.get(_GROUP_TYPE, scim_id_of(team))
+        created = self._resource(GROUP, self._group_document(team))
         self._record("created", GROUP, created, None, created)
         return created
 
     def _update_group(self, team: TeamRecord, resource: Resource[Any]) -> None:
-        before = self.get(_GROUP_TYPE, scim_id_of(team))
+        before = self._resource(GROUP, self._group_document(team))
         name = self._group_name(resource)
         holder = self.adapter.find_team(self.org, "name", name)
         if holder is not None and holder.key != team.key:
@@ -1181,12 +1188,12 @@ class DirectoryStorage(ScimStorage):
         moves += [_move(p, None) for key, p in current.items() if key not in wanted]
         self._apply(moves)
         if moves or name != team.name:
-            after = self.get(_GROUP_TYPE, scim_id_of(team))
+            after = self._resource(GROUP, self._group_document(self._team(scim_id_of(team))))
             self._record("updated", GROUP, after, before, after)
 
     def _delete_group(self, resource_id: str) -> None:
         team = self._team(resource_id)
-        before = self.get(_GROUP_TYPE, scim_id_of(team))
+        before = self._resource(GROUP, self._group_document(team))
         scoped = [
             a.email for a in self.adapter.snapshot(self.org).access if team.name in a.teams
         ]
@@ -1265,7 +1272,7 @@ def _dump(resource: Resource[Any] | None) -> dict[str, Any] | None:
         return None
     dumped = resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
     dumped.pop("meta", None)
-    return cast(dict[str, Any], dumped)
+    return dumped
 
 
 def _wants_members(parameters: Any) -> bool:
@@ -1320,11 +1327,3 @@ def _activation(person: PersonRecord, active: bool) -> Change:
     kind = ChangeKind.EMPLOYEE_REACTIVATED if active else ChangeKind.EMPLOYEE_DEACTIVATED
     return Change(kind, person.email, person.key, {"active": not active}, {"active": active})
 
-
-def iter_ids(records: Iterable[PersonRecord | TeamRecord]) -> list[str]:
-    """The SCIM ids of records (helper for tests and the audit trail)."""
-    return [scim_id_of(r) for r in records]
-
-
-__all__ += ["FilterTranslator", "iter_ids", "scim_id_of", "version_of"]
-_ = field  # dataclasses.field re-exported for subclasses' convenience

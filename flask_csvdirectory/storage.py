@@ -128,6 +128,8 @@ class FileStore:
         ids = session.scalars(select(StoredFile.id).where(StoredFile.ciphertext.is_not(None)))
         for file_id in list(ids):
             token = session.scalar(select(StoredFile.ciphertext).where(StoredFile.id == file_id))
+            if token is None:  # purged meanwhile
+                continue
             session.execute(
                 update(StoredFile)
                 .where(StoredFile.id == file_id)

@@ -143,13 +143,13 @@ class InMemoryAdapter(DirectoryAdapter):
                 created_at=person.created_at or now,
                 updated_at=person.updated_at or now,
             )
-        for record in access:
-            key = record.person_key
+        for grant in access:
+            key = grant.person_key
             if key is None or key not in state.people:
-                key = state.email_index.get(normalize_email(record.email))
+                key = state.email_index.get(normalize_email(grant.email))
             if key is None:
-                key = self._dashboard_person(state, record.email, record.name).key
-            state.access[key] = _Access(record.role, self._scope(state, record), record.name)
+                key = self._dashboard_person(state, grant.email, grant.name).key
+            state.access[key] = _Access(grant.role, self._scope(state, grant), grant.name)
 
     @classmethod
     def from_snapshot(

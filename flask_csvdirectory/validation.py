@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import email_validator
-from confusable_homoglyphs import categories as _scripts  # type: ignore[import-untyped]
+from confusable_homoglyphs import categories as _scripts
 from confusable_homoglyphs import confusables as _confusables
 
 __all__ = [

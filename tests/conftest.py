@@ -25,6 +25,8 @@ POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgre
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_SERVICES = os.environ.get("CSVDIRECTORY_REQUIRE_SERVICES") == "1"
 ADMIN = runs.Actor(id="1", name="Ada Admin")
+#: A fixed Fernet key for apps that run outside testing mode (live servers, worker processes)
+TEST_ENCRYPTION_KEY = "wCW0hYRmH2ZKhrGUkcr-hVFjCOhOjMkJ4xDFXPvuwS8="
 
 
 def _reachable(host: str, port: int) -> bool:

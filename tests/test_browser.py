@@ -25,7 +25,7 @@ from werkzeug.serving import make_server
 
 from flask_csvdirectory.extension import get_state
 
-from .conftest import build_app
+from .conftest import TEST_ENCRYPTION_KEY, build_app
 from .factories import employee, employees_csv, users_csv
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,6 +72,7 @@ def live_app(tmp_path: Path) -> Iterator[tuple[Flask, str]]:
         tmp_path,
         WTF_CSRF_ENABLED=True,
         TESTING=False,
+        CSVDIRECTORY_ENCRYPTION_KEYS=[TEST_ENCRYPTION_KEY],
         CSVDIRECTORY_JOBS_MODE="inprocess",
         CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(seconds=0),
     )

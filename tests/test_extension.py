@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from cryptography.fernet import Fernet
 from flask import Flask
 from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_csvdirectory import CSVDirectory, get_state
+from flask_csvdirectory import extension as extension_module
 from flask_csvdirectory.errors import ConfigurationError
+from flask_csvdirectory.extension import EXTENSION_KEY, GENERATE_KEY_COMMAND
+from flask_csvdirectory.storage import derive_key
 from flask_csvdirectory.testing import InMemoryAdapter
 
 
@@ -16,6 +24,7 @@ def minimal_app(**config: object) -> tuple[Flask, SQLAlchemy]:
     app = Flask("host")
     app.config.update(
         {
+            "TESTING": True,
             "SECRET_KEY": "s",
             "SQLALCHEMY_DATABASE_URI": "sqlite://",
             "CSVDIRECTORY_JOBS_MODE": "sync",
@@ -24,7 +33,7 @@ def minimal_app(**config: object) -> tuple[Flask, SQLAlchemy]:
     )
     db = SQLAlchemy()
     db.init_app(app)
-    LoginManager(app)
+    LoginManager(app).user_loader(lambda user_id: None)
     return app, db
 
 
@@ -118,3 +127,97 @@ def test_every_config_key_is_documented() -> None:
     text = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     missing = [key for key in DEFAULTS if f"`CSVDIRECTORY_{key}`" not in text]
     assert missing == []
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+def test_outside_debug_and_testing_encryption_keys_are_required() -> None:
+    app, _ = minimal_app(TESTING=False)
+    with pytest.raises(ConfigurationError) as error:
+        CSVDirectory(app, adapter=InMemoryAdapter())
+    message = str(error.value)
+    assert "CSVDIRECTORY_ENCRYPTION_KEYS" in message
+    assert GENERATE_KEY_COMMAND in message
+    assert EXTENSION_KEY not in app.extensions
+
+
+def test_in_debug_a_derived_key_is_used_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(extension_module, "_warned_derived_key", False)
+    for _ in range(2):
+        app, _ = minimal_app(TESTING=False, DEBUG=True)
+        CSVDirectory(app, adapter=InMemoryAdapter())
+        assert get_state(app).config["ENCRYPTION_KEYS"] == (derive_key("s"),)
+    warnings = [r for r in caplog.records if "CSVDIRECTORY_ENCRYPTION_KEYS" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelname == "WARNING"
+    assert GENERATE_KEY_COMMAND in warnings[0].getMessage()
+
+
+def test_in_testing_a_derived_key_is_used_silently(caplog: pytest.LogCaptureFixture) -> None:
+    app, _ = minimal_app()
+    CSVDirectory(app, adapter=InMemoryAdapter())
+    assert get_state(app).config["ENCRYPTION_KEYS"] == (derive_key("s"),)
+    assert not [r for r in caplog.records if "ENCRYPTION_KEYS" in r.getMessage()]
+
+
+def test_encryption_keys_from_a_comma_separated_string() -> None:
+    first, second = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    app, _ = minimal_app(TESTING=False, CSVDIRECTORY_ENCRYPTION_KEYS=f"{first}, {second}")
+    CSVDirectory(app, adapter=InMemoryAdapter())
+    store = get_state(app).store
+    assert store.decrypt(Fernet(second).encrypt(b"old")) == b"old"
+    assert Fernet(first).decrypt(store.encrypt(b"new")) == b"new"
+
+
+def test_a_bad_encryption_key_is_named_by_position_not_shown() -> None:
+    good = Fernet.generate_key().decode()
+    app, _ = minimal_app(CSVDIRECTORY_ENCRYPTION_KEYS=[good, "not-a-key-secret"])
+    with pytest.raises(ConfigurationError) as error:
+        CSVDirectory(app, adapter=InMemoryAdapter())
+    assert "CSVDIRECTORY_ENCRYPTION_KEYS[1] is not a Fernet key" in str(error.value)
+    assert "not-a-key-secret" not in str(error.value)
+    assert GENERATE_KEY_COMMAND in str(error.value)
+
+
+def test_the_key_command_in_the_message_makes_a_working_key() -> None:
+    result = subprocess.run(
+        GENERATE_KEY_COMMAND, shell=True, capture_output=True, text=True, check=True,
+        env={"PATH": str(Path(sys.executable).parent)},
+    )
+    Fernet(result.stdout.strip())
+
+
+# -- optional extras ----------------------------------------------------------------------------
+
+
+def test_rq_mode_without_the_rq_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "rq", None)  # as if not installed
+    app, _ = minimal_app(CSVDIRECTORY_JOBS_MODE="rq")
+    with pytest.raises(ConfigurationError) as error:
+        CSVDirectory(app, adapter=InMemoryAdapter())
+    assert "pip install 'flask-csvdirectory[rq]'" in str(error.value)
+    assert "rq is not installed" in str(error.value)
+
+
+def test_scim_is_on_by_default_only_when_its_extra_is_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, _ = minimal_app()
+    CSVDirectory(app, adapter=InMemoryAdapter())
+    assert any(rule.rule.startswith("/scim/v2") for rule in app.url_map.iter_rules())
+
+    monkeypatch.setitem(sys.modules, "scim2_server", None)
+    app, _ = minimal_app()
+    CSVDirectory(app, adapter=InMemoryAdapter())
+    assert get_state(app).config["ENABLE_SCIM"] is False
+    assert not any(rule.rule.startswith("/scim/v2") for rule in app.url_map.iter_rules())
+
+    app, _ = minimal_app(CSVDIRECTORY_ENABLE_SCIM=True)
+    with pytest.raises(ConfigurationError) as error:
+        CSVDirectory(app, adapter=InMemoryAdapter())
+    assert "pip install 'flask-csvdirectory[scim]'" in str(error.value)

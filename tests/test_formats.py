@@ -8,7 +8,7 @@ import unicodedata
 
 import email_validator
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError, fields, validate
 
@@ -487,6 +487,7 @@ EMAIL_ALPHABET = st.sampled_from(list("aZ09.-_+@!#$%&'*/=?^`{|}~\"[]() \\:;,é\u
 @example("a@x.123")
 @example("a@@x.com")
 @example("a@x.com\n")
+@settings(deadline=None)  # the first call loads email-validator's data
 def test_email_validation_is_email_validators(value: str) -> None:
     value = value.strip()
     if not value:
@@ -500,6 +501,7 @@ def test_email_validation_is_email_validators(value: str) -> None:
         r"[A-Za-z0-9._%+-]{1,12}@(?:[A-Za-z0-9-]{1,8}\.){1,3}[A-Za-z0-9-]{1,8}", fullmatch=True
     )
 )
+@settings(deadline=None)
 def test_email_validation_is_email_validators_on_address_like_values(value: str) -> None:
     parsed = parse_users(email_cells(value))
     assert parsed.ok is email_verdict(value), (value, parsed.errors)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from example_app.models import User, db
 from flask_csvdirectory import runs
+from flask_csvdirectory.cli import EXIT_REFUSED
 
 from .conftest import ADMIN
 from .factories import employee, employees_csv, users_csv
@@ -227,11 +228,12 @@ def test_cli_reject_revert_approve_and_status(app: Flask, stack: str) -> None:
     assert result.exit_code == 0 and "Approved by command line" in result.output, result.output
 
     declined = cli.invoke(args=["csvdirectory", "revert", second], input="n\n")
-    assert declined.exit_code == 1 and "Rejected: nothing was changed." in declined.output
+    assert declined.exit_code == EXIT_REFUSED
+    assert "was rejected: nothing was changed." in declined.output
     assert "Employees deactivated: 3" in declined.output
     result = cli.invoke(args=["csvdirectory", "revert", second, "--yes"])
     assert result.exit_code == 0, result.output
     assert f"of run {second}: Approved by command line." in result.output
     refused = cli.invoke(args=["csvdirectory", "revert", second, "--yes"])
-    assert refused.exit_code == 1 and "already reverted" in refused.output
+    assert refused.exit_code == EXIT_REFUSED and "already reverted" in refused.output
     assert "Uploads are open." in cli.invoke(args=["csvdirectory", "status"]).output

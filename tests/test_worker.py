@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from flask import Flask
 from rq import Queue
 from sqlalchemy import text
@@ -20,7 +21,14 @@ from flask_csvdirectory.extension import get_state
 from flask_csvdirectory.models import UNREADABLE_REASON, RunStatus, SyncRun, utcnow
 from flask_csvdirectory.storage import FileStore, derive_key
 
-from .conftest import ADMIN, POSTGRES_URL, REDIS_URL, build_app, require_services
+from .conftest import (
+    ADMIN,
+    POSTGRES_URL,
+    REDIS_URL,
+    TEST_ENCRYPTION_KEY,
+    build_app,
+    require_services,
+)
 from .factories import employee, employees_csv, users_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +44,7 @@ def rq_app(tmp_path: Path, redis_conn: object) -> Iterator[Flask]:
         CSVDIRECTORY_JOBS_MODE="rq",
         CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD=3,
         CSVDIRECTORY_MIN_SYNC_INTERVAL=timedelta(0),
+        CSVDIRECTORY_ENCRYPTION_KEYS=[TEST_ENCRYPTION_KEY],
     )
     with app.app_context():
         runs.update_settings("default", ADMIN, enabled=True)
@@ -52,7 +61,8 @@ def worker_env() -> dict[str, str]:
         FLASK_APP="example_app",
         DATABASE_URL=POSTGRES_URL,
         REDIS_URL=REDIS_URL,
-        SECRET_KEY="test-secret",  # the same secret: the worker derives the same file key
+        SECRET_KEY="test-secret",
+        CSVDIRECTORY_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,  # the same key as the app's
         PYTHONPATH=str(ROOT),
     )
     return env
@@ -114,8 +124,8 @@ def test_failed_rq_job_marks_its_run(rq_app: Flask) -> None:
     with rq_app.app_context():
         run = start(people=1)
         run_id = run.id
-        # the worker cannot decrypt: it is given another SECRET_KEY, so the job raises
-        env = worker_env() | {"SECRET_KEY": "another-secret"}
+        # the worker cannot decrypt: it is given another key, so the job raises
+        env = worker_env() | {"CSVDIRECTORY_ENCRYPTION_KEYS": Fernet.generate_key().decode()}
         result = subprocess.run(
             [str(BIN / "flask"), "csvdirectory", "worker", "--burst"],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,

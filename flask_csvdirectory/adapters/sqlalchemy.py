@@ -10,12 +10,15 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
+    String,
+    Text,
     and_,
     bindparam,
     delete,
@@ -30,10 +33,10 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.orm import RelationshipProperty
+from sqlalchemy.orm import ColumnProperty, RelationshipProperty
 
 from ..adapter import DirectoryAdapter, ExtraColumn, FieldLimit, ProgressCallback
-from ..changes import ChangeKind, ChangeSet
+from ..changes import Change, ChangeKind, ChangeSet
 from ..checkpoints import checkpoint
 from ..query import (
     CASE_EXACT,
@@ -70,17 +73,29 @@ CHUNK = 5000
 _NO_EXTRA: Mapping[str, str] = MappingProxyType({})
 
 
+class Default(str):
+    """An attribute name the mapping uses by default: when the model lacks it, the field is
+    simply not stored (with a note), whereas a name the host gives must exist."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class PersonMapping:
-    """Where the person model keeps each field (attribute names; ``None``: the host has none)."""
+    """Where the person model keeps each field (attribute names; ``None``: the host has none).
 
-    email: str = "email"
-    first_name: str = "first_name"
-    last_name: str = "last_name"
-    title: str | None = "title"
-    external_id: str | None = "employee_id"
-    team_id: str = "team_id"
-    active: str = "active"
+    Only ``email`` and ``active`` are required. Every other field left at its default is used
+    when the model has that attribute and skipped otherwise (the dashboard then says what is not
+    stored); a name given explicitly must exist, or the app refuses to start.
+    """
+
+    email: str = Default("email")
+    first_name: str | None = Default("first_name")
+    last_name: str | None = Default("last_name")
+    title: str | None = Default("title")
+    external_id: str | None = Default("employee_id")
+    team_id: str | None = Default("team_id")
+    active: str = Default("active")
     #: extra Employees.csv column name -> person attribute
     extra: Mapping[str, str] = field(default_factory=dict)
     #: values set on every person the import creates (``{"role": "employee"}``, ...)
@@ -114,20 +129,20 @@ class TeamMapping:
 
 @dataclass(frozen=True)
 class AccessMapping:
-    """How the person model records dashboard access.
+    """How the person model records dashboard access (all optional, like :class:`PersonMapping`).
 
     ``role`` holds ``role_values[Role]`` for admins and managers and ``no_access`` otherwise;
     ``all_teams`` (a boolean attribute) marks a scope of every team; ``scope`` is a
     many-to-many relationship to the team model holding a manager's teams.
     """
 
-    role: str = "role"
+    role: str | None = Default("role")
     role_values: Mapping[Role, Any] = field(
         default_factory=lambda: {Role.ADMIN: "admin", Role.MANAGER: "manager"}
     )
     no_access: Any = "employee"
-    all_teams: str | None = "sees_all_teams"
-    scope: str | None = "scoped_teams"
+    all_teams: str | None = Default("sees_all_teams")
+    scope: str | None = Default("scoped_teams")
 
 
 class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
@@ -146,7 +161,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         db: Any,
         *,
         person_model: type,
-        team_model: type,
+        team_model: type | None = None,
         person: PersonMapping | None = None,
         access: AccessMapping | None = None,
         team_name: str = "name",
@@ -164,6 +179,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self.org_attribute = org_attribute
         self.extra_columns = tuple(extra_columns)
         self.scim_ids = self.person.scim_id is not None
+        self._problems = self._resolve_mapping()
         self._role_by_value = {value: role for role, value in self.access.role_values.items()}
         self._key_maps: dict[type, dict[str, str]] = {}
         self._limits: Mapping[str, FieldLimit] | None = None
@@ -177,9 +193,188 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             if (attribute := getattr(self.person, name))
         }
 
+    # -- checking the mapping against the models -----------------------------------------
+
+    def _resolve_mapping(self) -> list[str]:
+        """Check every mapped attribute against the models; drop the default ones they lack.
+
+        Returns the problems (each with its fix); :meth:`configuration_problems` reports them.
+        """
+        problems: list[str] = []
+        P, T = self.person_model, self.team_model
+        person_name = getattr(P, "__name__", repr(P))
+        try:
+            person_mapper: Any = inspect(P)
+        except Exception:
+            return [f"person_model={person_name} is not a mapped SQLAlchemy model class."]
+        team_mapper: Any = None
+        if T is not None:
+            try:
+                team_mapper = inspect(T)
+            except Exception:
+                problems.append(f"team_model={T!r} is not a mapped SQLAlchemy model class.")
+                T = self.team_model = None
+
+        def column(mapper: Any, model_name: str, attribute: str | None, what: str,
+                   kind: tuple[type, ...], kind_name: str, required: bool = False) -> str | None:
+            """The attribute if ``model`` maps it as a column of ``kind``; else a problem."""
+            if attribute is None:
+                return None
+            prop = mapper.attrs.get(attribute)
+            if prop is None or not isinstance(prop, ColumnProperty):
+                if isinstance(attribute, Default) and prop is None and not required:
+                    return None  # optional and absent: not stored
+                if prop is not None or hasattr(mapper.class_, attribute):
+                    found = "is not a mapped column (a property or relationship?)"
+                else:
+                    found = "does not exist"
+                needed = " (required)" if required else ""
+                owner, _, field_name = what.rpartition(".")
+                example = f"{owner}({field_name}='...')" if owner else f"{what}='...'"
+                problems.append(
+                    f"{model_name}.{attribute} ({what}{needed}) {found}. Add that column, or "
+                    f"map {what} to the attribute that holds it, e.g. {example}."
+                )
+                return None
+            column_type = prop.columns[0].type
+            if kind and not isinstance(column_type, kind):
+                problems.append(
+                    f"{model_name}.{attribute} ({what}) is {type(column_type).__name__}, not "
+                    f"{kind_name}. Map {what} to a {kind_name} column."
+                )
+                return None
+            return attribute
+
+        text, boolean = (String, Text), (Boolean,)
+        m, a = self.person, self.access
+        email = column(person_mapper, person_name, m.email or "email", "PersonMapping.email",
+                       text, "string", required=True)
+        active = column(person_mapper, person_name, m.active or "active",
+                        "PersonMapping.active", boolean, "boolean", required=True)
+        resolved = {
+            "first_name": column(person_mapper, person_name, m.first_name,
+                                 "PersonMapping.first_name", text, "string"),
+            "last_name": column(person_mapper, person_name, m.last_name,
+                                "PersonMapping.last_name", text, "string"),
+            "title": column(person_mapper, person_name, m.title, "PersonMapping.title", text,
+                            "string"),
+            "external_id": column(person_mapper, person_name, m.external_id,
+                                  "PersonMapping.external_id", text, "string"),
+            "team_id": None,
+        }
+        if T is not None:
+            resolved["team_id"] = column(person_mapper, person_name, m.team_id,
+                                         "PersonMapping.team_id", (), "")
+        elif m.team_id is not None and not isinstance(m.team_id, Default):
+            problems.append(
+                f"PersonMapping.team_id={m.team_id!r} needs a team model: pass team_model=... "
+                "to SQLAlchemyDirectoryAdapter, or set team_id=None."
+            )
+        team_name_ok = True
+        if T is not None and team_mapper is not None:
+            team_model_name = getattr(T, "__name__", repr(T))
+            team_name_ok = column(team_mapper, team_model_name, self.team_name,
+                                  "team_name", text, "string") is not None
+        for name in (
+            "user_name", "display_name", "employee_number", "department", "manager", "scim_id",
+            "created_at", "updated_at",
+        ):  # optional SCIM attributes: None unless the host names one, which must exist
+            column(person_mapper, person_name, getattr(m, name, None), f"PersonMapping.{name}",
+                   (), "")
+        if T is not None and team_mapper is not None:
+            for name in ("scim_id", "created_at", "updated_at"):
+                column(team_mapper, getattr(T, "__name__", repr(T)),
+                       getattr(self.team, name, None), f"TeamMapping.{name}", (), "")
+        for csv_column, attribute in m.extra.items():
+            column(person_mapper, person_name, attribute, f"PersonMapping.extra[{csv_column!r}]",
+                   (), "")
+        if self.org_attribute is not None:
+            column(person_mapper, person_name, self.org_attribute, "org_attribute", (), "")
+            if T is not None and team_mapper is not None:
+                column(team_mapper, getattr(T, "__name__", repr(T)), self.org_attribute,
+                       "org_attribute", (), "")
+        for attribute in m.defaults:
+            if attribute not in person_mapper.attrs:
+                problems.append(
+                    f"PersonMapping.defaults sets {person_name}.{attribute}, which {person_name} "
+                    "does not map. Remove it or add the column."
+                )
+
+        role = column(person_mapper, person_name, a.role, "AccessMapping.role", (), "")
+        all_teams = column(person_mapper, person_name, a.all_teams, "AccessMapping.all_teams",
+                           boolean, "boolean") if role else None
+        scope = None
+        if a.scope is not None and role is not None:
+            prop = person_mapper.attrs.get(a.scope)
+            if prop is None:
+                if not isinstance(a.scope, Default):
+                    problems.append(
+                        f"{person_name}.{a.scope} (AccessMapping.scope): {person_name} has no "
+                        f"relationship {a.scope!r}. Add a many-to-many relationship to the team "
+                        "model, or set scope=None."
+                    )
+            elif (
+                not isinstance(prop, RelationshipProperty)
+                or prop.secondary is None
+                or T is None
+                or prop.mapper.class_ is not T
+            ):
+                problems.append(
+                    f"{person_name}.{a.scope} (AccessMapping.scope) must be a many-to-many "
+                    "relationship (secondary=...) to the team model. Fix it, or set scope=None."
+                )
+            else:
+                scope = a.scope
+        self.person = replace(
+            self.person,
+            email=email or m.email,
+            active=active or m.active,
+            first_name=resolved["first_name"],
+            last_name=resolved["last_name"],
+            title=resolved["title"],
+            external_id=resolved["external_id"],
+            team_id=resolved["team_id"] if team_name_ok else None,
+        )
+        self.access = replace(self.access, role=role, all_teams=all_teams, scope=scope)
+        return problems
+
+    def configuration_problems(self) -> list[str]:
+        """Every mapped attribute the models lack or map with the wrong type, with the fix."""
+        return list(self._problems)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The optional fields the host's models hold (after checking the mapping)."""
+        m, a = self.person, self.access
+        held = {
+            name for name in ("first_name", "last_name", "title", "external_id")
+            if getattr(m, name) is not None
+        }
+        if self.team_model is not None and m.team_id is not None:
+            held.add("team")
+        if a.role is not None:
+            held.add("access")
+            if a.scope is not None:
+                held.add("scope")
+        return frozenset(held)
+
+    def is_admin(self, user: Any) -> bool | None:
+        """Whether ``user`` (a person model instance) holds the Admin role value."""
+        role = self.access.role
+        if role is None or not isinstance(user, self.person_model):
+            return None
+        return bool(getattr(user, role, None) == self.access.role_values.get(Role.ADMIN))
+
     # -- mapping helpers ------------------------------------------------------------------
 
-    def _column(self, model: type, attribute: str) -> Any:
+    def _teams_model(self) -> type:
+        """The team model; :class:`LookupError` when the host has none (teams not stored)."""
+        if self.team_model is None:
+            raise LookupError("this directory stores no teams (no team_model)")
+        return self.team_model
+
+    def _column(self, model: type, attribute: str | None) -> Any:
+        assert attribute is not None, "an optional attribute the host lacks was used"
         return getattr(model, attribute)
 
     def _pk(self, model: type) -> Any:
@@ -200,8 +395,9 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         """(secondary table, its person-id column, its team-id column) of the scope relation."""
         if self.access.scope is None:
             return None
-        prop = inspect(self.person_model).get_property(self.access.scope)
+        prop: Any = inspect(self.person_model).get_property(self.access.scope)
         assert isinstance(prop, RelationshipProperty) and prop.secondary is not None
+        assert prop.secondary_synchronize_pairs is not None  # many-to-many: always set
         person_col = prop.synchronize_pairs[0][1]
         team_col = prop.secondary_synchronize_pairs[0][1]
         return prop.secondary, person_col, team_col
@@ -225,7 +421,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 "last_name": (P, m.last_name),
                 "title": (P, m.title),
                 "external_id": (P, m.external_id),
-                "team": (self.team_model, self.team_name),
+                "team": (self.team_model, self.team_name),  # type: ignore[dict-item]
                 "user_name": (P, m.user_name),
                 "display_name": (P, m.display_name),
                 "phone": (P, next(iter(m.phones.values()), None)),
@@ -248,6 +444,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     def _teams(self, org: str) -> list[TeamRecord]:
         T = self.team_model
+        if T is None:
+            return []
         rows = self.session.execute(
             select(self._pk(T), self._column(T, self.team_name)).where(*self._org_filter(T, org))
         ).all()
@@ -266,13 +464,13 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         query = select(
             self._pk(P),
             self._column(P, m.email),
-            self._column(P, m.first_name),
-            self._column(P, m.last_name),
+            optional(m.first_name),
+            optional(m.last_name),
             optional(m.title),
             optional(m.external_id),
-            self._column(P, m.team_id),
+            optional(m.team_id if self.team_model is not None else None),
             self._column(P, m.active),
-            self._column(P, a.role),
+            optional(a.role),
             optional(a.all_teams),
             *(self._column(P, m.extra[name]) for name in extra_names),
         ).where(*self._org_filter(P, org))
@@ -325,7 +523,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                         person_key=key,
                     )
                 )
-        return DirectorySnapshot.build(people, teams, access)
+        return DirectorySnapshot.build(people, teams, access, fields=self.fields)
 
     # -- queries: SQL WHERE / ORDER BY / LIMIT / OFFSET, one page of records ------------
 
@@ -356,7 +554,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             *(self._column(P, m.phones[kind]) for kind in phone_types),
             *(self._column(P, m.extra[name]) for name in extra_names),
         ]
-        T = self.team_model
+        T = self._teams_model()
         statement = (
             select(*columns, self._column(T, self.team.name))
             .select_from(P)
@@ -413,7 +611,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
     def find_teams(self, org: str, query: Query) -> Page[TeamRecord]:
         """Teams matching ``query``, as SQL (``member`` conditions become an ``EXISTS``)."""
         check_fields(query, TEAM_FIELDS)
-        T, t = self.team_model, self.team
+        T, t = self._teams_model(), self.team
         where = [*self._org_filter(T, org)]
         if query.where is not None:
             where.append(self._sql(query.where, self._team_column))
@@ -499,7 +697,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         return None if column is None else self._column(P, column)
 
     def _team_column(self, name: str) -> Any:
-        T, t = self.team_model, self.team
+        T, t = self._teams_model(), self.team
         if name == "key" or (name == "id" and t.scim_id is None):
             return self._pk(T)
         if name == "member":
@@ -529,7 +727,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             exists = (
                 select(self._pk(P))
                 .where(
-                    self._column(P, self.person.team_id) == self._pk(self.team_model),
+                    self._column(P, self.person.team_id) == self._pk(self._teams_model()),
                     self._pk(P) == person_key,
                 )
                 .exists()
@@ -617,10 +815,10 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
         Raises :class:`LookupError` for an unknown team, :class:`ValueError` when it is in use.
         """
-        T, P = self.team_model, self.person_model
+        T, P = self._teams_model(), self.person_model
         try:
             team_id = self._team_id(org, name)
-            members = self.session.scalar(
+            members = self.person.team_id is not None and self.session.scalar(
                 select(func.count())
                 .select_from(P)
                 .where(self._column(P, self.person.team_id) == team_id)
@@ -643,7 +841,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     def rename_team(self, org: str, name: str, new_name: str) -> None:
         """Rename a team in place (its id, members and scopes stay)."""
-        T = self.team_model
+        T = self._teams_model()
         try:
             team_id = self._team_id(org, name)
             holder = {normalize_team(t.name): t.key for t in self._teams(org)}.get(
@@ -663,6 +861,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
     def _team_id(self, org: str, name: str) -> Any:
         """The primary key of the organization's team called ``name`` (normalised match)."""
         wanted = normalize_team(name)
+        if self.team_model is None:
+            raise LookupError("this directory has no teams")
         for team in self._teams(org):
             if normalize_team(team.name) == wanted:
                 return _key(team.key)
@@ -745,7 +945,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         """Attribute names -> table column keys, for Core statements (no ORM overhead)."""
         keys = self._key_maps.get(model)
         if keys is None:
-            mapper = inspect(model)
+            mapper: Any = inspect(model)
             keys = self._key_maps[model] = {
                 attr.key: attr.columns[0].key for attr in mapper.column_attrs
             }
@@ -753,7 +953,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     def _insert(self, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
         """Core executemany INSERT of attribute-keyed rows, batched by key shape."""
-        table = inspect(model).local_table
+        table: Any = inspect(model).local_table
         by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             values = self._column_keys(model, row)
@@ -766,7 +966,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     def _update_by_pk(self, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
         """Core executemany UPDATE ... WHERE pk = :pk of attribute-keyed rows (pk included)."""
-        table = inspect(model).local_table
+        table: Any = inspect(model).local_table
         pk_attr = self._pk_attr(model)
         pk_column = self._pk(model)
         by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -795,7 +995,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if t.scim_id:
             for row in rows:
                 row[t.scim_id] = new_scim_id()
-        self._insert(self.team_model, rows)
+        self._insert(self._teams_model(), rows)
 
     def _touch_teams(self, org: str, names: Iterable[str | None]) -> None:
         """Stamp ``updated_at`` on teams whose members changed (their Group changed)."""
@@ -805,7 +1005,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if not wanted:
             return
         keys = [_key(t.key) for t in self._teams(org) if normalize_team(t.name) in wanted]
-        T = self.team_model
+        T = self._teams_model()
         for chunk in _chunks(keys):
             self.session.execute(
                 update(T)
@@ -818,7 +1018,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         values: Mapping[str, Any],
         team_ids: Mapping[str, Any],
         base: Mapping[str, Any] | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Translate change values (email, names, team, active, extra...) to model attributes,
         on top of ``base``."""
         plain = self._plain_fields
@@ -828,7 +1028,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             if attribute is not None:
                 out[attribute] = None if value == "" and name in _EMPTY_IS_NULL else value
             elif name == "team":
-                out[self.person.team_id] = team_ids[value] if value else None
+                if self.person.team_id is not None:
+                    out[self.person.team_id] = team_ids[value] if value else None
             elif name == "extra" and value:
                 extra = self.person.extra
                 out.update({extra[col]: cell for col, cell in value.items() if col in extra})
@@ -847,7 +1048,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         base = {**m.defaults, **self._org_values(org), m.active: True}
         if self.access.all_teams:
             base.setdefault(self.access.all_teams, False)
-        base.setdefault(self.access.role, self.access.no_access)
+        if self.access.role:
+            base.setdefault(self.access.role, self.access.no_access)
         now = now_naive_utc()
         for stamp in (m.created_at, m.updated_at):
             if stamp:
@@ -869,9 +1071,10 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
              for key, values in merged.items()],
         )
 
-    def _apply_access(self, org: str, changes: list, team_ids: Mapping[str, Any]) -> None:
-        if not changes:
+    def _apply_access(self, org: str, changes: list[Change], team_ids: Mapping[str, Any]) -> None:
+        if not changes or self.access.role is None:
             return
+        role_attr: str = self.access.role
         P, a = self.person_model, self.access
         emails = {normalize_email(c.subject) for c in changes}
         ids = self._ids_by_email(org, emails)
@@ -881,13 +1084,13 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if missing:  # dashboard-only accounts for emails no person has
             new_people = []
             for change in missing:
-                first, _, last = (change.after.get("name") or "").strip().partition(" ")
+                first, _, last = ((change.after or {}).get("name") or "").strip().partition(" ")
                 new_people.append(
                     {"email": normalize_email(change.subject), "first_name": first,
                      "last_name": last, "team": None}
                 )
             self._create_people(org, new_people, team_ids)
-            ids.update(self._ids_by_email(org, {p["email"] for p in new_people}))
+            ids.update(self._ids_by_email(org, {str(p["email"]) for p in new_people}))
 
         pk = self._pk_attr(P)
         rows: list[dict[str, Any]] = []
@@ -895,15 +1098,15 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         for change in changes:
             person_id = ids[normalize_email(change.subject)]
             if change.kind is ChangeKind.ACCESS_REVOKED:
-                row = {pk: person_id, a.role: a.no_access}
+                row = {pk: person_id, role_attr: a.no_access}
                 if a.all_teams:
                     row[a.all_teams] = False
                 scoped[person_id] = []
             else:
-                role = Role(change.after["role"])
-                teams = list(change.after["teams"])
+                role = Role((change.after or {})["role"])
+                teams = list((change.after or {})["teams"])
                 every = role is Role.ADMIN or ALL_TEAMS in teams
-                row = {pk: person_id, a.role: a.role_values[role]}
+                row = {pk: person_id, role_attr: a.role_values[role]}
                 if a.all_teams:
                     row[a.all_teams] = every
                 scoped[person_id] = (
@@ -943,7 +1146,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         return found
 
 
-class _TeamKeys(dict):
+class _TeamKeys(dict[str, Any]):
     """Team name as written -> database key, normalising each distinct name once."""
 
     def __init__(self, by_normalized_name: Mapping[str, str]) -> None:

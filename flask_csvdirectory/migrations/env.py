@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 
 from flask_csvdirectory.migrations import VERSION_TABLE, include_object
 from flask_csvdirectory.models import UTCDateTime, metadata
@@ -15,7 +18,7 @@ def _only_extension_tables(
     return not include_object(obj, name, type_, reflected, compare_to)
 
 
-def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     # revisions must not import the models: store UTCDateTime as the plain DateTime it is
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime()"

@@ -346,7 +346,7 @@ def reject_import(run_id: str) -> Response:
             422,
             "validation_error",
             "Invalid body: reason must be text of at most 2000 characters.",
-            details={"body": exc.normalized_messages()},
+            details={"body": exc.normalized_messages()},  # type: ignore[no-untyped-call]
         ) from None
     run = runs.reject(current_org(), _run_id(run_id), current_actor(), reason=body["reason"])
     return _json(run_body(_reloaded(run)))
@@ -432,7 +432,8 @@ def openapi_document() -> Response:
 
 def run_body(run: SyncRun) -> dict[str, Any]:
     """The JSON representation of a run (:class:`.schemas.RunSchema`)."""
-    return schemas.RunSchema().dump(_run_data(run))
+    body: dict[str, Any] = schemas.RunSchema().dump(_run_data(run))
+    return body
 
 
 def _run_data(run: SyncRun) -> dict[str, Any]:
@@ -732,7 +733,8 @@ def _request_hash(users: runs.Upload | None, employees: runs.Upload | None) -> s
 def _query(schema: type[Schema]) -> dict[str, Any]:
     """The query string loaded through ``schema``; 422 with every invalid parameter."""
     try:
-        return schema().load(request.args.to_dict())
+        loaded: dict[str, Any] = schema().load(request.args.to_dict())
+        return loaded
     except ValidationError as exc:
         raise ApiError(
             422,
@@ -740,9 +742,11 @@ def _query(schema: type[Schema]) -> dict[str, Any]:
             "Invalid query parameters: "
             + "; ".join(
                 f"{name}: {' '.join(map(str, _flat(msgs)))}"
-                for name, msgs in sorted(exc.normalized_messages().items())
+                for name, msgs in sorted(
+                    exc.normalized_messages().items()  # type: ignore[no-untyped-call]
+                )
             ),
-            details={"query": exc.normalized_messages()},
+            details={"query": exc.normalized_messages()},  # type: ignore[no-untyped-call]
         ) from None
 
 
@@ -788,7 +792,7 @@ def _accepted(body: dict[str, Any], status: int) -> Response:
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    response = current_app.json.response(body)
+    response: Response = current_app.json.response(body)  # type: ignore[assignment]
     response.status_code = status
     response.headers.update(headers or {})
     return response

@@ -471,7 +471,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     def save_settings() -> BaseResponse:
         """Save the enable switch and the approval threshold (count, optional percentage)."""
         form = request.form
-        values = {
+        values: dict[str, Any] = {
             "enabled": "enabled" in form,
             "approval_threshold": form.get("approval_threshold", "").strip(),
             "approval_percent": form.get("approval_percent", "").strip(),
@@ -576,6 +576,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         return render_template(
             "csvdirectory/templates.html",
             file_formats=[_file_format(USERS_FILE), _file_format(EMPLOYEES_FILE)],
+            notes=get_state().adapter.notes(),
         )
 
     @bp.get("/templates/<filename>", endpoint="download_template")
