@@ -28,7 +28,9 @@ STEP_WORDS = {
     "queued": "starting",
 }
 
-_KEY_COLUMNS = re.compile(r"Key \(([^)]*)\)|UNIQUE constraint failed: ([\w., ]+)")
+_KEY_COLUMNS = re.compile(
+    r"Key \(([^)]*)\)|UNIQUE constraint failed: (?:index '([^']+)'|([\w., ]+))"
+)
 
 
 class TransientFault(CSVDirectoryError):
@@ -127,7 +129,7 @@ def _integrity_detail(exc: sa_exc.IntegrityError) -> str:
         if columns:
             return (
                 "a person or team with the same value in the column(s) "
-                f"{columns.group(1) or columns.group(2)} already exists"
+                f"{columns.group(1) or columns.group(2) or columns.group(3)} already exists"
             )
         return "a value that must be unique (such as an email or employee ID) already exists"
     if sqlstate == "23502":

@@ -632,24 +632,24 @@ def test_a_revert_never_leaves_the_organization_without_an_active_admin() -> Non
 def test_a_job_that_stops_after_the_commit_ends_applied_and_revertible(
     app: Flask, stack: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The SQLAlchemy adapter commits the applied record and ``applied_at`` with the directory's
-    changes, together with the run's outcome: if the job dies right after, the run is applied,
-    recorded and revertible."""
+    """The SQLAlchemy adapter commits the run's outcome, the applied record, ``applied_at`` and
+    the history entry with the directory's changes (issue 8: one transaction); if the job dies
+    right after, the run is already applied and revertible, and the reaper has nothing to do."""
     run = upload(users_csv(), employees_csv([employee(1)]), enqueue=False)
     adapter = get_state().adapter
     real_apply = adapter.apply
 
     def apply_and_die(*args: Any, **kwargs: Any) -> None:
-        real_apply(*args, **kwargs)  # commits the directory, the record and applied_at
-        raise KeyboardInterrupt  # the process is gone before the run's final commit
+        real_apply(*args, **kwargs)  # commits the directory with the run's outcome
+        raise KeyboardInterrupt  # the process is gone right after the commit
 
     monkeypatch.setattr(adapter, "apply", apply_and_die)
     with pytest.raises(KeyboardInterrupt):
         runs.process(run.id)
     db.session.rollback()
-    # the run's outcome, its applied record and history entry were committed with the changes
     done = fresh(run)
-    assert done.status == RunStatus.AUTO_APPROVED.value and done.applied_at is not None
+    assert done.finished_at is not None and done.applied_at is not None
+    assert done.status == RunStatus.AUTO_APPROVED.value
     assert done.file("applied") is not None
     assert runs.reap_stuck_runs(ORG) == 0
     assert runs.revert_unavailable_reason(done) is None

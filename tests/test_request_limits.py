@@ -14,8 +14,10 @@ from flask.testing import FlaskClient
 from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request
 
-from flask_csvdirectory import tokens
+from flask_csvdirectory import runs, tokens
+from flask_csvdirectory.models import TokenScope
 
+from .conftest import ADMIN
 from .test_dashboard import PREFIX
 from .test_upload_memory import csrf_token
 
@@ -171,7 +173,8 @@ def test_chunked_api_upload_is_refused_as_soon_as_a_file_crosses_the_limit(
 
 def test_scim_body_has_a_limit(app: Flask, client: FlaskClient) -> None:
     with app.app_context():
-        _, secret = tokens.create_token("default", "scim", "test")
+        runs.update_settings("default", ADMIN, scim_enabled=True)
+        _, secret = tokens.create_token("default", "scim", "test", (TokenScope.SCIM,))
     stream = CountingStream(size=50 * MB)
     response = post(client, "/scim/v2/Users", stream, chunked=True,
                     headers={"Authorization": f"Bearer {secret}"},
