@@ -10,7 +10,10 @@ BIN = $(VENV)/bin
 SHELL := /bin/bash
 EXTRAS = test,scim,rq,postgres
 
-.PHONY: example test test-lowest install bench docs
+# axe-core (from the npm registry) is injected into every page by the browser tests.
+AXE = tests/.node/node_modules/axe-core/axe.min.js
+
+.PHONY: example test test-lowest install bench docs axe
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +23,15 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 
 install: $(BIN)/.installed
 
+$(AXE):
+	bash scripts/ensure-axe.sh
+
+axe: $(AXE)
+
 example: $(BIN)/.installed
 	$(BIN)/flask --app example_app run --port $${PORT:-5000}
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(AXE)
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy

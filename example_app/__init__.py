@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from flask_csvdirectory import CSVDirectory, PersonMapping, SQLAlchemyDirectoryAdapter, TeamMapping
 
+from . import invitations
 from .models import Team, User, db
 
 ADMIN_EMAIL = "admin@example.com"
@@ -59,12 +60,23 @@ def create_app(config: dict[str, Any] | None = None, instance_path: str | None =
         )
     if os.environ.get("CSVDIRECTORY_PAUSE_DIR"):  # test only: see flask_csvdirectory.checkpoints
         app.config["CSVDIRECTORY_PAUSE_DIR"] = os.environ["CSVDIRECTORY_PAUSE_DIR"]
+    # Mail: the example's own MAIL_* settings; the extension's notifications use them too.
+    if os.environ.get("MAIL_SERVER"):
+        app.config.update(
+            MAIL_SERVER=os.environ["MAIL_SERVER"],
+            MAIL_PORT=int(os.environ.get("MAIL_PORT", "25")),
+            MAIL_DEFAULT_SENDER=os.environ.get("MAIL_DEFAULT_SENDER", "directory@example.com"),
+        )
+    app.config.setdefault("EXAMPLE_EXTERNAL_URL", os.environ.get("EXTERNAL_URL"))
     app.config.update(config or {})
     missing = not (app.config.get("SECRET_KEY") and app.config.get("CSVDIRECTORY_ENCRYPTION_KEYS"))
     if missing and not app.testing:
         for key, value in instance_secrets(app.instance_path).items():
             if not app.config.get(key):
                 app.config[key] = value
+    if app.config.get("EXAMPLE_EXTERNAL_URL"):
+        app.config.setdefault("CSVDIRECTORY_EXTERNAL_URL", app.config["EXAMPLE_EXTERNAL_URL"])
+    app.config.setdefault("CSVDIRECTORY_DIRECTORY_URL", "/")
 
     db.init_app(app)
     CSRFProtect(app)
@@ -101,6 +113,7 @@ def create_app(config: dict[str, Any] | None = None, instance_path: str | None =
             seed()
 
     _register_views(app)
+    invitations.init_app(app)
 
     @app.cli.command("seed")
     def seed_command() -> None:

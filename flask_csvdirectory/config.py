@@ -116,6 +116,26 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "purged by 'flask csvdirectory purge'; a purged sync can no longer be reverted.",
     ),
     "RUNS_PER_PAGE": (25, "Runs per page of the history and of the API listing."),
+    "NOTIFY": (
+        True,
+        "Email every admin of the organization when a run waits for approval, is held by a "
+        "safeguard, fails or is applied (needs a mail server, below, or a notifier).",
+    ),
+    "DIRECTORY_URL": (
+        None,
+        "Where the host lists its people (a path or URL): a finished run links to it.",
+    ),
+    "EXTERNAL_URL": (
+        None,
+        "The host's public base URL (https://app.example.com), for links in emails.",
+    ),
+    "MAIL_SERVER": (None, "SMTP host for notifications; unset: the host's MAIL_SERVER."),
+    "MAIL_PORT": (None, "SMTP port; unset: the host's MAIL_PORT, else 25."),
+    "MAIL_SENDER": (None, "From address; unset: the host's MAIL_DEFAULT_SENDER."),
+    "MAIL_USERNAME": (None, "SMTP user; unset: the host's MAIL_USERNAME."),
+    "MAIL_PASSWORD": (None, "SMTP password; unset: the host's MAIL_PASSWORD."),
+    "MAIL_USE_TLS": (None, "STARTTLS; unset: the host's MAIL_USE_TLS."),
+    "MAIL_USE_SSL": (None, "SMTP over TLS; unset: the host's MAIL_USE_SSL."),
 }
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from .jobs import JobRunner
+    from .notify import AdminMailer, Notifier
     from .runs import Actor
 
 EXTENSION_KEY = "csvdirectory"
@@ -41,6 +42,10 @@ class CSVDirectoryState:
     store: FileStore
     runner: JobRunner
     config: dict[str, Any] = field(default_factory=dict)
+    #: The notifier emailing admins (None: no mail server configured; signals only).
+    notifier: Notifier | None = None
+    #: The signal receivers that call the notifier (kept here: signals hold them weakly).
+    mailer: AdminMailer | None = None
 
     @property
     def session(self) -> Session:
@@ -80,9 +85,12 @@ class CSVDirectory:
         adapter: DirectoryAdapter | None = None,
         *,
         db: SQLAlchemy | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.adapter = adapter
         self.db = db
+        self.notifier = notifier
+        self._admin_emails_loader: Callable[[str], list[str]] | None = None
         self._organization_loader: Callable[[], str] | None = None
         self._admin_checker: Callable[[Any], bool] | None = None
         self._actor_loader: Callable[[Any], Actor] | None = None
@@ -143,6 +151,7 @@ class CSVDirectory:
             raise _startup_error(problems)
         app.extensions[EXTENSION_KEY] = state
         install_pre_ping(app)
+        self._connect_notifications(app, state)
         self._register_blueprints(app, config)
         if config["ENABLE_DASHBOARD"] and (problem := _template_problem(app, config)):
             del app.extensions[EXTENSION_KEY]
@@ -152,6 +161,14 @@ class CSVDirectory:
         from .cli import csvdirectory_cli
 
         app.cli.add_command(csvdirectory_cli)
+
+    def _connect_notifications(self, app: Flask, state: CSVDirectoryState) -> None:
+        from .notify import AdminMailer, SMTPNotifier
+
+        state.notifier = self.notifier or SMTPNotifier.from_config(app.config)
+        if state.notifier is not None and state.config["NOTIFY"]:
+            state.mailer = AdminMailer(app, state.notifier)
+            state.mailer.connect()
 
     def _register_blueprints(self, app: Flask, config: dict[str, Any]) -> None:
         # The API and SCIM authenticate with bearer tokens, not cookies: a host's CSRFProtect
@@ -221,7 +238,32 @@ class CSVDirectory:
         self._actor_loader = callback
         return callback
 
+    def admin_emails_loader(
+        self, callback: Callable[[str], list[str]]
+    ) -> Callable[[str], list[str]]:
+        """Set the callback giving the email addresses of an organization's admins (who get the
+        notifications). Without one, the adapter's snapshot is read: every active person with
+        the Admin role."""
+        self._admin_emails_loader = callback
+        return callback
+
     # -- what the web layer asks -----------------------------------------------------------
+
+    def admin_emails(self, org: str) -> list[str]:
+        """The addresses notifications about ``org`` go to."""
+        if self._admin_emails_loader is not None:
+            return list(self._admin_emails_loader(org))
+        from .records import Role, normalize_email
+
+        snapshot = get_state().adapter.snapshot(org)
+        emails = []
+        for access in snapshot.access:
+            if Role(access.role) is not Role.ADMIN:
+                continue
+            person = snapshot.by_email.get(normalize_email(access.email))
+            if person is None or person.active:
+                emails.append(access.email)
+        return sorted(emails)
 
     def current_organization(self) -> str:
         """The organization key of the current request."""

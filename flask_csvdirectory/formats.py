@@ -493,6 +493,7 @@ def _parse_employees(
     first_line_of_id: dict[str, int] = {}
     shared: dict[str, str] = {}  # one string object per repeated team / name / title
     rows: list[EmployeeRow] = []
+    teams_of_invalid_rows: set[str] = set()
     for line, cells, values, ok in checker.records(table):
         email = _FAILED if email_at is None else values[email_at]
         if email is not _FAILED:
@@ -521,7 +522,10 @@ def _parse_employees(
                 first_line_of_id, employee_id, line, log, "employee_id", employee_id,
                 "each ID must be unique",
             )
-        if ok and complete:
+        if not (ok and complete):
+            if team_at is not None and values[team_at] is not _FAILED:
+                teams_of_invalid_rows.add(values[team_at])
+        else:
             # required columns: a complete file has their slots
             team = values[team_at]  # type: ignore[index]
             first_name = values[first_name_at]  # type: ignore[index]
@@ -539,7 +543,9 @@ def _parse_employees(
                     _extra_values(extra_at, values, cells, checker) if extra_at else {},
                 )
             )
-    return ParsedFile(file_format.name, rows, log.errors, table.row_count, log.count)
+    return ParsedFile(
+        file_format.name, rows, log.errors, table.row_count, log.count, teams_of_invalid_rows
+    )
 
 
 def _unique(

@@ -17,7 +17,7 @@ An apply is never retried blindly: a job that finds its run already applying re-
 - ``inprocess``: a single background thread of the web process (the embedded default);
 - ``sync``: run inline, now (tests, the CLI).
 
-:class:`CSVDirectoryWorker` is the RQ worker of ``flask csvdirectory worker``: its parent process
+:class:`~.worker.CSVDirectoryWorker` is the RQ worker of ``flask csvdirectory worker``: its parent process
 holds no database connection when it forks (:mod:`.connections`), its work-horses start on fresh
 pools, a killed work-horse ends its run at once, and its loop ends dead runs.
 """
@@ -32,14 +32,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask, current_app, has_app_context
-from rq import Retry, Worker
 
 from . import connections, failures, liveness
 from .failures import TransientFault
+
+if TYPE_CHECKING:  # rq is the optional [rq] extra: imported only where RQ runs the jobs
+    from rq import Retry
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,7 @@ def _retry_or_fail(app: Flask, run_id: str, fault: TransientFault) -> Retry | No
             runs.note_retry(run_id, wait)
         except Exception:  # the database is still away: the retry will find out
             log.debug("could not note the retry of run %s", run_id, exc_info=True)
-        return Retry(max=len(intervals), interval=intervals)
+        return _retry(intervals)
     reason = failures.reason_for(fault, fault.step, run_id=run_id)
     mark_failed(app, run_id, lambda run: reason)
     raise fault
@@ -175,46 +178,34 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class _InProcessRetry:
+    """A job's request to be retried, where the ``[rq]`` extra is not installed (in-process
+    and inline modes read only ``intervals``)."""
+
+    max: int
+    intervals: list[int]
+
+
+def _retry(intervals: list[int]) -> Retry:
+    """RQ's :class:`~rq.Retry` for these waits, or its in-process stand-in without RQ."""
+    try:
+        from rq import Retry
+    except ImportError:
+        return cast("Retry", _InProcessRetry(max=len(intervals), intervals=intervals))
+    return Retry(max=len(intervals), interval=intervals)
+
+
 def _current_rq_job() -> Any:
-    from rq import get_current_job
+    try:
+        from rq import get_current_job
+    except ImportError:  # no [rq] extra: no job runs on RQ
+        return None
 
     try:
         return get_current_job()
     except Exception:
         return None
-
-
-class CSVDirectoryWorker(Worker):
-    """The RQ worker of ``flask csvdirectory worker``, bound to one app.
-
-    - the parent process holds no database connection when it forks: every piece of database
-      work it does (ending dead runs, recording a killed work-horse) releases its connections;
-    - a work-horse first drops the pools it inherited, so its job opens fresh connections;
-    - a killed work-horse ends its run at once with a plain reason;
-    - its loop wakes at least once per heartbeat grace and ends dead runs.
-    """
-
-    app: Flask
-
-    def main_work_horse(self, job: Any, queue: Any) -> None:
-        connections.after_fork(self.app)
-        super().main_work_horse(job, queue)
-
-    def run_maintenance_tasks(self) -> None:
-        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
-        self.end_dead_runs()
-
-    def end_dead_runs(self) -> None:
-        """End runs whose job died (see :mod:`.liveness`); never raises."""
-        try:
-            with self.app.app_context():
-                ended = liveness.end_dead_runs()
-            if ended:
-                self.log.warning("csvdirectory: ended %d dead run(s)", ended)
-        except Exception:
-            self.log.exception("csvdirectory: ending dead runs failed")
-        finally:
-            connections.release_connections(self.app)
 
 
 class JobRunner:
@@ -406,7 +397,7 @@ class JobRunner:
             self._executor.submit(lambda: None).result(timeout=timeout)
 
     def make_worker(self, *, name: str | None = None, grace_seconds: float = 60) -> Any:
-        """A :class:`CSVDirectoryWorker` on this runner's queue."""
+        """A :class:`~.worker.CSVDirectoryWorker` on this runner's queue."""
         app = self.app
 
         def horse_killed(job: Any, pid: int, status: int, rusage: Any) -> None:
@@ -419,6 +410,8 @@ class JobRunner:
                 connections.release_connections(app)
 
         wake = max(int(grace_seconds), 1)
+        from .worker import CSVDirectoryWorker
+
         worker = CSVDirectoryWorker(
             [self.queue()],
             connection=self.redis(),

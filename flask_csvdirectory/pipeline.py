@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from . import formats, planner
+from . import formats, planner, review
 from .adapter import ExtraColumn, FieldLimit
 from .changes import ChangeSet
 from .errors import FileValidationError
@@ -43,6 +43,7 @@ class PlanOutcome:
     employees_rows: int
     directory_size: int
     timings: dict[str, float] = field(default_factory=dict)
+    people: review.People = field(default_factory=review.People)
     #: what the guards say about the plan (filled by :func:`~flask_csvdirectory.runs.dry_run`)
     guard_reasons: list[GuardReason] = field(default_factory=list)
 
@@ -68,13 +69,34 @@ def read_pair(
 def plan_pair(pair: ParsedPair, snapshot: DirectorySnapshot) -> ChangeSet:
     """Check the files against each other and the directory, then plan the change set.
 
-    Raises :class:`FileValidationError` when either file, or the pair, has an error.
+    Raises :class:`FileValidationError` when either file, or the pair, has an error: every
+    error at once (the cross-file checks run on the valid rows even when a file had errors).
     """
-    pair.raise_for_errors()
-    errors = planner.check_pair(pair.users.rows, pair.employees.rows, snapshot)
-    if errors:
-        raise FileValidationError(errors)
-    return planner.plan(pair.users.rows, pair.employees.rows, snapshot)
+    users, employees = pair.users, pair.employees
+    readable = not _unreadable(users) and not _unreadable(employees)
+    cross = (
+        planner.check_pair(
+            users.rows,
+            employees.rows,
+            snapshot,
+            users_complete=users.ok,
+            employees_complete=employees.ok,
+            more_teams=employees.teams_of_invalid_rows,
+        )
+        if readable
+        else []
+    )
+    errors = users.errors + employees.errors + cross
+    count = users.error_count + employees.error_count + len(cross)
+    if errors or count:
+        raise FileValidationError(errors, max(count, len(errors)))
+    return planner.plan(users.rows, employees.rows, snapshot)
+
+
+def _unreadable(parsed: ParsedFile[EmployeeRow] | ParsedFile[UserRow]) -> bool:
+    """A file with errors and no valid row (unreadable, a required column missing, every row
+    wrong): checking the other file against it would only report noise."""
+    return not parsed.rows and bool(parsed.errors or parsed.error_count)
 
 
 def build_plan(
@@ -102,6 +124,7 @@ def build_plan(
         users_rows=pair.users.row_count,
         employees_rows=pair.employees.row_count,
         directory_size=snapshot.size,
+        people=review.describe_people(changeset, snapshot),
         timings={
             "read_seconds": round(read_done - started, 4),
             "plan_seconds": round(time.perf_counter() - read_done, 4),

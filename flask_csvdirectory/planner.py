@@ -19,7 +19,7 @@ Both functions are one pass over each input with dict lookups (no per-row scans)
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,7 +44,13 @@ __all__ = ["check_pair", "plan"]
 
 
 def check_pair(
-    users: Sequence[UserRow], employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
+    users: Sequence[UserRow],
+    employees: Sequence[EmployeeRow],
+    snapshot: DirectorySnapshot,
+    *,
+    users_complete: bool = True,
+    employees_complete: bool = True,
+    more_teams: Iterable[str] = (),
 ) -> list[RowError]:
     """The problems that need both files and the directory; empty when :func:`plan` may run.
 
@@ -58,9 +64,20 @@ def check_pair(
       look-alike characters (Unicode confusables): the error names both.
 
     Errors come sorted by file, line and column.
+
+    It also runs when a file had row errors, on the valid rows, so one upload reports every
+    problem: ``users_complete``/``employees_complete`` false (a row was invalid) skip the checks
+    that a missing row could make wrong (at least one (active) Admin), and ``more_teams`` are the
+    teams of invalid Employees.csv rows, still known to the scope check.
     """
     errors: list[RowError] = []
-    errors.extend(_check_users(users, employees, snapshot))
+    errors.extend(
+        _check_users(
+            users, employees, snapshot,
+            admins=users_complete, active_admins=users_complete and employees_complete,
+            more_teams=more_teams,
+        )
+    )
     errors.extend(_check_employees(employees, snapshot))
     errors.extend(_check_renamed_users(users, employees, snapshot))
     errors.extend(_check_lookalikes(users, employees, snapshot))
@@ -69,27 +86,38 @@ def check_pair(
 
 
 def _check_users(
-    users: Sequence[UserRow], employees: Sequence[EmployeeRow], snapshot: DirectorySnapshot
+    users: Sequence[UserRow],
+    employees: Sequence[EmployeeRow],
+    snapshot: DirectorySnapshot,
+    *,
+    admins: bool = True,
+    active_admins: bool = True,
+    more_teams: Iterable[str] = (),
 ) -> list[RowError]:
     errors: list[RowError] = []
-    admins = [user for user in users if user.role is Role.ADMIN]
+    listed = [user for user in users if user.role is Role.ADMIN]
     if not admins:
+        pass
+    elif not listed:
         errors.append(
             RowError(USERS_FILE, 1, "role", None, "Users.csv must list at least one Admin.")
         )
-    elif not any(_active_after_sync(admin.email, employees, snapshot) for admin in admins):
+    elif active_admins and not any(
+        _active_after_sync(admin.email, employees, snapshot) for admin in listed
+    ):
         errors.append(
             RowError(
                 USERS_FILE,
-                admins[0].line,
+                listed[0].line,
                 "email",
-                admins[0].email,
+                listed[0].email,
                 "Users.csv must list at least one active Admin: every Admin listed is a "
                 "deactivated person who is not in Employees.csv, so nobody could sign in.",
             )
         )
     known = set(snapshot.team_by_name)
     known.update(normalize_team(raw) for raw in {row.team for row in employees})
+    known.update(normalize_team(raw) for raw in more_teams)
     for user in users:
         for team in user.teams:
             if team != ALL_TEAMS and normalize_team(team) not in known:

@@ -100,6 +100,9 @@ class ParsedFile(Generic[RowT]):
     errors: list[RowError]
     row_count: int
     error_count: int = 0
+    #: Team names written on rows that had an error elsewhere (Employees.csv): the cross-file
+    #: checks still know these teams, so every error of both files is found in one pass.
+    teams_of_invalid_rows: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
@@ -118,14 +121,21 @@ def spreadsheet_safe(value: object) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def errors_to_csv(errors: Iterable[RowError]) -> bytes:
-    """Row errors as a UTF-8 CSV download: file, line, column, value, message."""
+def csv_bytes(header: Iterable[object], rows: Iterable[Iterable[object]]) -> bytes:
+    """A UTF-8 CSV download in which every cell, the header included, is
+    :func:`spreadsheet_safe`: no cell the product writes can run as a formula."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(ERROR_COLUMNS)
-    for error in errors:
-        writer.writerow(
-            [error.file, error.line, error.column or "", spreadsheet_safe(error.value),
-             spreadsheet_safe(error.message)]
-        )
+    writer.writerow([spreadsheet_safe(cell) for cell in header])
+    for row in rows:
+        writer.writerow([spreadsheet_safe(cell) for cell in row])
     return out.getvalue().encode("utf-8")
+
+
+def errors_to_csv(errors: Iterable[RowError]) -> bytes:
+    """Row errors as a UTF-8 CSV download: file, line, column, value, message (every cell
+    formula-safe, the column name taken from the uploaded header included)."""
+    return csv_bytes(
+        ERROR_COLUMNS,
+        ([e.file, e.line, e.column or "", e.value, e.message] for e in errors),
+    )

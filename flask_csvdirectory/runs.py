@@ -30,9 +30,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from . import failures, guards, liveness, signals
+from . import failures, guards, liveness, review, signals
 from .adapter import ProgressCallback
-from .changes import ChangeSet, exceeds_threshold
+from .changes import ChangeKind, ChangeSet, exceeds_threshold
 from .checkpoints import checkpoint
 from .connections import guard_apply_transaction
 from .errors import (
@@ -467,7 +467,7 @@ def process(
     previous_fingerprint = run.fingerprint
     run.threshold = settings.approval_threshold
     run.threshold_percent = settings.approval_percent
-    _record_plan(run, changeset, snapshot.size)
+    _record_plan(run, changeset, snapshot)
     run.timings = {
         "read_seconds": round(read_seconds, 3),
         "plan_seconds": round(time.perf_counter() - started - read_seconds, 3),
@@ -531,7 +531,7 @@ def apply_approved(
         _stop(run_id, "re-planning", exc)
         raise
     if changeset.fingerprint() != run.fingerprint:
-        _record_plan(run, changeset, snapshot.size)
+        _record_plan(run, changeset, snapshot)
         run.replans += 1
         run.decided_by_id = run.decided_by_name = None
         run.decided_at = None
@@ -777,6 +777,14 @@ def load_changeset(run: SyncRun) -> ChangeSet:
     return ChangeSet.from_bytes(get_state().store.get(run, "changeset"))
 
 
+def load_people(run: SyncRun) -> review.People:
+    """Who the run's changes touch: name, team and role before and after (empty before
+    planning, and for runs planned before this index was stored)."""
+    if run.file("people") is None:
+        return review.People()
+    return review.People.from_bytes(get_state().store.get(run, "people"))
+
+
 def row_errors(run: SyncRun) -> list[RowError]:
     """The run's row errors (file, line, column, value, message)."""
     return [RowError.from_dict(error) for error in run.row_errors or []]
@@ -889,12 +897,15 @@ def _enter_phase(run: SyncRun, phase: Phase) -> None:
     get_state().session.commit()
 
 
-def _record_plan(run: SyncRun, changeset: ChangeSet, directory_size: int) -> None:
+def _record_plan(run: SyncRun, changeset: ChangeSet, snapshot: DirectorySnapshot) -> None:
     state = get_state()
     canonical = changeset.to_json()
+    directory_size = snapshot.size
     state.store.put(
         state.session, run, "changeset", "changes.json.z", changeset.to_bytes(canonical)
     )
+    people = review.describe_people(changeset, snapshot)
+    state.store.put(state.session, run, "people", "people.json.z", people.to_bytes())
     run.change_count = changeset.count
     run.structural_change_count = changeset.structural_count
     run.change_counts = changeset.counts()
@@ -1021,7 +1032,19 @@ def _apply(
         session.commit()
     except Exception:  # the changes and the outcome are committed; only the timing is lost
         session.rollback()
-    signals.run_applied.send(_app(), run=run, changeset=changeset)
+    app = _app()
+    signals.run_applied.send(app, run=run, changeset=changeset)
+    grants = [
+        signals.AccessGrant(
+            email=change.subject,
+            name=str((change.after or {}).get("name") or ""),
+            role=str((change.after or {}).get("role") or ""),
+            teams=list((change.after or {}).get("teams") or []),
+        )
+        for change in changeset.of_kind(ChangeKind.ACCESS_GRANTED)
+    ]
+    if grants:
+        signals.dashboard_access_granted.send(app, run=run, grants=grants)
 
 
 def _stop(run_id: str, step: str, exc: BaseException, *, transient_ok: bool = True) -> None:

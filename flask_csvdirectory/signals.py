@@ -3,6 +3,8 @@
 Connect with ``run_applied.connect(handler)``; every signal is sent with the Flask app as sender.
 """
 
+from dataclasses import dataclass
+
 from blinker import Namespace
 
 _signals = Namespace()
@@ -25,3 +27,19 @@ run_rejected = _signals.signal("csvdirectory-run-rejected")
 #: Sent when a run ended in Error while processing.
 #: Arguments: ``app`` (sender), ``run``, ``reason`` (str).
 run_failed = _signals.signal("csvdirectory-run-failed")
+
+#: Sent after an applied run gave dashboard access to people who did not have it (they may have
+#: no way to sign in yet: a host typically emails them an invitation).
+#: Arguments: ``app`` (sender), ``run``, ``grants`` (list of
+#: :class:`~flask_csvdirectory.signals.AccessGrant`).
+dashboard_access_granted = _signals.signal("csvdirectory-dashboard-access-granted")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessGrant:
+    """One person who gained dashboard access: email, name, role and teams (``["*"]``: all)."""
+
+    email: str
+    name: str
+    role: str
+    teams: list[str]

@@ -10,8 +10,12 @@ it), where a missing service is a failure.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,3 +132,48 @@ def redis_conn() -> Iterator[Any]:
     yield conn
     conn.flushdb()
     conn.close()
+
+
+class Inbox:
+    """Messages received by the test SMTP server (aiosmtpd), parsed."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.received = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+        self.messages.append(message)
+        self.received.set()
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[Any]:
+        """The first ``count`` messages, waiting up to ``timeout`` seconds for them."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.messages[:count]
+
+    def with_subject(self, text: str) -> list[Any]:
+        return [m for m in self.messages if text in str(m["Subject"])]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server on localhost (aiosmtpd) and what it received: (inbox, port)."""
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield inbox, controller.port
+    finally:
+        controller.stop()

@@ -100,8 +100,8 @@ def run_count(app: Flask) -> int:
 
 def subjects(html: str, kind: str) -> list[str]:
     """The subjects listed in the review table of ``kind``."""
-    table = re.search(rf'<table class="csvd-table csvd-review" data-kind="{kind}">(.*?)</table>',
-                      html, re.S)
+    table = re.search(rf'<table class="csvd-table csvd-review[^"]*" data-kind="{kind}"[^>]*>'
+                      r'(.*?)</table>', html, re.S)
     return re.findall(r'data-subject="([^"]+)"', table.group(1)) if table else []
 
 
@@ -127,16 +127,22 @@ def test_a_manager_is_refused_and_anonymous_users_go_to_login(
     app: Flask, client: FlaskClient
 ) -> None:
     run_id = upload_run_as_admin(app)
-    targets = [*PAGES, f"/runs/{run_id}", f"/runs/{run_id}/status", f"/runs/{run_id}/errors.csv",
-               "/templates/Users.csv"]
+    targets = [*PAGES, f"/runs/{run_id}", f"/runs/{run_id}/errors.csv",
+               f"/runs/{run_id}/changes.csv", f"/runs/{run_id}/result.csv", "/templates/Users.csv"]
     for page in targets:
         response = client.get(PREFIX + page)
         assert response.status_code == 302, page
         assert response.location.startswith("/login"), page
+    # the status endpoint a page polls answers in JSON, never with a redirect to the login page
+    status = client.get(f"{PREFIX}/runs/{run_id}/status")
+    assert (status.status_code, status.json["error"]) == (401, "signed_out")
     login(client, "manager@example.com", "manager")
     for page in targets:
         assert client.get(PREFIX + page).status_code == 403, page
-    for action in ["/", "/tokens", "/upload", f"/runs/{run_id}/approve", f"/runs/{run_id}/reject"]:
+    status = client.get(f"{PREFIX}/runs/{run_id}/status")
+    assert (status.status_code, status.json["error"]) == (403, "forbidden")
+    for action in ["/", "/tokens", "/upload", "/upload/check", f"/runs/{run_id}/approve",
+                   f"/runs/{run_id}/reject"]:
         assert client.post(PREFIX + action, data={"name": "x"}).status_code == 403, action
     assert run_count(app) == 1
 
@@ -184,11 +190,15 @@ def test_templates_download_with_exact_headers(app: Flask, client: FlaskClient) 
 def test_upload_page_has_both_inputs_each_with_its_template_link(client: FlaskClient) -> None:
     login(client)
     html = client.get(f"{PREFIX}/upload").text
-    users_link = html.index(f'href="{PREFIX}/templates/Users.csv"')
     users_input = html.index('name="users"')
-    employees_link = html.index(f'href="{PREFIX}/templates/Employees.csv"')
+    users_link = html.index(f'href="{PREFIX}/templates/Users.csv"')
     employees_input = html.index('name="employees"')
-    assert users_link < users_input < employees_link < employees_input
+    employees_link = html.index(f'href="{PREFIX}/templates/Employees.csv"')
+    assert users_input < users_link < employees_input < employees_link
+    # each link says which template it is (no two links named "Download template")
+    assert ">Download the Users.csv template</a>" in html
+    assert ">Download the Employees.csv template</a>" in html
+    assert "A sync of up to 50 structural changes" in html  # says small runs apply at once
     assert "data-csvd-upload" in html
     assert "<fieldset disabled" not in html
 
@@ -256,16 +266,22 @@ def test_a_large_upload_waits_and_the_review_lists_the_exact_changes(
     html = client.get(f"{PREFIX}/runs/{run_id}").text
     assert '<dd id="csvd-status">Waiting for Approval</dd>' in html
     assert "more structural changes than the approval threshold of 2" in html
-    counts = dict(re.findall(r'<tr data-kind="(\w+)"><td><a [^>]*>[^<]+</a></td>'
-                             r'<td class="csvd-num">(\d+)</td>', html))
+    counts = dict(re.findall(r'<tr data-kind="(\w+)"[^>]*>\s*<th scope="row">.*?</th>\s*'
+                             r'<td class="csvd-num">(\d+)</td>', html, re.S))
     assert counts == {"team_created": "2", "employee_created": "3", "employee_updated": "1"}
     assert "Teams created" in html and "Employees updated" in html
     assert subjects(html, "team_created") == ["Sales", "Support"]
     assert subjects(html, "employee_created") == [
         "person1@example.com", "person2@example.com", "person3@example.com"]
     assert subjects(html, "employee_updated") == ["manager@example.com"]
-    assert re.search(r'<td>Title</td><td class="csvd-before">Team lead</td>'
-                     r'<td class="csvd-after">Head of Sales</td>', html)
+    assert re.search(r'Title: <del class="csvd-before">Team lead</del>.*?'
+                     r'<ins class="csvd-after">Head of Sales</ins>', html, re.S)
+    # each person with name, team and role
+    assert re.search(r'<span class="csvd-person">Max Manager</span><br><span class="csvd-email">'
+                     r'manager@example.com</span></th>\s*'
+                     r'<td data-label="Team">Headquarters</td>\s*'
+                     r'<td data-label="Role">Manager</td>',
+                     html)
     assert person(app, "person1@example.com") is None  # nothing applied yet
 
     # filter by kind, then by text
@@ -276,7 +292,7 @@ def test_a_large_upload_waits_and_the_review_lists_the_exact_changes(
     by_text = client.get(f"{PREFIX}/runs/{run_id}?q=PERSON3").text
     assert subjects(by_text, "employee_created") == ["person3@example.com"]
     assert subjects(by_text, "team_created") == []
-    assert "Showing 1–1 of 1 change matching the filter." in by_text
+    assert "Showing 1–1 of 1 change matching the filter, destructive first." in by_text
     nothing = client.get(f"{PREFIX}/runs/{run_id}?kind=team_created&q=person").text
     assert "No change matches the filter." in nothing
 
@@ -313,20 +329,21 @@ def test_review_is_paginated_server_side(client: FlaskClient) -> None:
     login(client)
     run_id = upload_run(client, pair([employee(n) for n in range(1, 61)]))
     first = client.get(f"{PREFIX}/runs/{run_id}").text
-    assert "Showing 1–50 of 61 changes." in first
+    assert "Showing 1–50 of 61 changes, destructive first." in first
     assert subjects(first, "team_created") == ["Sales"]
     assert len(subjects(first, "employee_created")) == 49
-    assert "Page 1 of 2" in first
-    assert f'href="{PREFIX}/runs/{run_id}?page=2"' in first
+    assert 'aria-current="page" href' in first and "Go to page" in first
+    assert f'href="{PREFIX}/runs/{run_id}?page=2#changes"' in first
     second = client.get(f"{PREFIX}/runs/{run_id}?page=2").text
-    assert "Showing 51–61 of 61 changes." in second
+    assert "Showing 51–61 of 61 changes, destructive first." in second
     assert len(subjects(second, "employee_created")) == 11
     listed = subjects(first, "employee_created") + subjects(second, "employee_created")
     assert sorted(listed) == sorted(f"person{n}@example.com" for n in range(1, 61))
     filtered = client.get(f"{PREFIX}/runs/{run_id}?kind=employee_created&page=2").text
-    assert "Showing 51–60 of 60 changes matching the filter." in filtered
-    assert "kind=employee_created&amp;page=1" in filtered
-    assert "Showing 51–61 of 61 changes." in client.get(f"{PREFIX}/runs/{run_id}?page=99").text
+    assert "Showing 51–60 of 60 changes matching the filter, destructive first." in filtered
+    assert "page=1&amp;kind=employee_created#changes" in filtered
+    assert "Showing 51–61 of 61 changes, destructive first." in client.get(
+        f"{PREFIX}/runs/{run_id}?page=99").text
 
 
 def test_the_window_closed_message_says_until_when_and_why(
@@ -340,8 +357,11 @@ def test_the_window_closed_message_says_until_when_and_why(
     assert opens_at is not None
     assert f"uploads reopen at {opens_at:%Y-%m-%d %H:%M:%S} UTC." in html
     assert "One synchronization per 12 hours is allowed" in html
+    assert f'<time datetime="{opens_at:%Y-%m-%dT%H:%M:%SZ}"' in html  # local time too
     assert f"/runs/{run_id}" in html
-    assert "<fieldset disabled>" in html
+    assert "<fieldset>" in html  # Check files stays usable; Start sync is disabled
+    assert re.search(r'<button type="submit" class="csvd-button csvd-button--primary" '
+                     r'data-csvd-start disabled', html)
     response = upload(client, pair([employee(2)]))
     assert f"uploads reopen at {opens_at:%Y-%m-%d %H:%M:%S} UTC" in client.get(
         response.location
@@ -393,8 +413,10 @@ def test_an_error_run_shows_its_reason_and_row_errors_as_csv(
     assert len(rows) == 3
 
     history = client.get(f"{PREFIX}/runs").text
-    assert 'class="csvd-badge csvd-badge--error" title="' in history
-    assert "Employees.csv had 2 errors" in history
+    # the reason is in a disclosure, reachable by keyboard and touch (no hover-only tooltip)
+    assert re.search(r'<details class="csvd-reason"><summary>Why<span class="csvd-visually-hidden">'
+                     r' this run failed</span></summary><p>Employees.csv had 2 errors', history)
+    assert 'title="Employees.csv' not in history
     # an error does not close the window
     assert "Uploads are closed" not in client.get(f"{PREFIX}/upload").text
 
@@ -450,7 +472,7 @@ def test_the_status_endpoint_and_live_progress(app: Flask, client: FlaskClient) 
         "id": run_id, "status": "File Processing", "status_label": "File Processing",
         "phase": "queued", "phase_label": "Waiting for a worker to pick the run up",
         "finished": False, "waiting": False, "progress": {"done": 0, "total": 0},
-        "change_count": None, "state": "File Processing|open",
+        "change_count": None, "outcome": None, "state": "File Processing|open",
     }
     with app.app_context():
         runs.process(run_id)
@@ -533,10 +555,22 @@ def test_tokens_create_list_revoke(app: Flask, client: FlaskClient) -> None:
     assert missing.status_code == 400
     assert "Give the token a name." in missing.text
 
+    # post-redirect-get: the token is shown once, at the top, by the page the POST redirects to
     created = client.post(f"{PREFIX}/tokens", data={"name": "Nightly HR export"})
-    assert created.status_code == 200
-    assert created.headers["Cache-Control"] == "no-store"
-    plaintext = re.search(r'id="csvd-new-token"[^>]*value="(csvd_[^"]+)"', created.text).group(1)
+    assert created.status_code == 303
+    assert created.location == f"{PREFIX}/#csvd-new-token-heading"
+    assert "csvd_" not in created.headers.get("Set-Cookie", "")  # encrypted in the session
+    shown = client.get(created.location)
+    assert shown.headers["Cache-Control"] == "no-store"
+    plaintext = re.search(r'id="csvd-new-token"[^>]*value="(csvd_[^"]+)"', shown.text).group(1)
+    assert shown.text.index('id="csvd-new-token"') < shown.text.index("csvd-status-heading")
+    assert "Copy token" in shown.text and "shown only this once" in shown.text
+    with app.app_context():
+        assert len(tokens.list_tokens("default")) == 1
+    refreshed = client.get(created.location).text  # a refresh neither shows nor creates one
+    assert plaintext not in refreshed
+    with app.app_context():
+        assert len(tokens.list_tokens("default")) == 1
     with app.app_context():
         token = tokens.authenticate(plaintext)
         assert token is not None and token.name == "Nightly HR export"
@@ -550,7 +584,10 @@ def test_tokens_create_list_revoke(app: Flask, client: FlaskClient) -> None:
     assert revoked.status_code == 303
     page = client.get(revoked.location).text
     assert "The token was revoked" in page
-    assert re.search(r"<td>Revoked \d{4}-\d\d-\d\d \d\d:\d\d UTC</td>", page)
+    assert re.search(r'<td>Revoked <time datetime="[0-9T:-]+Z" title="[^"]+" '
+                     r'data-csvd-time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time></td>',
+                     page)
+    assert 'data-confirm="Revoke the token' in listing
     with app.app_context():
         assert tokens.authenticate(plaintext) is None
     again = client.post(f"{PREFIX}/tokens/{token_id}/revoke")
@@ -602,4 +639,8 @@ def test_pages_render_with_a_users_csv_only_listing(client: FlaskClient) -> None
     run_id = upload_run(client, data)
     html = client.get(f"{PREFIX}/runs/{run_id}").text
     assert subjects(html, "access_granted") == ["person1@example.com"]
-    assert "<td>Manager</td><td>Sales, Support</td>" in html
+    assert "Gets dashboard access: Manager of Sales, Support" in html
+    assert re.search(r'First1 Last1</span><br><span class="csvd-email">person1@example.com'
+                     r'</span></th>\s*'
+                     r'<td data-label="Team">Sales</td>\s*'
+                     r'<td data-label="Role">none → Manager</td>', html)

@@ -461,12 +461,15 @@ def _blockers(lab: Lab) -> dict[str, Callable[[psycopg.Connection[Any]], None]]:
     """For each kind of apply statement: how another session makes it wait for a lock."""
     return {
         # the COPY of new teams waits on the unique index for a team another session inserts
-        "copy teams": lambda c: c.execute("INSERT INTO teams (name) VALUES ('Fault team 7')"),
+        "copy teams": lambda c: c.execute(
+            "INSERT INTO teams (name, scim_id, created_at, updated_at) "
+            "VALUES ('Fault team 7', gen_random_uuid()::text, now(), now())"
+        ),
         # the COPY of new people waits on the unique email
         "copy people": lambda c: c.execute(
             "INSERT INTO users (email, first_name, last_name, title, active, role, "
-            "sees_all_teams, login_count) VALUES ('person1007@example.com', '', '', '', true, "
-            "'employee', false, 0)"
+            "sees_all_teams, login_count, created_at, updated_at) VALUES "
+            "('person1007@example.com', '', '', '', true, 'employee', false, 0, now(), now())"
         ),
         # the UPDATE of changed people waits on a row another session locked
         "update people": lambda c: c.execute(

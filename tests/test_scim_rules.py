@@ -122,7 +122,9 @@ def test_the_settings_page_has_the_scim_switch_and_token_scopes(
     assert settings.scim_enabled and not settings.scim_hard_delete
     created = client.post("/settings/integrations/csv-import/tokens",
                           data={"name": "Okta", "scope": "scim"})
-    assert created.status_code == 200 and "SCIM" in created.get_data(as_text=True)
+    assert created.status_code == 303  # post-redirect-get: the token is shown by the next page
+    shown = client.get(created.location)
+    assert shown.status_code == 200 and "SCIM" in shown.get_data(as_text=True)
 
 
 # -- validation: the CSV's rules --------------------------------------------------------------

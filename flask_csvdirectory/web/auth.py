@@ -6,7 +6,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import abort, current_app, g, request
+from flask import abort, current_app, g, jsonify, request
 from flask_login import current_user
 
 from ..extension import get_state
@@ -26,6 +26,27 @@ def admin_required(view: F) -> F:
             return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
         if not get_state().extension.is_admin(current_user):
             abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def admin_required_json(view: F) -> F:
+    """For endpoints a page polls: 401 JSON when signed out, 403 JSON for non-admins (a
+    redirect to the login page would look like a success to ``fetch``)."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            response = jsonify(error="signed_out", message="You are signed out.")
+            response.status_code = 401
+            return response
+        if not get_state().extension.is_admin(current_user):
+            response = jsonify(
+                error="forbidden", message="You no longer have access to this dashboard."
+            )
+            response.status_code = 403
+            return response
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ from flask import (
     render_template,
     request,
     send_file,
+    session,
     url_for,
 )
 from flask_login import current_user
@@ -41,15 +42,16 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms.validators import ValidationError
 
-from .. import formats, runs, tokens
+from .. import formats, review, runs, tokens
 from .. import history as history_log
-from ..changes import Change, ChangeKind
-from ..errors import IntakeRefused, RunNotFound, RunStateError
+from ..changes import Change, ChangeKind, ChangeSet
+from ..errors import FileValidationError, IntakeRefused, RunNotFound, RunStateError
 from ..extension import get_state
+from ..guards import Verdict
 from ..models import Channel, Phase, RunStatus, SyncRun, TokenScope
 from ..records import ALL_TEAMS
 from ..rows import EMPLOYEES_FILE, USERS_FILE, errors_to_csv
-from .auth import admin_required, current_actor, current_org
+from .auth import admin_required, admin_required_json, current_actor, current_org
 from .uploads import FORM_OVERHEAD, keep_uploads_in_memory, limit_body
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -139,8 +141,18 @@ TOKEN_SCOPES: dict[str, tuple[TokenScope, ...]] = {
 
 
 def format_time(value: datetime | None) -> str:
-    """A timestamp as admins read it: ``2025-01-31 14:05 UTC`` (empty for ``None``)."""
-    return "" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
+    """A timestamp as admins read it, to the second: ``2025-01-31 14:05:09 UTC`` (empty for
+    ``None``). Pages show it in a ``<time>`` element that the browser turns into local time."""
+    return "" if value is None else f"{_utc(value):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def iso_time(value: datetime) -> str:
+    """The machine-readable form for ``<time datetime>``: ``2025-01-31T14:05:09Z``."""
+    return f"{_utc(value):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def format_size(size: int) -> str:
@@ -199,70 +211,82 @@ def field_label(key: str) -> str:
 
 
 def change_diff(change: Change) -> list[tuple[str, str, str]]:
-    """(field, before, after) for each field a change touches, in a stable order."""
+    """(field, before, after) for each field a change really changes, in a stable order
+    (a field whose value stays the same, such as ``Role: Manager -> Manager``, is left out)."""
     before, after = _flatten(change.before), _flatten(change.after)
     keys = list(dict.fromkeys([*before, *after]))
-    return [
+    rows = [
         (field_label(key), format_value(before.get(key)), format_value(after.get(key)))
         for key in keys
+        if _comparable(before.get(key)) != _comparable(after.get(key))
     ]
+    return rows
 
 
-def _full_name(values: dict[str, Any] | None) -> str:
+def _comparable(value: Any) -> Any:
+    return sorted(value) if isinstance(value, list | tuple) else value
+
+
+def _access_text(values: dict[str, Any] | None) -> str:
     values = values or {}
-    return " ".join(p for p in (values.get("first_name"), values.get("last_name")) if p) or "—"
+    role, teams = values.get("role") or "", values.get("teams") or []
+    if role == "Admin" or list(teams) == [ALL_TEAMS]:
+        return f"{role} (all teams)"
+    return f"{role} of {format_value(teams)}"
 
 
-def review_columns(
-    kind: ChangeKind, changes: Iterable[Change] = ()
-) -> list[tuple[str, Callable[[Change], str]]]:
-    """The table columns of one change kind: (header, cell of a change).
-
-    "Other columns" (the host's extra columns) only appears when one of ``changes`` has any.
-    Kinds listed by :func:`is_diff_kind` are shown as field / before / after rows instead.
-    """
-    after: Callable[[Change, str], str] = lambda c, key: format_value((c.after or {}).get(key))  # noqa: E731
-    before: Callable[[Change, str], str] = lambda c, key: format_value((c.before or {}).get(key))  # noqa: E731
-    match kind:
+def change_summary(change: Change) -> str:
+    """One line saying what a change does, for kinds that are not shown as a field diff."""
+    after = change.after or {}
+    match change.kind:
         case ChangeKind.TEAM_CREATED:
-            return [("Team", lambda c: c.subject)]
+            return "New team"
         case ChangeKind.EMPLOYEE_CREATED:
-            extra = any((c.after or {}).get("extra") for c in changes)
-            return [
-                ("Email", lambda c: c.subject),
-                ("Name", lambda c: _full_name(c.after)),
-                ("Team", lambda c: after(c, "team")),
-                ("Title", lambda c: after(c, "title")),
-                ("Employee ID", lambda c: after(c, "external_id")),
-            ] + ([("Other columns", lambda c: format_value((c.after or {}).get("extra") or None))]
-                 if extra else [])
+            parts = [f"{label}: {format_value(after.get(key))}"
+                     for key, label in (("title", "Title"), ("external_id", "Employee ID"))
+                     if after.get(key)]
+            parts += [f"{name}: {value}" for name, value in (after.get("extra") or {}).items()]
+            return "New person" + (f" ({'; '.join(parts)})" if parts else "")
         case ChangeKind.EMPLOYEE_MOVED:
-            return [
-                ("Person", lambda c: c.subject),
-                ("From team", lambda c: before(c, "team")),
-                ("To team", lambda c: after(c, "team")),
-            ]
-        case ChangeKind.EMPLOYEE_DEACTIVATED | ChangeKind.EMPLOYEE_REACTIVATED:
-            return [("Person", lambda c: c.subject)]
+            return f"Moves to {format_value(after.get('team'))}"
+        case ChangeKind.EMPLOYEE_DEACTIVATED:
+            return "Deactivated: can no longer sign in or be managed"
+        case ChangeKind.EMPLOYEE_REACTIVATED:
+            return "Reactivated"
         case ChangeKind.ACCESS_GRANTED:
-            return [
-                ("Person", lambda c: c.subject),
-                ("Name", lambda c: after(c, "name")),
-                ("Role", lambda c: after(c, "role")),
-                ("Teams", lambda c: after(c, "teams")),
-            ]
+            return f"Gets dashboard access: {_access_text(after)}"
         case ChangeKind.ACCESS_REVOKED:
-            return [
-                ("Person", lambda c: c.subject),
-                ("Role it had", lambda c: before(c, "role")),
-                ("Teams it saw", lambda c: before(c, "teams")),
-            ]
-    return [("Subject", lambda c: c.subject)]
+            return f"Loses dashboard access: {_access_text(change.before)}"
+    return change.kind.label
 
 
 def is_diff_kind(kind: ChangeKind) -> bool:
     """Whether a kind's review shows before/after per field (updates, access changes)."""
     return kind in (ChangeKind.EMPLOYEE_UPDATED, ChangeKind.ACCESS_CHANGED)
+
+
+@dataclass(frozen=True)
+class ReviewGroup:
+    """Consecutive changes of one kind (or of ``access_reduced``) on a review page."""
+
+    value: str
+    label: str
+    destructive: bool
+    changes: list[Change]
+
+
+def group_changes(changes: Iterable[Change]) -> list[ReviewGroup]:
+    """Split a page of changes (in review order) into its kinds; reduced access changes form
+    their own destructive group."""
+    groups: list[ReviewGroup] = []
+    for change in changes:
+        reduced = review.access_reduced(change)
+        value = review.ACCESS_REDUCED if reduced else change.kind.value
+        if not groups or groups[-1].value != value:
+            label = "Dashboard access reduced" if reduced else change.kind.label
+            groups.append(ReviewGroup(value, label, review.is_destructive(change), []))
+        groups[-1].changes.append(change)
+    return groups
 
 
 def _page_arg() -> int:
@@ -323,6 +347,20 @@ def _window(org: str, interval: timedelta) -> dict[str, Any] | None:
     }
 
 
+NEW_TOKEN_KEY = "csvdirectory_new_token"
+
+
+def _pop_new_token(org: str) -> tuple[Any, str] | None:
+    """The token created by the previous request and its plaintext, once (then forgotten)."""
+    pending = session.pop(NEW_TOKEN_KEY, None)
+    if not pending:
+        return None
+    token = next((t for t in tokens.list_tokens(org) if t.id == pending.get("id")), None)
+    if token is None or not token.active:
+        return None
+    return token, get_state().store.decrypt(str(pending["secret"]).encode()).decode()
+
+
 def _redirect(endpoint: str, **values: Any) -> BaseResponse:
     return redirect(url_for(endpoint, **values), code=303)
 
@@ -348,6 +386,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             "csvdirectory_csrf_token": generate_csrf,
             "csvdirectory_csrf_field": current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"),
             "format_time": format_time,
+            "iso_time": iso_time,
             "format_size": format_size,
             "format_value": format_value,
             "status_slug": status_slug,
@@ -369,7 +408,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         if not get_state().extension.is_admin(current_user):
             abort(403)
         file_limit = int(config["MAX_UPLOAD_BYTES"])
-        if request.endpoint == "csvdirectory.start_upload":
+        if request.endpoint in ("csvdirectory.start_upload", "csvdirectory.check_upload"):
             # non-file fields (the CSRF token) are small; the parser's buffer holds up to two
             # 64 KB reads, so the field limit leaves room for that
             limit_body(2 * file_limit + FORM_OVERHEAD, form_bytes=4 * FORM_OVERHEAD)
@@ -437,12 +476,12 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         errors: dict[str, str] | None = None,
         values: dict[str, str] | None = None,
         token_errors: dict[str, str] | None = None,
-        new_token: tuple[Any, str] | None = None,
         status: int = 200,
     ) -> Response:
         org = current_org()
         settings = runs.get_settings(org)
         recent, _ = runs.list_runs(org, page=1, per_page=1)
+        new_token = _pop_new_token(org)
         body = render_template(
             "csvdirectory/settings.html",
             settings=settings,
@@ -555,7 +594,13 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         token, plaintext = tokens.create_token(
             current_org(), name, current_actor().name, scopes
         )
-        return render_settings(new_token=(token, plaintext))
+        # Post-redirect-get: the plaintext rides in the session, encrypted, to the next page
+        # view, which shows it once at the top and forgets it (a refresh creates nothing).
+        session[NEW_TOKEN_KEY] = {
+            "id": token.id,
+            "secret": get_state().store.encrypt(plaintext.encode()).decode(),
+        }
+        return _redirect("csvdirectory.settings", _anchor="csvd-new-token-heading")
 
     @bp.post("/tokens/<int:token_id>/revoke", endpoint="revoke_token")
     @admin_required
@@ -616,17 +661,60 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     @admin_required
     def upload_page() -> str:
         """The upload form, or why uploads are not possible now."""
+        return render_upload()
+
+    def render_upload(check: dict[str, Any] | None = None) -> str:
         org = current_org()
         runs.reap_stuck_runs(org)
         blocking = runs.open_run(org)
+        settings = runs.get_settings(org)
         return render_template(
             "csvdirectory/upload.html",
-            settings=runs.get_settings(org),
+            settings=settings,
             window=_window(org, interval),
             open_run=blocking,
             open_run_message=runs.open_run_message(blocking) if blocking is not None else None,
             max_bytes=int(config["MAX_UPLOAD_BYTES"]),
+            check=check,
         )
+
+    @bp.post("/upload/check", endpoint="check_upload")
+    @admin_required
+    def check_upload() -> tuple[str, int]:
+        """Pre-flight: validate and plan both files without creating a run or touching the
+        window; say what a sync would do and whether it would apply at once or wait."""
+        limit = int(config["MAX_UPLOAD_BYTES"])
+        org = current_org()
+        users = _upload(request.files.get("users"), limit)
+        employees = _upload(request.files.get("employees"), limit)
+        check: dict[str, Any] = {
+            "files": [u.filename for u in (users, employees) if u is not None],
+        }
+        status = 200
+        try:
+            outcome = runs.dry_run(org, users, employees, current_actor())
+        except FileValidationError as exc:
+            check.update(ok=False, errors=exc.errors, error_count=exc.error_count)
+            status = 422
+        except IntakeRefused as exc:
+            check.update(ok=False, refused=str(exc.description), errors=[], error_count=0)
+            status = 400
+        else:
+            settings = runs.get_settings(org)
+            changeset = outcome.changeset
+            reasons = outcome.guard_reasons
+            check.update(
+                ok=True,
+                outcome=outcome,
+                summary=review.summarize(changeset, outcome.people),
+                guard_reasons=reasons,
+                would_be_refused=any(r.verdict is Verdict.REFUSE for r in reasons),
+                would_wait=runs.needs_approval(
+                    changeset, reasons, settings, outcome.directory_size
+                ),
+                settings=settings,
+            )
+        return render_upload(check), status
 
     @bp.post("/upload", endpoint="start_upload")
     @admin_required
@@ -686,38 +774,31 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             "waiting": run.is_waiting,
             "progress": {"done": done, "total": total},
             "change_count": run.change_count,
+            "outcome": outcome_text(run),
             "state": f"{run.status}|{'finished' if run.is_finished else 'open'}",
         }
+
+    def review_data(run: SyncRun) -> tuple[ChangeSet, review.People]:
+        if run.change_count is None:
+            return ChangeSet(), review.People()
+        return runs.load_changeset(run), runs.load_people(run)
 
     @bp.get("/runs/<run_id>", endpoint="run")
     @admin_required
     def run_page(run_id: str) -> str:
-        """A run: status, live progress, the change set review, row errors, approve/reject."""
+        """A run: what happened or is happening, risk first, the change set review, row
+        errors, approve/reject."""
         org = current_org()
         run = runs.get_run(org, run_id)
+        changeset, people = review_data(run)
         kind_value = request.args.get("kind", "")
-        kind = ChangeKind(kind_value) if kind_value in ChangeKind._value2member_map_ else None
+        known_kinds = {*ChangeKind._value2member_map_, review.ACCESS_REDUCED}
+        kind = kind_value if kind_value in known_kinds else None
         query = request.args.get("q", "").strip()
-        changes = [] if run.change_count is None else runs.load_changeset(run).changes
-        filtered = [
-            change
-            for change in changes
-            if (kind is None or change.kind is kind)
-            and (not query or query.casefold() in change.subject.casefold())
-        ]
+        filtered = review.select(changeset, people, kind=kind, query=query)
         pagination = Pagination.clamped(_page_arg(), REVIEW_PER_PAGE, len(filtered))
-        shown = pagination.slice(filtered)
-        groups: list[tuple[ChangeKind, list[Change]]] = []
-        for change in shown:
-            if groups and groups[-1][0] is change.kind:
-                groups[-1][1].append(change)
-            else:
-                groups.append((change.kind, [change]))
-        counts = [
-            (ChangeKind(value), count)
-            for value, count in (run.change_counts or {}).items()
-            if count and value in ChangeKind._value2member_map_
-        ]
+        summary = review.summarize(changeset, people)
+        kind_labels = {row.value: row.label for row in summary.rows}
         return render_template(
             "csvdirectory/run.html",
             run=run,
@@ -725,26 +806,41 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             conflicts=runs.load_conflicts(run) if run.is_revert else [],
             window_rule=describe_interval(interval),
             status=status_payload(run),
-            counts=counts,
-            groups=groups,
+            summary=summary,
+            confirm_text=review.confirmation(summary),
+            groups=group_changes(pagination.slice(filtered)),
             pagination=pagination,
             kind=kind,
+            kind_label=kind_labels.get(kind or "", kind),
+            kind_url=lambda value: url_for(
+                "csvdirectory.run", run_id=run.id, kind=value, _anchor="changes"
+            ),
             query=query,
+            people=people,
             row_errors=runs.row_errors(run),
             guard_reasons=runs.guard_reasons(run),
-            review_columns=review_columns,
             is_diff_kind=is_diff_kind,
             change_diff=change_diff,
+            change_summary=change_summary,
+            directory_url=config.get("DIRECTORY_URL"),
             live=not run.is_finished and not run.is_waiting,
+            applied=_applied(run),
         )
 
     @bp.get("/runs/<run_id>/status", endpoint="run_status")
-    @admin_required
+    @admin_required_json
     def run_status(run_id: str) -> Response:
-        """The run's status and live progress as JSON (the run page polls it)."""
+        """The run's status and live progress as JSON (the run page polls it). A signed-out
+        or non-admin caller gets 401/403 JSON, never a redirect to the login page."""
         org = current_org()
         runs.reap_stuck_runs(org)
         response = jsonify(status_payload(runs.get_run(org, run_id)))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def csv_download(data: bytes, filename: str) -> Response:
+        response = Response(data, mimetype="text/csv")
+        response.headers["Content-Disposition"] = f"attachment; filename={filename}"
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -753,11 +849,27 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     def run_errors(run_id: str) -> Response:
         """The run's row errors as CSV: file, line, column, value, message."""
         run = runs.get_run(current_org(), run_id)
-        response = Response(errors_to_csv(runs.row_errors(run)), mimetype="text/csv")
-        response.headers["Content-Disposition"] = (
-            f"attachment; filename=errors-{run.id[:8]}.csv"
-        )
-        return response
+        return csv_download(errors_to_csv(runs.row_errors(run)), f"errors-{run.id[:8]}.csv")
+
+    @bp.get("/runs/<run_id>/changes.csv", endpoint="run_changes")
+    @admin_required
+    def run_changes(run_id: str) -> Response:
+        """The run's change set as CSV (destructive changes first), one line per field."""
+        run = runs.get_run(current_org(), run_id)
+        changeset, people = review_data(run)
+        data = review.changes_csv(review.in_review_order(changeset), people)
+        return csv_download(data, f"changes-{run.id[:8]}.csv")
+
+    @bp.get("/runs/<run_id>/result.csv", endpoint="run_result")
+    @admin_required
+    def run_result(run_id: str) -> Response:
+        """What an applied run left: each touched person's state after it."""
+        run = runs.get_run(current_org(), run_id)
+        if not _applied(run):
+            raise RunNotFound("This run was not applied, so it has no result to download.")
+        changeset, people = review_data(run)
+        return csv_download(review.result_csv(changeset.changes, people),
+                            f"result-{run.id[:8]}.csv")
 
     @bp.post("/runs/<run_id>/approve", endpoint="approve")
     @admin_required
@@ -794,3 +906,26 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         return _redirect("csvdirectory.run", run_id=revert_run.id)
 
     return bp
+
+
+def _applied(run: SyncRun) -> bool:
+    """Whether the run's changes are in the directory (auto-approved, or approved and done)."""
+    return run.is_finished and run.is_applied
+
+
+def outcome_text(run: SyncRun) -> str | None:
+    """What a finished run did, in one sentence: ``53 changes applied in 2.1 s.``"""
+    if not run.is_finished:
+        return None
+    if _applied(run):
+        count = run.change_count or 0
+        seconds = (run.timings or {}).get("apply_seconds")
+        took = f" in {seconds:.1f} s" if isinstance(seconds, int | float) else ""
+        if count == 0:
+            return "Nothing to change: the directory already matched the files."
+        return f"{count} change{'s' if count != 1 else ''} applied{took}."
+    if run.status == RunStatus.REJECTED.value:
+        return f"Rejected by {run.decided_by_name}: nothing was applied."
+    if run.status == RunStatus.ERROR.value:
+        return "Error while processing: nothing was applied; the directory is unchanged."
+    return None
