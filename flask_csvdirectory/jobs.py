@@ -17,8 +17,8 @@ An apply is never retried blindly: a job that finds its run already applying re-
 - ``inprocess``: a single background thread of the web process (the embedded default);
 - ``sync``: run inline, now (tests, the CLI).
 
-:class:`~.worker.CSVDirectoryWorker` is the RQ worker of ``flask csvdirectory worker``: its parent process
-holds no database connection when it forks (:mod:`.connections`), its work-horses start on fresh
+:class:`~.worker.CSVDirectoryWorker` is the RQ worker of ``flask csvdirectory worker``: its
+parent process holds no database connection when it forks (:mod:`.connections`), its work-horses start on fresh
 pools, a killed work-horse ends its run at once, and its loop ends dead runs.
 """
 
