@@ -18,8 +18,9 @@ An apply is never retried blindly: a job that finds its run already applying re-
 - ``sync``: run inline, now (tests, the CLI).
 
 :class:`~.worker.CSVDirectoryWorker` is the RQ worker of ``flask csvdirectory worker``: its
-parent process holds no database connection when it forks (:mod:`.connections`), its work-horses start on fresh
-pools, a killed work-horse ends its run at once, and its loop ends dead runs.
+parent process holds no database connection when it forks (:mod:`.connections`), its
+work-horses start on fresh pools, a killed work-horse ends its run at once, and its loop ends
+dead runs.
 """
 
 from __future__ import annotations
