@@ -41,7 +41,14 @@ from example_app.models import Team, User, db
 from flask_csvdirectory import runs, tokens
 from flask_csvdirectory.models import RunStatus, SyncRun
 
-from .conftest import ADMIN, POSTGRES_URL, REDIS_URL, build_app, require_services
+from .conftest import (
+    ADMIN,
+    POSTGRES_URL,
+    REDIS_URL,
+    TEST_ENCRYPTION_KEY,
+    build_app,
+    require_services,
+)
 from .factories import employee, employees_csv, users_csv
 
 pytestmark = [pytest.mark.faults, pytest.mark.realstack]
@@ -107,6 +114,7 @@ class Workers:
             DATABASE_URL=POSTGRES_URL,
             REDIS_URL=REDIS_URL,
             SECRET_KEY="test-secret",
+            CSVDIRECTORY_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,
             PYTHONPATH=str(ROOT),
             CSVDIRECTORY_HEARTBEAT_GRACE=str(GRACE),
             CSVDIRECTORY_JOB_RETRY_INTERVALS="1",
@@ -238,6 +246,7 @@ def lab(tmp_path: Path, workers: Workers) -> Iterator[Lab]:
         CSVDIRECTORY_JOBS_MODE="rq",
         CSVDIRECTORY_HEARTBEAT_GRACE=timedelta(seconds=GRACE),
         CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD=100_000,
+        CSVDIRECTORY_ENCRYPTION_KEYS=[TEST_ENCRYPTION_KEY],  # the workers' key too
     )
     pauses = workers.pauses
     with app.app_context():
