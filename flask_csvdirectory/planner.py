@@ -314,12 +314,13 @@ def plan(
     The cyclic garbage collector is paused meanwhile (and restored): a plan allocates many
     acyclic objects, and full collections over a large heap would double its time.
     """
-    with _gc_paused():
+    with gc_paused():
         return _plan(users, employees, snapshot)
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
+    """Pause CPython's cyclic collector while many acyclic objects are built (restored after)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

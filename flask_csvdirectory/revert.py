@@ -28,15 +28,14 @@ without an active admin: when it would, the changes that take an admin away are 
 
 from __future__ import annotations
 
-import gc
 import json
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .changes import Change, ChangeKind, ChangeSet
+from .planner import gc_paused
 from .records import (
     ALL_TEAMS,
     AccessRecord,
@@ -112,19 +111,10 @@ def plan_revert(applied: ChangeSet, snapshot: DirectorySnapshot) -> RevertPlan:
 
     The cyclic garbage collector is paused meanwhile, as :func:`.planner.plan` does: the plan
     allocates many acyclic objects next to a large snapshot."""
-    with _gc_paused():
+    with gc_paused():
         return _Reverter(applied, snapshot).plan()
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 #: person fields an ``employee_updated`` may carry, besides ``extra``

@@ -16,15 +16,14 @@ story.
 
 from __future__ import annotations
 
-import gc
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .changes import Change, ChangeKind, ChangeSet
+from .planner import gc_paused
 from .records import ALL_TEAMS, DirectorySnapshot, PersonRecord, Role, normalize_email
 from .rows import csv_bytes
 
@@ -82,16 +81,6 @@ class Who:
 _WHO_FIELDS = tuple(f.name for f in fields(Who))
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic collector while many acyclic objects are made (as the planner does)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 @dataclass(slots=True)
@@ -117,7 +106,7 @@ class People:
     @classmethod
     def from_bytes(cls, data: bytes) -> People:
         """Rebuild an index stored with :meth:`to_bytes`."""
-        with _gc_paused():
+        with gc_paused():
             return cls({row[0]: Who(*row) for row in json.loads(zlib.decompress(data))})
 
 
@@ -126,7 +115,7 @@ def describe_people(changeset: ChangeSet, snapshot: DirectorySnapshot) -> People
 
     One pass over the changes with snapshot look-ups; only touched people are described.
     """
-    with _gc_paused():
+    with gc_paused():
         return _describe_people(changeset, snapshot)
 
 
