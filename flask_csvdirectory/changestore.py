@@ -306,7 +306,8 @@ class PagedChanges(StoredChanges):
         self._page_size: int = index["page_size"]
         self._prefix: str = index["prefix"]
         self._segments: list[list[Any]] = index["segments"]
-        self._pages: dict[int, tuple[list[Change], dict[str, review.Who]]] = {}
+        #: pages read so far: their rows and who rows (by email) as parsed from JSON
+        self._raw: dict[int, tuple[list[Any], dict[str, list[Any]]]] = {}
 
     @property
     def count(self) -> int:
@@ -359,24 +360,30 @@ class PagedChanges(StoredChanges):
     # -- pages ----------------------------------------------------------------------------
 
     def _load(self, numbers: Iterable[int]) -> None:
-        wanted = sorted({n for n in numbers if n not in self._pages})
+        wanted = sorted({n for n in numbers if n not in self._raw})
         if not wanted:
             return
         roles = [f"{self._prefix}{n:05d}" for n in wanted]
         data = self._store.get_many(self._session, self._run_id, roles)
-        with gc_paused():
-            for number, role in zip(wanted, roles, strict=True):
-                self._pages[number] = _parse_page(data[role])
+        for number, role in zip(wanted, roles, strict=True):
+            self._raw[number] = _parse_raw(data.pop(role))
 
     def _at(self, positions: Sequence[int]) -> tuple[list[Change], review.People]:
+        """The changes at ``positions`` and who they touch: only those rows become objects."""
         size = self._page_size
         self._load(position // size for position in positions)
         people: dict[str, review.Who] = {}
         changes: list[Change] = []
+        from_row, who_class = Change.from_row, review.Who
         for position in positions:
-            page_changes, page_people = self._pages[position // size]
-            changes.append(page_changes[position % size])
-            people.update(page_people)
+            rows, who_rows = self._raw[position // size]
+            change = from_row(rows[position % size])
+            changes.append(change)
+            if change.kind in _PERSON_KINDS:
+                email = normalize_email(change.subject)
+                row = who_rows.get(email)
+                if row is not None and email not in people:
+                    people[email] = who_class(*row)
         return changes, review.People(people)
 
     def iter_pages(self) -> Iterator[tuple[list[Change], dict[str, review.Who]]]:
@@ -467,12 +474,18 @@ class PagedChanges(StoredChanges):
         return ChangeSet(changes), review.People(found)
 
 
-def _parse_page(data: bytes) -> tuple[list[Change], dict[str, review.Who]]:
+def _parse_raw(data: bytes) -> tuple[list[Any], dict[str, list[Any]]]:
+    """A page's change rows and who rows (by email), as JSON gives them."""
     rows_json, _, who_json = zlib.decompress(data).partition(b"\n")
-    from_row = Change.from_row
-    changes = [from_row(row) for row in json.loads(rows_json)]
-    Who = review.Who
-    people = {row[0]: Who(*row) for row in json.loads(who_json)}
+    return json.loads(rows_json), {row[0]: row for row in json.loads(who_json)}
+
+
+def _parse_page(data: bytes) -> tuple[list[Change], dict[str, review.Who]]:
+    rows, who_rows = _parse_raw(data)
+    from_row, who_class = Change.from_row, review.Who
+    with gc_paused():
+        changes = [from_row(row) for row in rows]
+        people = {email: who_class(*row) for email, row in who_rows.items()}
     return changes, people
 
 
