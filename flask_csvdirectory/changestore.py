@@ -13,9 +13,10 @@ store (:class:`~.storage.FileStore`), each encrypted on its own:
 - ``cs.00000``, ``cs.00001``, ... — **pages** of :data:`PAGE_SIZE` changes in plan order: the
   canonical JSON of their rows (the bytes the fingerprint hashes) and the :class:`~.review.Who`
   of each person they touch (what the review shows beside a change).
-- ``cs.search`` — the **search text**: one case-folded line per change, in review order, with
-  what :func:`~.review.matches` searches (email, name, team before and after, ...). A search
-  reads it and then only the pages it shows.
+- ``cs.s0000``, ``cs.s0001``, ... — the **search text** in chunks of :data:`SEARCH_CHUNK`
+  lines: one case-folded line per change, in review order, with what :func:`~.review.matches`
+  searches (email, name, team before and after, ...). A search scans the chunks one at a time
+  (memory bounded by a chunk) and then reads only the pages it shows.
 
 A page request therefore decrypts the index and the one or two pages it shows. Readers of the
 whole set (apply, revert, notifications, downloads) stream the pages. Runs recorded before this
@@ -48,9 +49,10 @@ from .storage import FileStore
 MAGIC = b"csvdirectory-changes/2\n"
 #: Changes per stored page: a review page (50) or an API page (up to 100) reads one or two.
 PAGE_SIZE = 256
-#: Role prefix of a run's pages and search text (``cs.00000``, ``cs.search``).
+#: Role prefix of a run's pages and search text (``cs.00000``, ``cs.s0000``).
 PREFIX = "cs."
-SEARCH_ROLE = PREFIX + "search"
+#: Lines (changes) per stored chunk of the search text.
+SEARCH_CHUNK = 8192
 INDEX_ROLE = "changeset"
 #: The people index of runs recorded before pages (the paged format keeps people in pages).
 LEGACY_PEOPLE_ROLE = "people"
@@ -65,6 +67,11 @@ _SEARCH_KEYS = ("email", "first_name", "last_name", "team", "name")
 def page_role(number: int) -> str:
     """The role of page ``number`` (0-based)."""
     return f"{PREFIX}{number:05d}"
+
+
+def search_role(number: int) -> str:
+    """The role of chunk ``number`` (0-based) of the search text."""
+    return f"{PREFIX}s{number:04d}"
 
 
 def _segment_rank(kind: str, reduced: bool) -> int:
@@ -156,6 +163,8 @@ def record(
             "page_size": PAGE_SIZE,
             "pages": pages,
             "prefix": PREFIX,
+            "search_chunk": SEARCH_CHUNK,
+            "search_chunks": -(-len(changes) // SEARCH_CHUNK),
             "segments": segments,
             "admins": [list(_who_row(who)) for who in admins.values()],
         }
@@ -180,16 +189,26 @@ def record(
                             who[email] = _who_row(found)
                 page = canonical + b"\n" + json.dumps(list(who.values())).encode()
                 yield page_role(number), f"changes.{number:05d}.json.z", zlib.compress(page, 1)
-            lines = (
-                _haystack(changes[position], _who_of(changes[position], people))
-                for seg in segments
-                for position in range(seg[2], seg[3])
+            review_order = (
+                position for seg in segments for position in range(seg[2], seg[3])
             )
-            text = "\n".join(lines).casefold().encode()
-            yield SEARCH_ROLE, "changes.search.z", zlib.compress(text, 1)
+            lines: list[str] = []
+            number = 0
+            for position in review_order:
+                lines.append(_haystack(changes[position], _who_of(changes[position], people)))
+                if len(lines) == SEARCH_CHUNK:
+                    yield _search_file(number, lines)
+                    number, lines = number + 1, []
+            if lines:
+                yield _search_file(number, lines)
 
         store.put_many(session, run, files())
     return hasher.hexdigest()
+
+
+def _search_file(number: int, lines: list[str]) -> tuple[str, str, bytes]:
+    text = "\n".join(lines).casefold().encode()
+    return search_role(number), f"changes.search.{number:04d}.z", zlib.compress(text, 1)
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -410,18 +429,16 @@ class PagedChanges(StoredChanges):
             offset = max(offset, 0)
             return ReviewPage(len(chosen), chosen[offset : offset + limit], self.people())
         else:
-            found = self._search(needle, segments)
-            total = len(found)
-            offset = max(offset, 0)
-            positions = found[offset : offset + limit]
+            total, positions = self._search(needle, segments, max(offset, 0), limit)
         changes, people = self._at(positions)
         return ReviewPage(total, changes, people)
 
-    def _search(self, needle: str, segments: list[list[Any]]) -> list[int]:
-        """Plan positions of the changes whose search line holds ``needle``, in review order,
-        within ``segments``."""
-        text = self._store.get_many(self._session, self._run_id, [SEARCH_ROLE])[SEARCH_ROLE]
-        lines = _matching_lines(zlib.decompress(text).decode(), needle)
+    def _search(
+        self, needle: str, segments: list[list[Any]], offset: int, limit: int
+    ) -> tuple[int, list[int]]:
+        """How many changes within ``segments`` hold ``needle`` in their search line, and the
+        plan positions of matches ``offset`` to ``offset + limit`` (review order). The search
+        text is scanned one chunk at a time."""
         # review offset -> segment: the search text lists every segment's changes in order
         starts: list[int] = []
         cursor = 0
@@ -429,13 +446,24 @@ class PagedChanges(StoredChanges):
             starts.append(cursor)
             cursor += seg[3] - seg[2]
         allowed = {id(seg) for seg in segments}
+        every = len(allowed) == len(self._segments)
+        chunk_lines: int = self._index["search_chunk"]
+        total = 0
         positions: list[int] = []
-        for line in lines:
-            at = bisect_right(starts, line) - 1
-            seg = self._segments[at]
-            if id(seg) in allowed:
-                positions.append(seg[2] + line - starts[at])
-        return positions
+        for number in range(self._index["search_chunks"]):
+            role = f"{self._prefix}s{number:04d}"
+            data = self._store.get_many(self._session, self._run_id, [role])[role]
+            base = number * chunk_lines
+            for line in _matching_lines(zlib.decompress(data).decode(), needle):
+                review_offset = base + line
+                at = bisect_right(starts, review_offset) - 1
+                seg = self._segments[at]
+                if not every and id(seg) not in allowed:
+                    continue
+                if offset <= total < offset + limit:
+                    positions.append(seg[2] + review_offset - starts[at])
+                total += 1
+        return total, positions
 
     def apply_page(
         self, *, kind: ChangeKind | None = None, offset: int = 0, limit: int = 50

@@ -125,8 +125,10 @@ def same(changes: list[Change]) -> list[Any]:
 
 @pytest.fixture
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Pages of 4 changes: a review page spans several, segments cross page boundaries."""
+    """Pages of 4 changes: a review page spans several, segments cross page boundaries; the
+    search text in chunks of 5 lines."""
     monkeypatch.setattr(changestore, "PAGE_SIZE", 4)
+    monkeypatch.setattr(changestore, "SEARCH_CHUNK", 5)
     return 4
 
 
@@ -223,7 +225,8 @@ def test_pages_index_and_search_are_encrypted_and_sized(app: Flask, small_pages:
     files = {f.role: f for f in db.session.scalars(
         select(StoredFile).where(StoredFile.run_id == run.id))}
     pages = -(-changes.count // small_pages)
-    assert set(files) == {"changeset", "cs.search",
+    chunks = -(-changes.count // 5)
+    assert set(files) == {"changeset", *(changestore.search_role(n) for n in range(chunks)),
                           *(changestore.page_role(n) for n in range(pages))}
     store = get_state().store
     for role, stored in files.items():
@@ -248,7 +251,7 @@ def test_a_new_plan_replaces_every_page(app: Flask, small_pages: int) -> None:
     runs._record_plan(run, smaller, snap)
     db.session.commit()
     roles = set(db.session.scalars(select(StoredFile.role).where(StoredFile.run_id == run.id)))
-    assert roles == {"changeset", "cs.search", "cs.00000", "cs.00001"}
+    assert roles == {"changeset", "cs.s0000", "cs.00000", "cs.00001"}
     assert same(opened(run).changeset().changes) == same(smaller.changes)
     # an old-format run planned again drops its people index: pages carry who is touched
     legacy = record_legacy(changes, snap)
@@ -278,10 +281,12 @@ def test_a_page_reads_only_the_pages_it_shows(
     read.clear()
     page = stored.review_page(offset=40, limit=5)  # three segments: moved, access widened
     assert len(page.changes) == 5 and len(read) == len(set(read)) <= 3
-    assert "cs.search" not in read
+    assert not any(role.startswith("cs.s") for role in read)
     read.clear()
-    stored.review_page(query="support", offset=0, limit=3)
-    assert read[0] == "cs.search" and len(read) <= 4
+    found = stored.review_page(query="support", offset=0, limit=3)
+    chunks = [role for role in read if role.startswith("cs.s")]
+    assert chunks == [changestore.search_role(n) for n in range(-(-changes.count // 5))]
+    assert len(read) - len(chunks) <= 3 and len(found.changes) == 3
     read.clear()
     total, last = stored.apply_page(kind=ChangeKind.ACCESS_REVOKED, offset=0, limit=10)
     assert total == 1 and len(read) == 1

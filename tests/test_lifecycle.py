@@ -530,7 +530,7 @@ def test_revert_refused_after_the_retention_purge(app: Flask, stack: str, clock:
     assert "Purged 6 stored file(s)" in result.output
     purged = db.session.scalars(select(StoredFile).where(StoredFile.run_id == old.id)).all()
     assert {f.role for f in purged} == {"users", "employees", "changeset", "applied",
-                                        "cs.00000", "cs.search"}
+                                        "cs.00000", "cs.s0000"}
     assert all(f.ciphertext is None and f.purged_at is not None for f in purged)
 
     with pytest.raises(RevertUnavailable) as refused:
