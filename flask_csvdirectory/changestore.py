@@ -62,6 +62,10 @@ _STREAM_BATCH = 16
 _who_row = attrgetter(*(name for name in review.WHO_FIELDS))
 _PERSON_KINDS = review.PERSON_KINDS
 _SEARCH_KEYS = ("email", "first_name", "last_name", "team", "name")
+#: Kinds whose changes may take access from an admin (see :func:`~.review.affects_admin`).
+_ADMIN_LOSS_KINDS = frozenset(
+    {ChangeKind.EMPLOYEE_DEACTIVATED, ChangeKind.ACCESS_REVOKED, ChangeKind.ACCESS_CHANGED}
+)
 
 
 def page_role(number: int) -> str:
@@ -104,10 +108,14 @@ def _segments(changes: Sequence[Change]) -> list[list[Any]]:
     return runs
 
 
-def _haystack(change: Change, who: review.Who | None) -> str:
-    """What :func:`~.review.matches` searches in one change, fields joined by ``\\x1f``."""
+def _haystack(change: Change, email: str | None, who: review.Who | None) -> str:
+    """What :func:`~.review.matches` searches in one change, fields joined by ``\\x1f``
+    (``email``: the normalised subject of a change about a person, ``who``: that person when
+    the people index knows them)."""
     parts: list[str] = [change.subject]
-    if who is not None:
+    if email is not None and who is None:
+        parts.append(email)
+    elif who is not None:
         parts += (who.email, who.name, who.team_before or "", who.team_after or "")
         if who.teams_before:
             parts += who.teams_before
@@ -129,14 +137,6 @@ def _haystack(change: Change, who: review.Who | None) -> str:
     return line
 
 
-def _who_of(change: Change, people: review.People) -> review.Who | None:
-    if change.kind not in _PERSON_KINDS:
-        return None
-    email = normalize_email(change.subject)
-    found = people.by_email.get(email)
-    return found if found is not None else review.Who(email=email)
-
-
 def record(
     store: FileStore, session: Session, run: SyncRun, changeset: ChangeSet, people: review.People
 ) -> str:
@@ -146,9 +146,16 @@ def record(
     changes = changeset.changes
     with gc_paused():
         segments = _segments(changes)
+        # each change's person (normalised email, and who they are when known), once
+        emails = [
+            normalize_email(change.subject) if change.kind in _PERSON_KINDS else None
+            for change in changes
+        ]
+        known = people.by_email
+        whos = [known.get(email) if email is not None else None for email in emails]
         admins: dict[str, review.Who] = {}
         for change in changes:
-            if review.affects_admin(change, people):
+            if change.kind in _ADMIN_LOSS_KINDS and review.affects_admin(change, people):
                 who = people.of(change)
                 assert who is not None
                 admins.setdefault(who.email, who)
@@ -178,16 +185,16 @@ def record(
         hasher = Fingerprinter()
 
         def files() -> Iterator[tuple[str, str, bytes]]:
-            for number, (chunk, canonical) in enumerate(changeset.canonical_chunks(PAGE_SIZE)):
+            for number, (_, canonical) in enumerate(changeset.canonical_chunks(PAGE_SIZE)):
                 hasher.add(canonical)
-                who: dict[str, Any] = {}
-                for change in chunk:
-                    if change.kind in _PERSON_KINDS:
-                        email = normalize_email(change.subject)
-                        found = people.by_email.get(email)
-                        if found is not None:
-                            who[email] = _who_row(found)
-                page = canonical + b"\n" + json.dumps(list(who.values())).encode()
+                start = number * PAGE_SIZE
+                who = {
+                    found.email: found
+                    for found in whos[start : start + PAGE_SIZE]
+                    if found is not None
+                }
+                rows = [_who_row(found) for found in who.values()]
+                page = canonical + b"\n" + json.dumps(rows).encode()
                 yield page_role(number), f"changes.{number:05d}.json.z", zlib.compress(page, 1)
             review_order = (
                 position for seg in segments for position in range(seg[2], seg[3])
@@ -195,7 +202,7 @@ def record(
             lines: list[str] = []
             number = 0
             for position in review_order:
-                lines.append(_haystack(changes[position], _who_of(changes[position], people)))
+                lines.append(_haystack(changes[position], emails[position], whos[position]))
                 if len(lines) == SEARCH_CHUNK:
                     yield _search_file(number, lines)
                     number, lines = number + 1, []
