@@ -698,10 +698,15 @@ def start_revert(org: str, run_id: str, actor: Actor, *, enqueue: bool = True) -
 
 def load_conflicts(run: SyncRun) -> list[Conflict]:
     """A revert run's conflicts: changes of the original made since and left alone."""
-    stored = run.file("conflicts")
-    if stored is None or stored.ciphertext is None:
+    state = get_state()
+    token = state.session.scalar(  # this file only: not every page of the run's change set
+        select(StoredFile.ciphertext).where(
+            StoredFile.run_id == run.id, StoredFile.role == "conflicts"
+        )
+    )
+    if token is None:
         return []
-    return conflicts_from_bytes(get_state().store.get(run, "conflicts"))
+    return conflicts_from_bytes(state.store.decrypt(token))
 
 
 def _applied_role(run: SyncRun) -> str:
