@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import zlib
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -282,9 +282,21 @@ class StoredChanges:
 class LegacyChanges(StoredChanges):
     """A change set stored as one blob (runs recorded before pages): read whole, as before."""
 
-    def __init__(self, changeset: ChangeSet, people: review.People) -> None:
+    def __init__(
+        self, changeset: ChangeSet, people: review.People | Callable[[], review.People]
+    ) -> None:
         self._changeset = changeset
-        self._people = people
+        self._people_source = people
+        self._loaded: review.People | None = people if isinstance(people, review.People) \
+            else None
+
+    @property
+    def _people(self) -> review.People:
+        """The people index, read when first needed (a revert needs only the changes)."""
+        if self._loaded is None:
+            assert not isinstance(self._people_source, review.People)
+            self._loaded = self._people_source()
+        return self._loaded
 
     @property
     def count(self) -> int:
@@ -561,14 +573,14 @@ def open_changes(
         return PagedChanges(store, session, run.id, index)
     changeset = ChangeSet.from_bytes(data)
     del data
-    people_token = session.scalar(
-        select(StoredFile.ciphertext).where(
-            StoredFile.run_id == run.id, StoredFile.role == LEGACY_PEOPLE_ROLE
+    run_id = run.id
+
+    def people() -> review.People:
+        token = session.scalar(
+            select(StoredFile.ciphertext).where(
+                StoredFile.run_id == run_id, StoredFile.role == LEGACY_PEOPLE_ROLE
+            )
         )
-    )
-    people = (
-        review.People.from_bytes(store.decrypt(people_token))
-        if people_token is not None
-        else review.People()
-    )
+        return review.People.from_bytes(store.decrypt(token)) if token else review.People()
+
     return LegacyChanges(changeset, people)

@@ -374,3 +374,21 @@ def test_an_auto_applied_cli_sync_prints_without_reading_the_whole_set(
     assert "Employees created: 30" in result.output
     assert result.output.count("\n  - ") == 5
     assert wholes == []  # applying used the plan in memory; the summary read one page
+
+
+def test_an_old_run_without_a_people_index_still_reads(app: Flask, small_pages: int) -> None:
+    """Runs planned before the people index (and before pages) show emails without names."""
+    changes = plan()
+    run = record_legacy(changes, snapshot())
+    db.session.execute(
+        StoredFile.__table__.delete().where(
+            StoredFile.run_id == run.id, StoredFile.role == "people"
+        )
+    )
+    db.session.commit()
+    stored = opened(run)
+    page = stored.review_page(kind=ChangeKind.EMPLOYEE_MOVED.value, offset=0, limit=3)
+    assert page.total == 10 and len(page.changes) == 3
+    who = page.people.of(page.changes[0])
+    assert who is not None and who.email == page.changes[0].subject and who.name == ""
+    assert same(stored.changeset().changes) == same(changes.changes)
