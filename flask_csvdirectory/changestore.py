@@ -61,7 +61,7 @@ _STREAM_BATCH = 16
 
 _who_row = attrgetter(*(name for name in review.WHO_FIELDS))
 _PERSON_KINDS = review.PERSON_KINDS
-_SEARCH_KEYS = ("email", "first_name", "last_name", "team", "name")
+_SEARCH_KEYS = frozenset(("email", "first_name", "last_name", "team", "name"))
 #: Kinds whose changes may take access from an admin (see :func:`~.review.affects_admin`).
 _ADMIN_LOSS_KINDS = frozenset(
     {ChangeKind.EMPLOYEE_DEACTIVATED, ChangeKind.ACCESS_REVOKED, ChangeKind.ACCESS_CHANGED}
@@ -112,25 +112,25 @@ def _haystack(change: Change, email: str | None, who: review.Who | None) -> str:
     """What :func:`~.review.matches` searches in one change, fields joined by ``\\x1f``
     (``email``: the normalised subject of a change about a person, ``who``: that person when
     the people index knows them)."""
-    parts: list[str] = [change.subject]
-    if email is not None and who is None:
-        parts.append(email)
-    elif who is not None:
-        parts += (who.email, who.name, who.team_before or "", who.team_after or "")
+    if who is not None:
+        parts = [change.subject, who.email, who.name, who.team_before or "", who.team_after or ""]
         if who.teams_before:
             parts += who.teams_before
         if who.teams_after:
             parts += who.teams_after
+    elif email is not None:
+        parts = [change.subject, email]
+    else:
+        parts = [change.subject]
     for values in (change.before, change.after):
         if not values:
             continue
-        for key in _SEARCH_KEYS:
-            value = values.get(key)
-            if isinstance(value, str):
-                parts.append(value)
-        teams = values.get("teams")
-        if isinstance(teams, list):
-            parts += [str(team) for team in teams]
+        for key, value in values.items():
+            if key in _SEARCH_KEYS:
+                if isinstance(value, str):
+                    parts.append(value)
+            elif key == "teams" and isinstance(value, list):
+                parts += [str(team) for team in value]
     line = "\x1f".join(parts)
     if "\n" in line:
         line = line.replace("\n", " ")
