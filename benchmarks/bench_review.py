@@ -50,6 +50,7 @@ BEFORE = {
     "dashboard page 1": "1.42 s",
     "dashboard last page": "1.17 s",
     "API changes?page=1": "1.41 s",
+    "CLI summary after a run (20 lines)": "1.17 s",
 }
 
 
@@ -183,6 +184,9 @@ def bench_pages(size: int, db_url: str | None, repeat: int, legacy: bool) -> Non
         _token, plaintext = tokens.create_token("default", "bench", "bench")
         config = get_state().config
         prefix, api = config["URL_PREFIX"], config["API_URL_PREFIX"]
+        cli_figures = [_time_cli_summary(paged_id, repeat)]
+        if legacy_id is not None:
+            cli_figures.append(_time_cli_summary(legacy_id, max(1, repeat // 3)))
     del snapshot, changes
     client = app.test_client()
     response = client.post("/login", data={"email": "admin@example.com", "password": "admin"})
@@ -216,6 +220,33 @@ def bench_pages(size: int, db_url: str | None, repeat: int, legacy: bool) -> Non
             seconds, _, peak = _time_request(client, url, headers, max(1, repeat // 3))
             line += f" {seconds * 1000:9.1f}ms {peak:8.1f}MB"
         print(line + f"  {BEFORE.get(label, '-'):>24}")
+    label = "CLI summary after a run (20 lines)"
+    (seconds, best), *old = cli_figures
+    line = f"  {label:<44} {seconds * 1000:7.1f}ms {best * 1000:5.1f}ms {'':>10}"
+    if old:
+        line += f" {old[0][0] * 1000:9.1f}ms {'':>10}"
+    print(line + f"  {BEFORE[label]:>24}")
+
+
+def _time_cli_summary(run_id: str, repeat: int) -> tuple[float, float]:
+    """What ``flask csvdirectory sync`` prints after a run (counts and 20 changes), from the
+    stored change set: median and best seconds."""
+    import contextlib
+    import io
+
+    from flask_csvdirectory.cli import _print_plan, _stored_plan
+    from flask_csvdirectory.extension import get_state
+    from flask_csvdirectory.models import SyncRun
+
+    session = get_state().session
+    seconds = []
+    for _ in range(repeat):
+        session.expire_all()
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            _print_plan(_stored_plan(session.get(SyncRun, run_id)), 20)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), min(seconds)
 
 
 # -- pure review functions ----------------------------------------------------------------------
