@@ -131,7 +131,7 @@ def _haystack(change: Change, email: str | None, who: review.Who | None) -> str:
                     parts.append(value)
             elif key == "teams" and isinstance(value, list):
                 parts += [str(team) for team in value]
-    line = "\x1f".join(parts)
+    line = "\x1f".join(dict.fromkeys(parts))  # an email or team is often there twice
     if "\n" in line:
         line = line.replace("\n", " ")
     return line
