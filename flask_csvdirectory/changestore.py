@@ -274,6 +274,10 @@ class StoredChanges:
         """The whole change set."""
         raise NotImplementedError
 
+    def iter_kind(self, kind: ChangeKind) -> Iterator[Change]:
+        """The changes of ``kind`` in plan order (a revert reads the record kind by kind)."""
+        return iter(self.changeset().of_kind(kind))
+
     def people(self) -> review.People:
         """Who every change touches."""
         raise NotImplementedError
@@ -328,6 +332,9 @@ class LegacyChanges(StoredChanges):
 
     def changeset(self) -> ChangeSet:
         return self._changeset
+
+    def iter_kind(self, kind: ChangeKind) -> Iterator[Change]:
+        return iter(self._changeset.of_kind(kind))
 
     def people(self) -> review.People:
         return self._people
@@ -432,6 +439,28 @@ class PagedChanges(StoredChanges):
             data = self._store.get_many(self._session, self._run_id, roles)
             for role in roles:
                 yield _parse_page(data.pop(role))
+
+    def iter_kind(self, kind: ChangeKind) -> Iterator[Change]:
+        """The changes of ``kind`` in plan order, streamed: only the pages holding them are
+        read, a few at a time, and only their rows of ``kind`` become objects (none kept)."""
+        ranges: list[list[int]] = []
+        for start, end in sorted((seg[2], seg[3]) for seg in self._segments if seg[0] == kind):
+            if ranges and ranges[-1][1] == start:  # access changes: reduced, widened, ...
+                ranges[-1][1] = end
+            else:
+                ranges.append([start, end])
+        size, from_row = self._page_size, Change.from_row
+        for start, end in ranges:
+            last = (end - 1) // size
+            for first in range(start // size, last + 1, _STREAM_BATCH):
+                numbers = range(first, min(first + _STREAM_BATCH, last + 1))
+                roles = [f"{self._prefix}{n:05d}" for n in numbers]
+                data = self._store.get_many(self._session, self._run_id, roles)
+                for number, role in zip(numbers, roles, strict=True):
+                    rows_json = zlib.decompress(data.pop(role)).partition(b"\n")[0]
+                    base = number * size
+                    for row in json.loads(rows_json)[max(start - base, 0) : end - base]:
+                        yield from_row(row)
 
     # -- questions ------------------------------------------------------------------------
 

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
+from typing import Any, Protocol
 
 from .changes import Change, ChangeKind, ChangeSet
 from .planner import gc_paused
@@ -46,7 +47,7 @@ from .records import (
     normalize_team,
 )
 
-__all__ = ["Conflict", "RevertPlan", "plan_revert"]
+__all__ = ["AppliedChanges", "Conflict", "RevertPlan", "plan_revert"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,25 +107,55 @@ class RevertPlan:
     conflicts: list[Conflict] = field(default_factory=list)
 
 
-def plan_revert(applied: ChangeSet, snapshot: DirectorySnapshot) -> RevertPlan:
+class AppliedChanges(Protocol):
+    """The record :func:`plan_revert` inverts, read one kind at a time in plan order: a
+    :class:`~.changes.ChangeSet`, or a stored record that streams its pages
+    (:meth:`.changestore.StoredChanges.iter_kind`), so the record is never held whole."""
+
+    def iter_kind(self, kind: ChangeKind) -> Iterable[Change]:
+        """The applied changes of ``kind``, in plan order."""
+
+
+class _ChangeSetSource:
+    """A change set held in memory, read as :class:`AppliedChanges`."""
+
+    __slots__ = ("changeset",)
+
+    def __init__(self, changeset: ChangeSet) -> None:
+        self.changeset = changeset
+
+    def iter_kind(self, kind: ChangeKind) -> Iterable[Change]:
+        return self.changeset.of_kind(kind)
+
+
+def plan_revert(applied: ChangeSet | AppliedChanges, snapshot: DirectorySnapshot) -> RevertPlan:
     """The changes that undo ``applied`` on ``snapshot``, where nothing changed since.
+
+    ``applied`` is read kind by kind (see :class:`AppliedChanges`), each change once (the few
+    access grants twice), and no change of it is kept: the plan's memory is the inverse
+    change set, the conflicts and one look-up by person key, beside the snapshot.
 
     The cyclic garbage collector is paused meanwhile, as :func:`.planner.plan` does: the plan
     allocates many acyclic objects next to a large snapshot."""
+    source = _ChangeSetSource(applied) if isinstance(applied, ChangeSet) else applied
     with gc_paused():
-        return _Reverter(applied, snapshot).plan()
-
-
+        return _Reverter(source, snapshot).plan()
 
 
 #: person fields an ``employee_updated`` may carry, besides ``extra``
 _PLAIN_FIELDS = ("email", "first_name", "last_name", "title", "external_id")
+#: the values of every inverse (de)activation: shared, not one pair of dicts per change (a
+#: change set's values are read, never changed in place)
+_ACTIVE: dict[str, Any] = {"active": True}
+_INACTIVE: dict[str, Any] = {"active": False}
+#: the place of a deactivation decided only once every access change is inverted
+_HOLE = Change(ChangeKind.EMPLOYEE_DEACTIVATED, "")
 
 
 class _Reverter:
     """One revert plan in the making (keeps the look-ups of a snapshot together)."""
 
-    def __init__(self, applied: ChangeSet, snapshot: DirectorySnapshot) -> None:
+    def __init__(self, applied: AppliedChanges, snapshot: DirectorySnapshot) -> None:
         self.applied = applied
         self.snapshot = snapshot
         self.by_key = {person.key: person for person in snapshot.people}
@@ -136,51 +167,101 @@ class _Reverter:
                 key = holder.key if holder is not None else None
             if key is not None:
                 self.access_by_key[key] = access
-        self.changes: list[Change] = []
+        #: the inverse changes by kind, each list in the order they were made: joined in
+        #: apply order, they are what ``ChangeSet.of`` (a stable sort by kind) would give
+        self.out: dict[ChangeKind, list[Change]] = {kind: [] for kind in ChangeKind}
         self.conflicts: list[Conflict] = []
         #: person key -> their email once the revert's updates are applied
         self.final_email: dict[str, str] = {}
         #: keys the revert deactivates, and keys whose access it revokes
-        self.deactivating: dict[str, Change] = {}
+        self.deactivating: set[str] = set()
         self.revoking: set[str] = set()
+        #: deactivations that wait for the access changes (see :meth:`_pending`): their place
+        #: among the deactivations, and what decides them
+        self.deferred: list[tuple[int, ChangeKind, PersonRecord, str]] = []
+        self.deferred_keys: set[str] = set()
+
+    def _emit(self, change: Change) -> None:
+        self.out[change.kind].append(change)
+
+    @property
+    def changes(self) -> Iterator[Change]:
+        """Every inverse change so far, in apply order."""
+        return chain.from_iterable(self.out.values())
 
     # -- the plan ---------------------------------------------------------------------------
 
     def plan(self) -> RevertPlan:
-        created_emails = {
-            normalize_email(c.after["email"])
-            for c in self.applied.of_kind(ChangeKind.EMPLOYEE_CREATED)
-            if c.after
+        of_kind = self.applied.iter_kind
+        # A grant to an email nobody had made a new account unless a row of the run created
+        # that person: the (few) grants without a key are read first, so only their emails are
+        # looked for among the people created.
+        grant_emails = {
+            normalize_email(change.subject)
+            for change in of_kind(ChangeKind.ACCESS_GRANTED)
+            if change.key is None
         }
+        created_emails: set[str] = set()
         # People first: email changes decide which email the access changes are keyed by.
-        for change in self.applied.of_kind(ChangeKind.EMPLOYEE_UPDATED):
+        for change in of_kind(ChangeKind.EMPLOYEE_UPDATED):
             self._updated(change)
-        for change in self.applied.of_kind(ChangeKind.EMPLOYEE_MOVED):
+        for change in of_kind(ChangeKind.EMPLOYEE_MOVED):
             self._moved(change)
-        for change in self.applied.of_kind(ChangeKind.EMPLOYEE_DEACTIVATED):
+        for change in of_kind(ChangeKind.EMPLOYEE_DEACTIVATED):
             self._deactivated(change)
-        pending: list[tuple[ChangeKind, PersonRecord, str]] = []
-        for change in self.applied.of_kind(ChangeKind.EMPLOYEE_CREATED):
+        for change in of_kind(ChangeKind.EMPLOYEE_CREATED):
+            if grant_emails and change.after:
+                email = normalize_email(change.after["email"])
+                if email in grant_emails:
+                    created_emails.add(email)
             person = self._created_person(change)
             if person is not None:
-                pending.append((change.kind, person, change.subject))
-        for change in self.applied.of_kind(ChangeKind.EMPLOYEE_REACTIVATED):
+                self._pending(change.kind, person, change.subject)
+        for change in of_kind(ChangeKind.EMPLOYEE_REACTIVATED):
             person = self._person(change)
             if person is not None:
-                pending.append((change.kind, person, change.subject))
-        for change in self.applied.of_kind(ChangeKind.ACCESS_GRANTED):
+                self._pending(change.kind, person, change.subject)
+        for change in of_kind(ChangeKind.ACCESS_GRANTED):
             account = self._access_granted(change, created_emails)
             if account is not None:
-                pending.append((change.kind, account, change.subject))
-        for change in self.applied.of_kind(ChangeKind.ACCESS_CHANGED):
+                self._pending(change.kind, account, change.subject)
+        for change in of_kind(ChangeKind.ACCESS_CHANGED):
             self._access_changed(change)
-        for change in self.applied.of_kind(ChangeKind.ACCESS_REVOKED):
+        for change in of_kind(ChangeKind.ACCESS_REVOKED):
             self._access_revoked(change)
         # Deactivations last: they need to know whose access the revert takes away.
-        for kind, person, subject in pending:
-            self._deactivate(kind, person, subject)
+        self._settle_deferred()
         self._keep_an_admin()
-        return RevertPlan(ChangeSet.of(self.changes), self.conflicts)
+        return RevertPlan(ChangeSet(list(self.changes)), self.conflicts)
+
+    def _pending(self, kind: ChangeKind, person: PersonRecord, subject: str) -> None:
+        """Deactivate a person the run created or reactivated (or whose account a grant made).
+
+        Only a person the run created who has dashboard access today waits for the access
+        changes (is that access revoked by this revert?), and so does any later deactivation of
+        a person already waiting; the rest are decided now, in their place, so nothing of the
+        record is kept for the end. The outcome is the same as deciding them all at the end in
+        this order."""
+        key = person.key
+        if key in self.deferred_keys or (
+            kind is not ChangeKind.EMPLOYEE_REACTIVATED and key in self.access_by_key
+        ):
+            holes = self.out[ChangeKind.EMPLOYEE_DEACTIVATED]
+            self.deferred.append((len(holes), kind, person, subject))
+            self.deferred_keys.add(key)
+            holes.append(_HOLE)
+            return
+        self._deactivate(kind, person, subject)
+
+    def _settle_deferred(self) -> None:
+        if not self.deferred:
+            return
+        deactivations = self.out[ChangeKind.EMPLOYEE_DEACTIVATED]
+        for at, kind, person, subject in self.deferred:
+            change = self._deactivate(kind, person, subject, emit=False)
+            if change is not None:
+                deactivations[at] = change
+        self.out[ChangeKind.EMPLOYEE_DEACTIVATED] = [c for c in deactivations if c is not _HOLE]
 
     def _keep_an_admin(self) -> None:
         """Never leave the organization without an active admin: when the inverse would, the
@@ -192,6 +273,7 @@ class _Reverter:
         }
         if not admins_now:
             return  # nobody to lock out (the directory has no active admin today)
+        reactivating = {c.key for c in self.out[ChangeKind.EMPLOYEE_REACTIVATED]}
 
         def takes_admin_away(change: Change) -> bool:
             if change.key not in admins_now:
@@ -206,38 +288,54 @@ class _Reverter:
         def gives_admin(change: Change) -> bool:
             after = change.after or {}
             return (
-                change.kind in (ChangeKind.ACCESS_GRANTED, ChangeKind.ACCESS_CHANGED)
-                and after.get("role") == Role.ADMIN.value
+                after.get("role") == Role.ADMIN.value
                 and change.key is not None
                 and change.key not in self.deactivating
-                and (
-                    self.by_key[change.key].active
-                    or any(
-                        c.kind is ChangeKind.EMPLOYEE_REACTIVATED and c.key == change.key
-                        for c in self.changes
-                    )
-                )
+                and (self.by_key[change.key].active or change.key in reactivating)
             )
 
-        removed = {change.key for change in self.changes if takes_admin_away(change)}
-        if admins_now - removed or any(gives_admin(change) for change in self.changes):
+        # only deactivations and access changes can take an admin away or give one
+        admin_kinds = (
+            ChangeKind.EMPLOYEE_DEACTIVATED,
+            ChangeKind.ACCESS_GRANTED,
+            ChangeKind.ACCESS_CHANGED,
+            ChangeKind.ACCESS_REVOKED,
+        )
+        removed = {
+            change.key
+            for kind in admin_kinds
+            for change in self.out[kind]
+            if change.key in admins_now and takes_admin_away(change)
+        }
+        if admins_now - removed or any(
+            gives_admin(change)
+            for kind in (ChangeKind.ACCESS_GRANTED, ChangeKind.ACCESS_CHANGED)
+            for change in self.out[kind]
+        ):
             return
-        reactivated = {c.key for c in self.applied.of_kind(ChangeKind.EMPLOYEE_REACTIVATED)}
-        kept = []
-        for change in self.changes:
-            if takes_admin_away(change):
-                self._conflict_at(
-                    _original_kind(change, reactivated),
-                    change.subject,
-                    "access",
-                    None,
-                    "Admin",
-                    "Reverting this would leave the organization without an active admin; "
-                    "it is left as it is.",
-                )
-            else:
-                kept.append(change)
-        self.changes = kept
+        reactivated = {c.key for c in self.applied.iter_kind(ChangeKind.EMPLOYEE_REACTIVATED)}
+        # the conflicts in the order the inverse changes are made (revokes, access changes,
+        # deactivations), as they always were listed
+        for kind in (
+            ChangeKind.ACCESS_REVOKED,
+            ChangeKind.ACCESS_CHANGED,
+            ChangeKind.EMPLOYEE_DEACTIVATED,
+        ):
+            kept = []
+            for change in self.out[kind]:
+                if takes_admin_away(change):
+                    self._conflict_at(
+                        _original_kind(change, reactivated),
+                        change.subject,
+                        "access",
+                        None,
+                        "Admin",
+                        "Reverting this would leave the organization without an active admin; "
+                        "it is left as it is.",
+                    )
+                else:
+                    kept.append(change)
+            self.out[kind] = kept
 
     # -- people -----------------------------------------------------------------------------
 
@@ -328,7 +426,7 @@ class _Reverter:
             return
         if "email" in restored:
             self.final_email[person.key] = restored["email"]
-        self.changes.append(
+        self._emit(
             Change(
                 ChangeKind.EMPLOYEE_UPDATED, self._email(person), person.key, now_values, restored
             )
@@ -372,7 +470,7 @@ class _Reverter:
             return
         if old_team is not None:
             old_team = self.snapshot.team_by_name[normalize_team(old_team)].name
-        self.changes.append(
+        self._emit(
             Change(
                 ChangeKind.EMPLOYEE_MOVED,
                 self._email(person),
@@ -386,21 +484,24 @@ class _Reverter:
         person = self._person(change)
         if person is None or person.active:
             return
-        self.changes.append(
+        self._emit(
             Change(
                 ChangeKind.EMPLOYEE_REACTIVATED,
                 self._email(person),
                 person.key,
-                {"active": False},
-                {"active": True},
+                _INACTIVE,
+                _ACTIVE,
             )
         )
 
-    def _deactivate(self, kind: ChangeKind, person: PersonRecord, subject: str) -> None:
+    def _deactivate(
+        self, kind: ChangeKind, person: PersonRecord, subject: str, *, emit: bool = True
+    ) -> Change | None:
         """Undo a creation or reactivation: deactivate. A person the sync created who has
-        dashboard access it did not give (so given since) is left active, as a conflict."""
+        dashboard access it did not give (so given since) is left active, as a conflict.
+        Returns the deactivation (emitted unless ``emit`` is false), if any."""
         if not person.active or person.key in self.deactivating:
-            return
+            return None
         created = kind is not ChangeKind.EMPLOYEE_REACTIVATED
         if created and person.key in self.access_by_key and person.key not in self.revoking:
             self._conflict_at(
@@ -412,16 +513,14 @@ class _Reverter:
                 "This person has dashboard access that this sync did not give; they stay "
                 "active (deactivate them by hand if that is intended).",
             )
-            return
+            return None
         change = Change(
-            ChangeKind.EMPLOYEE_DEACTIVATED,
-            self._email(person),
-            person.key,
-            {"active": True},
-            {"active": False},
+            ChangeKind.EMPLOYEE_DEACTIVATED, self._email(person), person.key, _ACTIVE, _INACTIVE
         )
-        self.deactivating[person.key] = change
-        self.changes.append(change)
+        self.deactivating.add(person.key)
+        if emit:
+            self._emit(change)
+        return change
 
     # -- dashboard access -------------------------------------------------------------------
 
@@ -455,7 +554,7 @@ class _Reverter:
             )
             return None
         self.revoking.add(person.key)
-        self.changes.append(
+        self._emit(
             Change(ChangeKind.ACCESS_REVOKED, self._email(person), person.key, before=now)
         )
         return person if made_account else None
@@ -483,7 +582,7 @@ class _Reverter:
             return
         if not self._teams_exist(change, old, now):
             return
-        self.changes.append(
+        self._emit(
             Change(ChangeKind.ACCESS_CHANGED, self._email(person), person.key, now, old)
         )
 
@@ -510,7 +609,7 @@ class _Reverter:
         if not self._teams_exist(change, old, None):
             return
         name = f"{person.first_name} {person.last_name}".strip()
-        self.changes.append(
+        self._emit(
             Change(
                 ChangeKind.ACCESS_GRANTED,
                 self._email(person),

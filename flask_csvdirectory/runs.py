@@ -738,15 +738,16 @@ def _applied_role(run: SyncRun) -> str:
     return role
 
 
-def _applied_changes(run: SyncRun) -> ChangeSet:
-    """What ``run`` applied (see :func:`_applied_role`), read whole."""
+def _applied_changes(run: SyncRun) -> changestore.StoredChanges:
+    """What ``run`` applied (see :func:`_applied_role`), as stored: a revert streams it kind by
+    kind (:meth:`~.changestore.StoredChanges.iter_kind`), never whole."""
     state = get_state()
     stored = changestore.open_changes(state.store, state.session, run, _applied_role(run))
     if stored is None:  # deleted meanwhile
         raise RevertUnavailable(
             "The record of what this sync changed is missing, so it cannot be reverted."
         )
-    return stored.changeset()
+    return stored
 
 
 def _plan_revert(run: SyncRun, snapshot: DirectorySnapshot) -> ChangeSet:
