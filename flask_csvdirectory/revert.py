@@ -201,7 +201,6 @@ class _Reverter:
             for change in of_kind(ChangeKind.ACCESS_GRANTED)
             if change.key is None
         }
-        created_emails: set[str] = set()
         # People first: email changes decide which email the access changes are keyed by.
         for change in of_kind(ChangeKind.EMPLOYEE_UPDATED):
             self._updated(change)
@@ -209,14 +208,7 @@ class _Reverter:
             self._moved(change)
         for change in of_kind(ChangeKind.EMPLOYEE_DEACTIVATED):
             self._deactivated(change)
-        for change in of_kind(ChangeKind.EMPLOYEE_CREATED):
-            if grant_emails and change.after:
-                email = normalize_email(change.after["email"])
-                if email in grant_emails:
-                    created_emails.add(email)
-            person = self._created_person(change)
-            if person is not None:
-                self._pending(change.kind, person, change.subject)
+        created_emails = self._created(of_kind(ChangeKind.EMPLOYEE_CREATED), grant_emails)
         for change in of_kind(ChangeKind.EMPLOYEE_REACTIVATED):
             person = self._person(change)
             if person is not None:
@@ -233,6 +225,39 @@ class _Reverter:
         self._settle_deferred()
         self._keep_an_admin()
         return RevertPlan(ChangeSet(list(self.changes)), self.conflicts)
+
+    def _created(self, changes: Iterable[Change], grant_emails: set[str]) -> set[str]:
+        """Deactivate the people the run created (the bulk of a first import's revert, so
+        :meth:`_created_person` and :meth:`_pending` inlined); returns the emails among
+        ``grant_emails`` that the run created."""
+        created_emails: set[str] = set()
+        created = ChangeKind.EMPLOYEE_CREATED
+        by_email, access_by_key = self.snapshot.by_email, self.access_by_key
+        deactivating, final_email = self.deactivating, self.final_email
+        deferred_keys = self.deferred_keys
+        deactivations = self.out[ChangeKind.EMPLOYEE_DEACTIVATED]
+        deactivated, empty = ChangeKind.EMPLOYEE_DEACTIVATED, {}
+        for change in changes:
+            after = change.after
+            if grant_emails and after:
+                email = normalize_email(after["email"])
+                if email in grant_emails:
+                    created_emails.add(email)
+            after = after or empty
+            person = by_email.get(after.get("email", change.subject).strip().lower())
+            external_id = after.get("external_id")
+            if person is None or (external_id and person.external_id != external_id):
+                self._created_person(change)  # the conflict
+                continue
+            key = person.key
+            if key in deferred_keys or key in access_by_key:
+                self._pending(created, person, change.subject)
+            elif person.active and key not in deactivating:
+                deactivating.add(key)
+                deactivations.append(
+                    Change(deactivated, final_email.get(key, person.email), key, _ACTIVE, _INACTIVE)
+                )
+        return created_emails
 
     def _pending(self, kind: ChangeKind, person: PersonRecord, subject: str) -> None:
         """Deactivate a person the run created or reactivated (or whose account a grant made).
