@@ -121,8 +121,11 @@ def bench(n: int, workdir: str, trace: bool) -> None:
             del result
             gc.collect()
             tracemalloc.start()
-            result = plan_revert(changestore.open_changes(store, session, run), after)  # type: ignore[arg-type]
-            traced = f", Python allocations peak {tracemalloc.get_traced_memory()[1] / 2**20:.0f} MiB"  # fmt: skip
+            reopened = changestore.open_changes(store, session, run)
+            assert reopened is not None
+            result = plan_revert(reopened, after)
+            peak_traced = tracemalloc.get_traced_memory()[1] / 2**20
+            traced = f", Python allocations peak {peak_traced:.0f} MiB"
             tracemalloc.stop()
         session.expunge_all()
 

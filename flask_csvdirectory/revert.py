@@ -236,7 +236,8 @@ class _Reverter:
         deactivating, final_email = self.deactivating, self.final_email
         deferred_keys = self.deferred_keys
         deactivations = self.out[ChangeKind.EMPLOYEE_DEACTIVATED]
-        deactivated, empty = ChangeKind.EMPLOYEE_DEACTIVATED, {}
+        deactivated = ChangeKind.EMPLOYEE_DEACTIVATED
+        empty: dict[str, Any] = {}
         for change in changes:
             after = change.after
             if grant_emails and after:
