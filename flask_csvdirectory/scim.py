@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 
 from pydantic import ConfigDict, Field
 from scim2_models import (
@@ -240,6 +241,7 @@ ManagerRef.model_rebuild()
 GroupMember.model_rebuild()
 
 UserModel: Any = DirectoryUser[EnterpriseExtension]
+T = TypeVar("T")
 
 
 def build_provider() -> ScimProvider:
@@ -751,6 +753,12 @@ class DirectoryStorage(ScimStorage):
     leave the organization without an active admin (``ValueError``); ``record`` receives every
     write for the audit trail; ``hard_delete`` makes DELETE /Users remove people for good
     instead of deactivating them.
+
+    ``before_commit(action)`` is a context manager in which ``action`` runs just before the
+    extension's session commits (the web layer hooks the session's ``before_commit`` event).
+    A write reads its result and records it in that hook, so when the adapter's apply commits
+    the extension's session (the reference adapter does) the change and its history entry are
+    one transaction and one commit; otherwise the action runs right after the apply.
     """
 
     def __init__(
@@ -761,12 +769,14 @@ class DirectoryStorage(ScimStorage):
         validate: Callable[[str, str], str] | None = None,
         record: Callable[[ScimWrite], None] | None = None,
         hard_delete: bool = False,
+        before_commit: Callable[[Callable[[], None]], AbstractContextManager[None]] | None = None,
     ) -> None:
         self.adapter = adapter
         self.org = org
         self.validate = validate or (lambda _field, value: value)
         self.record = record or (lambda _write: None)
         self.hard_delete = hard_delete
+        self.before_commit = before_commit or (lambda _action: nullcontext())
         self.writes: list[ScimWrite] = []
         self._read: dict[str, tuple[PersonRecord, dict[str, Any]]] = {}
 
@@ -986,16 +996,21 @@ class DirectoryStorage(ScimStorage):
         self._check_user_unique(None, values)
         after = {**values, "team": None, "extra": {}}
         active = after.pop("active")
-        self._apply([Change(ChangeKind.EMPLOYEE_CREATED, values["email"], None, None, after)])
+        create = Change(ChangeKind.EMPLOYEE_CREATED, values["email"], None, None, after)
+
+        def created() -> Resource[Any]:
+            person = self.adapter.find_person(self.org, "email", values["email"])
+            if person is None:  # pragma: no cover - the adapter did not create the person
+                raise RuntimeError(f"the adapter did not create {values['email']!r}")
+            return self._record_user("created", person, None)
+
+        if active is not False:
+            return self._write([create], created)
+        self._apply([create])  # an inactive creation (rare): created, then deactivated
         person = self.adapter.find_person(self.org, "email", values["email"])
         if person is None:  # pragma: no cover - the adapter did not create the person
             raise RuntimeError(f"the adapter did not create {values['email']!r}")
-        if active is False:
-            self._apply([_activation(person, False)])
-            person = self._person(scim_id_of(person))
-        created = self._resource(USER, self._user_documents([person])[0])
-        self._record("created", USER, created, None, created)
-        return created
+        return self._write([_activation(person, False)], created)
 
     def _read_user(self, resource_id: str) -> tuple[PersonRecord, Resource[Any]]:
         """A person and a fresh resource of them. The record and its document are remembered
@@ -1035,28 +1050,34 @@ class DirectoryStorage(ScimStorage):
             changes.append(_activation(person, values["active"]))
         if not changes:
             return before_resource
-        self._apply(changes)
+
+        def updated() -> Resource[Any]:
+            return self._record_user("updated", self._person(scim_id_of(person)), before_resource)
+
         self._read.pop(scim_id_of(person), None)
-        _person, updated = self._read_user(scim_id_of(person))
-        self._record("updated", USER, updated, before_resource, updated)
-        return updated
+        return self._write(changes, updated)
 
     def _delete_user(self, resource_id: str) -> None:
         person, before = self._read_user(resource_id)
         self._guard_last_admin(person, "delete")
+        self._read.pop(resource_id, None)
         if self.hard_delete:
             try:
-                self.adapter.delete_person(self.org, person.key)
+                self._committed(
+                    lambda: self.adapter.delete_person(self.org, person.key),
+                    lambda: self._record("deleted", USER, before, before, None),
+                )
             except NotImplementedError as exc:
                 raise NotImplementedException(detail=str(exc)) from exc
-            self._record("deleted", USER, before, before, None)
             return
         after: dict[str, Any] = {"active": False}
         if self.adapter.scim_ids:
             after["scim_id"] = None  # retired: the id answers 404 from now on, and is never reused
-        self._apply([Change(ChangeKind.EMPLOYEE_DEACTIVATED, person.email, person.key,
-                            {"active": person.active, "scim_id": person.scim_id}, after)])
-        self._record("deactivated (SCIM delete)", USER, before, before, None)
+        self._write(
+            [Change(ChangeKind.EMPLOYEE_DEACTIVATED, person.email, person.key,
+                    {"active": person.active, "scim_id": person.scim_id}, after)],
+            lambda: self._record("deactivated (SCIM delete)", USER, before, before, None),
+        )
 
     def _guard_last_admin(self, person: PersonRecord, action: str) -> None:
         """The organization's last active admin cannot be deactivated or deleted (the guards'
@@ -1160,16 +1181,20 @@ class DirectoryStorage(ScimStorage):
         if self.adapter.find_team(self.org, "name", name) is not None:
             raise UniquenessException(detail=f"displayName {name!r} is already taken")
         members = self._member_people(resource)
-        self._apply(
+
+        def created() -> Resource[Any]:
+            team = self.adapter.find_team(self.org, "name", name)
+            if team is None:  # pragma: no cover - the adapter did not create the team
+                raise RuntimeError(f"the adapter did not create team {name!r}")
+            group = self._resource(GROUP, self._group_document(team))
+            self._record("created", GROUP, group, None, group)
+            return group
+
+        return self._write(
             [Change(ChangeKind.TEAM_CREATED, name, after={"name": name})]
-            + [_move(p, name) for p in members]
+            + [_move(p, name) for p in members],
+            created,
         )
-        team = self.adapter.find_team(self.org, "name", name)
-        if team is None:  # pragma: no cover - the adapter did not create the team
-            raise RuntimeError(f"the adapter did not create team {name!r}")
-        created = self._resource(GROUP, self._group_document(team))
-        self._record("created", GROUP, created, None, created)
-        return created
 
     def _update_group(self, team: TeamRecord, resource: Resource[Any]) -> None:
         before = self._resource(GROUP, self._group_document(team))
@@ -1186,10 +1211,13 @@ class DirectoryStorage(ScimStorage):
                 raise NotImplementedException(detail=str(exc)) from exc
         moves = [_move(p, name) for key, p in wanted.items() if key not in current]
         moves += [_move(p, None) for key, p in current.items() if key not in wanted]
-        self._apply(moves)
-        if moves or name != team.name:
-            after = self._resource(GROUP, self._group_document(self._team(scim_id_of(team))))
-            self._record("updated", GROUP, after, before, after)
+
+        def updated() -> None:
+            if moves or name != team.name:
+                after = self._resource(GROUP, self._group_document(self._team(scim_id_of(team))))
+                self._record("updated", GROUP, after, before, after)
+
+        self._write(moves, updated)
 
     def _delete_group(self, resource_id: str) -> None:
         team = self._team(resource_id)
@@ -1205,10 +1233,12 @@ class DirectoryStorage(ScimStorage):
         members = self.adapter.team_members(self.org, team.key).items
         try:
             self._apply([_move(p, None) for p in members])
-            self.adapter.delete_team(self.org, team.name)
+            self._committed(
+                lambda: self.adapter.delete_team(self.org, team.name),
+                lambda: self._record("deleted", GROUP, before, before, None),
+            )
         except NotImplementedError as exc:
             raise NotImplementedException(detail=str(exc)) from exc
-        self._record("deleted", GROUP, before, before, None)
 
     def _group_name(self, resource: Resource[Any]) -> str:
         name = " ".join(
@@ -1247,6 +1277,33 @@ class DirectoryStorage(ScimStorage):
     def _apply(self, changes: list[Change]) -> None:
         if changes:
             self.adapter.apply(self.org, ChangeSet.of(changes))
+
+    def _write(self, changes: list[Change], then: Callable[[], T]) -> T:
+        """Apply ``changes`` (see :meth:`_committed`)."""
+        return self._committed(lambda: self._apply(changes), then)
+
+    def _committed(self, operation: Callable[[], None], then: Callable[[], T]) -> T:
+        """Run the adapter ``operation``, then ``then()`` (read the result, record the history
+        entry): in the hook just before the operation's commit (one transaction with the
+        change) when the adapter commits the extension's session, else right after it."""
+        done: list[T] = []
+
+        def run() -> None:
+            if not done:
+                done.append(then())
+
+        with self.before_commit(run):
+            operation()
+        run()
+        return done[0]
+
+    def _record_user(
+        self, action: str, person: PersonRecord, before: Resource[Any] | None
+    ) -> Resource[Any]:
+        """The resource of a person just written, recorded in the history."""
+        resource = self._resource(USER, self._user_documents([person])[0])
+        self._record(action, USER, resource, before, resource)
+        return resource
 
     def _record(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -893,7 +893,9 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             self._create_teams(org, [c.after["name"] for c in created_teams if c.after])
             step(len(created_teams))
             checkpoint("apply:teams-inserted", session)
-            team_ids = _TeamKeys({normalize_team(t.name): t.key for t in self._teams(org)})
+            team_ids = _TeamKeys(
+                lambda: {normalize_team(t.name): t.key for t in self._teams(org)}
+            )  # read on the first team a change names (a SCIM write often names none)
 
             created = changeset.of_kind(ChangeKind.EMPLOYEE_CREATED)
             self._create_people(org, [c.after for c in created if c.after], team_ids)
@@ -1149,11 +1151,14 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 class _TeamKeys(dict[str, Any]):
     """Team name as written -> database key, normalising each distinct name once."""
 
-    def __init__(self, by_normalized_name: Mapping[str, str]) -> None:
+    def __init__(self, load: Callable[[], Mapping[str, str]]) -> None:
         super().__init__()
-        self._by_normalized_name = by_normalized_name
+        self._load = load
+        self._by_normalized_name: Mapping[str, str] | None = None
 
     def __missing__(self, name: str) -> Any:
+        if self._by_normalized_name is None:
+            self._by_normalized_name = self._load()
         key = self[name] = _key(self._by_normalized_name[normalize_team(name)])
         return key
 
