@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -731,6 +732,36 @@ def _published(document: dict[str, Any], base_url: str) -> dict[str, Any]:
     return published
 
 
+class EncodedDocument(dict[str, Any]):
+    """A response body already serialized as JSON (``text``); as a mapping it is the document
+    without its members (what the headers are taken from)."""
+
+    def __init__(self, document: Mapping[str, Any], text: str) -> None:
+        super().__init__(document)
+        self.text = text
+
+
+#: Text a JSON string may hold as it is (printable ASCII but the quote and the backslash).
+_PLAIN_JSON = re.compile(r'[ !#-\[\]-~]*\Z')
+
+
+def _json_with_members(document: dict[str, Any], ids: list[str], base_url: str) -> str:
+    """The JSON of a published group ``document`` (without members) with ``members`` added,
+    as :func:`group_document` and :func:`_published` would build them."""
+    root = base_url.rstrip("/")
+    if _PLAIN_JSON.match(root + "".join(ids)):
+        members = ", ".join([
+            f'{{"value": "{i}", "$ref": "{root}/Users/{i}", "type": "User"}}' for i in ids
+        ])
+    else:
+        members = json.dumps(
+            [{"value": i, "$ref": f"{root}/Users/{i}", "type": "User"} for i in ids]
+        )[1:-1]
+    head = json.dumps({key: value for key, value in document.items() if key != "meta"})
+    meta = json.dumps({"meta": document["meta"]})[1:]
+    return f'{head[:-1]}, "members": [{members}], {meta}'
+
+
 @dataclass
 class ScimWrite:
     """One SCIM write, for the audit trail: what changed, before and after."""
@@ -800,12 +831,19 @@ class DirectoryStorage(ScimStorage):
     def document(
         self, name: str, resource_id: str, base_url: str, *, members: bool = True
     ) -> dict[str, Any]:
-        """The JSON of one resource as the response carries it (the fast read path)."""
+        """The JSON of one resource as the response carries it (the fast read path). A group
+        with its members is an :class:`EncodedDocument`: thousands of members are written
+        as JSON text straight from their ids, not built as dicts and then serialized."""
         if name == USER:
-            doc = self._user_documents([self._person(resource_id)])[0]
-        else:
-            doc = self._group_document(self._team(resource_id), members=members)
-        return _published(doc, base_url)
+            return _published(self._user_documents([self._person(resource_id)])[0], base_url)
+        team = self._team(resource_id)
+        document = _published(group_document(team, []), base_url)
+        if not members:
+            return document
+        ids = self._member_ids(team)
+        if not ids:
+            return document
+        return EncodedDocument(document, _json_with_members(document, ids, base_url))
 
     def _visible(self) -> list[Condition]:
         """People whose SCIM id was retired (deleted through SCIM) are not SCIM resources."""
@@ -933,18 +971,20 @@ class DirectoryStorage(ScimStorage):
     def _group_document(self, team: TeamRecord, *, members: bool = True) -> dict[str, Any]:
         """The document of a team; its members read a page of ids at a time (none when
         ``members`` is false)."""
+        return group_document(team, self._member_ids(team) if members else [])
+
+    def _member_ids(self, team: TeamRecord) -> list[str]:
+        """The SCIM ids of a team's members, read a page of ids at a time."""
         member_ids: list[str] = []
-        if members:
-            offset = 0
-            while True:
-                page = self.adapter.team_member_ids(
-                    self.org, team.key, offset=offset, limit=MEMBER_PAGE
-                )
-                member_ids += page.items
-                offset += MEMBER_PAGE
-                if offset >= page.total:
-                    break
-        return group_document(team, member_ids)
+        offset = 0
+        while True:
+            page = self.adapter.team_member_ids(
+                self.org, team.key, offset=offset, limit=MEMBER_PAGE
+            )
+            member_ids += page.items
+            offset += MEMBER_PAGE
+            if offset >= page.total:
+                return member_ids
 
     # -- writes --------------------------------------------------------------------------
 

@@ -67,6 +67,15 @@ def test_conditions_and_case_rules(adapter: DirectoryAdapter) -> None:
     assert where(Compare("external_id", Op.EQ, "e2")) == []  # case-exact
     assert where(Compare("email", Op.CO, "1@")) == ["p1@example.com"]
     assert where(Compare("email", Op.SW, "P9")) == ["p9@example.com"]
+    # a prefix is an index range on SQLite: its bounds are exact (case, the last character)
+    assert where(Compare("user_name", Op.SW, "USER")) == ["p5@example.com"]
+    assert where(Compare("user_name", Op.SW, "User5")) == ["p5@example.com"]
+    assert where(Compare("user_name", Op.SW, "p1@example.co")) == ["p1@example.com"]
+    assert where(Compare("email", Op.SW, "p1@example.com")) == ["p1@example.com"]
+    assert where(Compare("email", Op.SW, "p1@example.comx")) == []
+    assert where(Compare("email", Op.SW, "p_")) == []  # LIKE wildcards are literal
+    assert where(Compare("user_name", Op.CO, "SER")) == ["p5@example.com"]
+    assert where(Compare("user_name", Op.EW, "5")) == ["p5@example.com"]
     assert where(Compare("title", Op.PR)) == ["p0@example.com", "p1@example.com",
                                               "p2@example.com"]
     assert where(Compare("department", Op.EQ, "ops")) == ["p7@example.com"]

@@ -39,6 +39,7 @@ from ..scim import (
     DirectoryScimHandler,
     DirectoryScimService,
     DirectoryStorage,
+    EncodedDocument,
     ScimWrite,
     build_service,
     scim_validator,
@@ -180,5 +181,10 @@ def _before_commit(
 
 
 def _to_flask(response: ScimResponse) -> Response:
-    body = "" if response.body is None else json.dumps(response.body)
+    if response.body is None:
+        body = ""
+    elif isinstance(response.body, EncodedDocument):
+        body = response.body.text
+    else:
+        body = json.dumps(response.body)
     return Response(body, status=int(response.status), headers=response.headers)
