@@ -810,6 +810,8 @@ class DirectoryStorage(ScimStorage):
         self.before_commit = before_commit or (lambda _action: nullcontext())
         self.writes: list[ScimWrite] = []
         self._read: dict[str, tuple[PersonRecord, dict[str, Any]]] = {}
+        #: the teams user documents name, by key (group writes forget them)
+        self._teams_by_key: dict[str, TeamRecord] = {}
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -947,14 +949,16 @@ class DirectoryStorage(ScimStorage):
 
     def _user_documents(self, people: list[PersonRecord]) -> list[dict[str, Any]]:
         """The documents of a page of people: their teams and managers in two queries."""
-        team_keys = sorted({p.team_key for p in people if p.team_key})
+        teams = self._teams_by_key
+        team_keys = sorted({p.team_key for p in people if p.team_key} - teams.keys())
         manager_keys = sorted({p.manager for p in people if p.manager})
-        teams = {
-            t.key: t
-            for t in self.adapter.find_teams(
-                self.org, Query(AnyOf(tuple(Compare("key", Op.EQ, k) for k in team_keys)))
-            ).items
-        } if team_keys else {}
+        if team_keys:  # teams read once a request (a write's second read reuses them)
+            teams.update(
+                (t.key, t)
+                for t in self.adapter.find_teams(
+                    self.org, Query(AnyOf(tuple(Compare("key", Op.EQ, k) for k in team_keys)))
+                ).items
+            )
         managers = {
             p.key: p
             for p in self.adapter.find_people(
@@ -1090,11 +1094,12 @@ class DirectoryStorage(ScimStorage):
             changes.append(_activation(person, values["active"]))
         if not changes:
             return before_resource
+        cached = self._read.pop(scim_id_of(person), None)
+        before_document = cached[1] if cached is not None else before_resource
 
         def updated() -> Resource[Any]:
-            return self._record_user("updated", self._person(scim_id_of(person)), before_resource)
+            return self._record_user("updated", self._person(scim_id_of(person)), before_document)
 
-        self._read.pop(scim_id_of(person), None)
         return self._write(changes, updated)
 
     def _delete_user(self, resource_id: str) -> None:
@@ -1217,6 +1222,7 @@ class DirectoryStorage(ScimStorage):
     # -- groups --------------------------------------------------------------------------
 
     def _create_group(self, resource: Resource[Any]) -> Resource[Any]:
+        self._teams_by_key.clear()
         name = self._group_name(resource)
         if self.adapter.find_team(self.org, "name", name) is not None:
             raise UniquenessException(detail=f"displayName {name!r} is already taken")
@@ -1237,6 +1243,7 @@ class DirectoryStorage(ScimStorage):
         )
 
     def _update_group(self, team: TeamRecord, resource: Resource[Any]) -> None:
+        self._teams_by_key.clear()
         before = self._resource(GROUP, self._group_document(team))
         name = self._group_name(resource)
         holder = self.adapter.find_team(self.org, "name", name)
@@ -1260,6 +1267,7 @@ class DirectoryStorage(ScimStorage):
         self._write(moves, updated)
 
     def _delete_group(self, resource_id: str) -> None:
+        self._teams_by_key.clear()
         team = self._team(resource_id)
         before = self._resource(GROUP, self._group_document(team))
         scoped = [
@@ -1338,25 +1346,26 @@ class DirectoryStorage(ScimStorage):
         return done[0]
 
     def _record_user(
-        self, action: str, person: PersonRecord, before: Resource[Any] | None
+        self, action: str, person: PersonRecord, before: _Recorded
     ) -> Resource[Any]:
         """The resource of a person just written, recorded in the history."""
-        resource = self._resource(USER, self._user_documents([person])[0])
-        self._record(action, USER, resource, before, resource)
-        return resource
+        document = self._user_documents([person])[0]
+        self._record(action, USER, document, before, document)
+        return self._resource(USER, document)
 
     def _record(
         self,
         action: str,
         resource_type: str,
-        resource: Resource[Any],
-        before: Resource[Any] | None,
-        after: Resource[Any] | None,
+        resource: Resource[Any] | dict[str, Any],
+        before: _Recorded,
+        after: _Recorded,
     ) -> None:
+        resource_id = resource["id"] if isinstance(resource, dict) else resource.id
         write = ScimWrite(
             action=action,
             resource_type=resource_type,
-            resource_id=str(resource.id),
+            resource_id=str(resource_id),
             before=_dump(before),
             after=_dump(after),
         )
@@ -1364,9 +1373,16 @@ class DirectoryStorage(ScimStorage):
         self.record(write)
 
 
-def _dump(resource: Resource[Any] | None) -> dict[str, Any] | None:
+#: What a history entry records of a resource: the resource, its document (the same JSON,
+#: without serializing it again), or nothing.
+_Recorded = Resource[Any] | dict[str, Any] | None
+
+
+def _dump(resource: _Recorded) -> dict[str, Any] | None:
     if resource is None:
         return None
+    if isinstance(resource, dict):
+        return {key: value for key, value in resource.items() if key != "meta"}
     dumped = resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
     dumped.pop("meta", None)
     return dumped
