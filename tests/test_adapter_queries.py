@@ -130,6 +130,19 @@ def test_lookups_ids_timestamps_and_members(adapter: DirectoryAdapter) -> None:
     ]
     ids = adapter.team_member_ids(ORG, red.key, limit=3)
     assert ids.total == 4 and ids.items[2] == person.scim_id
+    # several keys or ids at once (a page's teams and managers, a group's members)
+    other = adapter.find_person(ORG, "email", "p7@example.com")
+    assert other is not None and other.scim_id
+    by_ids = AnyOf((Compare("id", Op.EQ, other.scim_id), Compare("id", Op.EQ, "nope"),
+                    Compare("id", Op.EQ, person.scim_id)))
+    assert emails(adapter, Query(by_ids)) == ["p2@example.com", "p7@example.com"]
+    by_keys = AnyOf((Compare("key", Op.EQ, other.key), Compare("key", Op.EQ, "x"),
+                     Compare("key", Op.EQ, person.key)))
+    assert emails(adapter, Query(by_keys)) == ["p2@example.com", "p7@example.com"]
+    assert emails(adapter, Query(AnyOf((Compare("key", Op.EQ, "x"),)))) == []
+    teams = adapter.find_teams(ORG, Query(AnyOf((Compare("key", Op.EQ, red.key),
+                                                 Compare("key", Op.EQ, "0")))))
+    assert teams.items == [red]
 
     before = person.updated_at
     mark = max(p.updated_at for p in adapter.find_people(ORG, Query()).items if p.updated_at)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
@@ -712,6 +712,9 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if isinstance(condition, AllOf):
             return and_(*(self._sql(term, column_of) for term in condition.terms))
         if isinstance(condition, AnyOf):
+            listed = self._in_list(condition, column_of)
+            if listed is not None:
+                return listed
             return or_(*(self._sql(term, column_of) for term in condition.terms))
         if isinstance(condition, Negate):
             return not_(self._sql(condition.term, column_of))
@@ -735,6 +738,35 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             )
             return exists if condition.op is not Op.NE else not_(exists)
         return self._compare(column, condition, condition.field)
+
+    def _in_list(self, condition: AnyOf, column_of: Any) -> Any:
+        """``field IN (...)`` for an ``AnyOf`` of equalities of one identifier field (a page's
+        teams, managers, a group's members): one bound list instead of an ``OR`` per value,
+        which SQLAlchemy would compile anew for every length. ``None`` when it does not apply."""
+        terms = condition.terms
+        first = terms[0] if terms else None
+        if (
+            not isinstance(first, Compare)
+            or first.field not in ("key", "id", "team", "manager")
+            or not all(
+                isinstance(t, Compare) and t.field == first.field and t.op is Op.EQ
+                for t in terms
+            )
+        ):
+            return None
+        column = column_of(first.field)
+        if column is None or isinstance(column, (list, str)):
+            return None
+        text = _is_text(column)
+        values: list[Any] = []
+        for term in terms:
+            value = cast(Compare, term).value
+            if first.field != "id" or not text:
+                value = _key(str(value))
+            if isinstance(value, str) and not text:
+                continue  # a text value never equals an integer key
+            values.append(value)
+        return column.in_(values) if values else false()
 
     def _compare(self, column: Any, condition: Compare, name: str) -> Any:
         op, value = condition.op, condition.value
