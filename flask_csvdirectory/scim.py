@@ -81,7 +81,6 @@ from scim2_server.storage import ScimStorage, SearchPage
 from . import validation
 from .adapter import DirectoryAdapter
 from .changes import Change, ChangeKind, ChangeSet
-from .guards import removes_last_active_admin
 from .query import AnyOf, Compare, Condition, Negate, Op, Page, Query, all_of
 from .records import PersonRecord, Role, TeamRecord, normalize_email
 
@@ -1126,12 +1125,16 @@ class DirectoryStorage(ScimStorage):
 
     def _guard_last_admin(self, person: PersonRecord, action: str) -> None:
         """The organization's last active admin cannot be deactivated or deleted (the guards'
-        rule, :func:`~.guards.removes_last_active_admin`). Only an active admin's write reads
-        the directory for it; everyone else's costs nothing."""
+        rule, :func:`~.guards.removes_last_active_admin`: another active admin must remain).
+        Only an active admin's write asks, with one query for one other active admin."""
         if person.role is not Role.ADMIN or not person.active:
             return
-        removal = {"deactivate" if action == "deactivate" else "delete": {person.key}}
-        if removes_last_active_admin(self.adapter.snapshot(self.org), **removal):
+        another = Query(
+            all_of([Compare("role", Op.EQ, Role.ADMIN.value), Compare("active", Op.EQ, True),
+                    Negate(Compare("key", Op.EQ, person.key))]),
+            limit=1,
+        )
+        if not self.adapter.find_people(self.org, another).items:
             raise ConflictException(
                 detail=f"Cannot {action} {person.login}: they are the organization's last "
                 "active admin. Give another person the Admin role in Users.csv first."
