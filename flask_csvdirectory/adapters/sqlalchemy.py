@@ -183,6 +183,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self._role_by_value = {value: role for role, value in self.access.role_values.items()}
         self._key_maps: dict[type, dict[str, str]] = {}
         self._limits: Mapping[str, FieldLimit] | None = None
+        #: statements built once (see _people_select)
+        self._selects: dict[str, Any] = {}
         #: change fields stored as-is -> person attribute (fields the host lacks left out)
         self._plain_fields = {
             name: attribute
@@ -532,35 +534,15 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         the page's team names). Text comparisons use ``lower()``: index ``lower(email)`` and
         ``lower(<user name>)`` for cheap look-ups."""
         check_fields(query, PERSON_FIELDS)
-        P, m, a = self.person_model, self.person, self.access
+        P, m = self.person_model, self.person
         where = [*self._org_filter(P, org)]
         if query.where is not None:
             where.append(self._sql(query.where, self._person_column))
         if query.limit == 0:
             return Page(self._count(P, where), [])
-
-        def optional(attribute: str | None) -> Any:
-            return self._column(P, attribute) if attribute else null()
-
         phone_types = list(m.phones)
         extra_names = list(m.extra)
-        columns = [
-            self._pk(P), self._column(P, m.email), self._column(P, m.first_name),
-            self._column(P, m.last_name), optional(m.title), optional(m.external_id),
-            self._column(P, m.team_id), self._column(P, m.active), self._column(P, a.role),
-            optional(m.user_name), optional(m.display_name), optional(m.employee_number),
-            optional(m.department), optional(m.manager), optional(m.scim_id),
-            optional(m.created_at), optional(m.updated_at),
-            *(self._column(P, m.phones[kind]) for kind in phone_types),
-            *(self._column(P, m.extra[name]) for name in extra_names),
-        ]
-        T = self._teams_model()
-        statement = (
-            select(*columns, self._column(T, self.team.name))
-            .select_from(P)
-            .outerjoin(T, self._column(P, m.team_id) == self._pk(T))
-            .where(*where)
-        )
+        statement = self._people_select().where(*where)
         order = self._order(query, self._person_column, P)
         if query.offset > DEEP_OFFSET:
             # a deep page: skip through the keys alone (an index scan), then read the page's rows
@@ -607,6 +589,34 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 )
             )
         return Page(total, people)
+
+    def _people_select(self) -> Any:
+        """The columns of a person record, with the team's name (built once: a statement is
+        immutable, and building it is a good part of a look-up's cost)."""
+        statement = self._selects.get("people")
+        if statement is None:
+            P, m, a = self.person_model, self.person, self.access
+
+            def optional(attribute: str | None) -> Any:
+                return self._column(P, attribute) if attribute else null()
+
+            columns = [
+                self._pk(P), self._column(P, m.email), self._column(P, m.first_name),
+                self._column(P, m.last_name), optional(m.title), optional(m.external_id),
+                self._column(P, m.team_id), self._column(P, m.active), self._column(P, a.role),
+                optional(m.user_name), optional(m.display_name), optional(m.employee_number),
+                optional(m.department), optional(m.manager), optional(m.scim_id),
+                optional(m.created_at), optional(m.updated_at),
+                *(self._column(P, m.phones[kind]) for kind in m.phones),
+                *(self._column(P, m.extra[name]) for name in m.extra),
+            ]
+            T = self._teams_model()
+            statement = self._selects["people"] = (
+                select(*columns, self._column(T, self.team.name))
+                .select_from(P)
+                .outerjoin(T, self._column(P, m.team_id) == self._pk(T))
+            )
+        return statement
 
     def find_teams(self, org: str, query: Query) -> Page[TeamRecord]:
         """Teams matching ``query``, as SQL (``member`` conditions become an ``EXISTS``)."""
