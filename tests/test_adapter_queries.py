@@ -154,3 +154,47 @@ def test_lookups_ids_timestamps_and_members(adapter: DirectoryAdapter) -> None:
     assert changed.updated_at > mark
     later = adapter.find_people(ORG, Query(Compare("updated_at", Op.GT, mark)))
     assert [p.key for p in later.items] == [person.key]
+
+
+def test_deep_pages_from_remembered_positions_stay_exact(
+    adapter: DirectoryAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deep page may start from a position an earlier page remembered (a seek instead of a
+    skip); after any change the positions are not trusted, so every page stays exact."""
+    from flask_csvdirectory.adapters import sqlalchemy as reference
+
+    monkeypatch.setattr(reference, "DEEP_OFFSET", 1)  # every page past the second is "deep"
+    everyone = Compare("email", Op.SW, "p")
+
+    def page(offset: int, descending: bool = False) -> tuple[list[str], int]:
+        found = adapter.find_people(ORG, Query(everyone, offset=offset, limit=3,
+                                               descending=descending))
+        return [p.email.split("@")[0] for p in found.items], found.total
+
+    assert page(2) == (["p2", "p3", "p4"], 10)
+    assert page(5) == (["p5", "p6", "p7"], 10)  # from the position page(2) ended at
+    assert page(5) == (["p5", "p6", "p7"], 10)  # from its own position
+    assert page(6) == (["p6", "p7", "p8"], 10)
+    backwards = not isinstance(adapter, InMemoryAdapter)  # descending key order: SQL only
+    if backwards:
+        assert page(2, descending=True) == (["p7", "p6", "p5"], 10)
+        assert page(5, descending=True) == (["p4", "p3", "p2"], 10)
+    gone = adapter.find_person(ORG, "email", "p1@example.com")
+    assert gone is not None
+    adapter.delete_person(ORG, gone.key)  # every later person moves up one place
+    assert page(5) == (["p6", "p7", "p8"], 9)
+    if backwards:
+        assert page(5, descending=True) == (["p4", "p3", "p2"], 9)
+        assert page(6, descending=True) == (["p3", "p2", "p0"], 9)
+    # one person out of the match and another in: the same count, other places
+    moved = adapter.find_person(ORG, "email", "p3@example.com")
+    assert moved is not None
+    adapter.apply(ORG, ChangeSet.of([
+        Change(ChangeKind.EMPLOYEE_UPDATED, moved.email, moved.key,
+               {"email": moved.email}, {"email": "q3@example.com"}),
+        Change(ChangeKind.EMPLOYEE_CREATED, "p10@example.com", after={
+            "email": "p10@example.com", "first_name": "Ten", "last_name": "T", "title": "",
+            "team": None, "external_id": "E10", "extra": {}}),
+    ]))
+    assert page(5) == (["p7", "p8", "p9"], 9)
+    assert page(6) == (["p8", "p9", "p10"], 9)
