@@ -8,7 +8,10 @@ Every measurement is a new process, timed from its start to its exit, with its o
 - ``no-op``: the same command again, nothing to change;
 - ``changed``: then a file with 5,000 people changed (title) and 500 dropped (deactivated);
 - ``floor``: ``benchmarks/bench_floor.py`` (csv module + one-transaction executemany into
-  equivalent tables) on the same Employees.csv, on an empty database of the same kind.
+  equivalent tables: the example platform's columns, constraints and indexes) on the same
+  Employees.csv, on an empty database of the same kind; the targets' ratio is to this floor;
+- ``bare floor``: the same with ``--bare`` (only the primary keys and a unique email), printed
+  for reference: what the host's indexes and foreign keys cost every importer.
 
 Each size and stack runs ``--repeat`` times, the repetitions interleaved (all sizes and stacks
 once, then again), and the medians are printed with the ratio to the floor of the same run.
@@ -144,6 +147,8 @@ class Stack:
         floor = [sys.executable, str(HERE / "bench_floor.py"), str(files["employees"]),
                  "--db", self.floor_url]
         results["floor"].add(*measure(floor, self.env, log))
+        empty_database(self.floor_url)
+        results["bare floor"].add(*measure([*floor, "--bare"], self.env, log))
         empty_database(self.cli_url)
         measure(self.cli("settings", "enable"), self.env, log)  # creates the tables
         users = str(files["users"])
@@ -189,11 +194,13 @@ def report(stack: str, rows: int, results: dict[str, Figures], repeat: int) -> N
         f"[{stack}] {rows:,} employees + {USERS:,} users, {TEAMS} teams "
         f"(medians of {repeat}; wall s, CPU s of the process, peak RSS MB):"
     )
-    base = results["floor"]
-    print(
-        f"  {'floor (csv + executemany)':28} {floor:7.2f} s {base.median_cpu_seconds:6.2f} cpu"
-        f" {base.median_rss_mb:6.0f} MB"
-    )
+    bare = results["bare floor"].median_seconds
+    for name, label in (("floor", "floor (csv + executemany)"), ("bare floor", "  bare tables")):
+        base = results[name]
+        print(
+            f"  {label:28} {base.median_seconds:7.2f} s {base.median_cpu_seconds:6.2f} cpu"
+            f" {base.median_rss_mb:6.0f} MB"
+        )
     for scenario in SCENARIOS:
         figures = results[scenario]
         label = {"first": "first import", "no-op": "no-op re-sync",
@@ -202,6 +209,7 @@ def report(stack: str, rows: int, results: dict[str, Figures], repeat: int) -> N
             f"  {label:28} {figures.median_seconds:7.2f} s {figures.median_cpu_seconds:6.2f} cpu"
             f" {figures.median_rss_mb:6.0f} MB"
             f"  {figures.median_seconds / floor:5.1f}x floor"
+            f" ({figures.median_seconds / bare:4.1f}x bare)"
             f"  {verdict(stack, rows, scenario, figures, floor)}".rstrip()
         )
     print(f"  (all runs, s: { {k: v.seconds for k, v in results.items()} })")
@@ -244,7 +252,7 @@ def main() -> None:
             files[rows]["employees"].write_bytes(employees_file(rows))
             files[rows]["changed"].write_bytes(changed_file(rows))
         results = {
-            (stack.name, rows): {name: Figures() for name in ("floor", *SCENARIOS)}
+            (stack.name, rows): {name: Figures() for name in ("floor", "bare floor", *SCENARIOS)}
             for stack in stacks for rows in sizes
         }
         for _ in range(args.repeat):

@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/bench_floor.py Employees.csv --db sqlite:///floor.sqlite3
     python benchmarks/bench_floor.py Employees.csv --db postgresql://postgres@127.0.0.1/test_x
+    python benchmarks/bench_floor.py Employees.csv --db sqlite:///floor.sqlite3 --bare
 
 The database must be empty (SQLite: a new file; PostgreSQL: the tables are dropped first).
 Prints one JSON line: rows and seconds measured inside the process.
@@ -58,6 +59,34 @@ CREATE INDEX ix_floor_users_email_lower ON users (lower(email));
 CREATE UNIQUE INDEX ix_floor_users_login ON users (lower(coalesce(username, email)));
 CREATE INDEX ix_floor_users_id_scim_id ON users (id, scim_id);
 """
+#: ``--bare``: the same columns, but only the primary keys and a unique email (no foreign key,
+#: no other index): the floor of the insert alone, before the host's schema adds its costs.
+BARE_SCHEMA = """
+CREATE TABLE teams (
+    id {serial} PRIMARY KEY,
+    name VARCHAR(200) NOT NULL,
+    scim_id VARCHAR(36) NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE TABLE users (
+    id {serial} PRIMARY KEY,
+    email VARCHAR(320) NOT NULL UNIQUE,
+    username VARCHAR(320),
+    employee_id VARCHAR(100),
+    first_name VARCHAR(200) NOT NULL,
+    last_name VARCHAR(200) NOT NULL,
+    title VARCHAR(200) NOT NULL,
+    team_id INTEGER,
+    manager_id INTEGER,
+    active BOOLEAN NOT NULL,
+    role VARCHAR(20) NOT NULL,
+    sees_all_teams BOOLEAN NOT NULL,
+    scim_id VARCHAR(36),
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+"""
 PEOPLE = (
     "INSERT INTO users (email, employee_id, first_name, last_name, title, team_id, active, role,"
     " sees_all_teams, scim_id, created_at, updated_at)"
@@ -80,8 +109,9 @@ def connect(url: str) -> tuple[Any, str, str]:
     return connection, "%s", "SERIAL"
 
 
-def load(path: str, url: str) -> int:
-    """Read ``path`` with the csv module and insert its teams and people in one transaction."""
+def load(path: str, url: str, bare: bool = False) -> int:
+    """Read ``path`` with the csv module and insert its teams and people in one transaction
+    (``bare``: into tables with no index but the primary keys and the unique email)."""
     connection, marker, serial = connect(url)
     now = datetime.now(UTC).replace(tzinfo=None)
     with open(path, newline="", encoding="utf-8") as file:
@@ -90,7 +120,7 @@ def load(path: str, url: str) -> int:
         column = {name: index for index, name in enumerate(header)}
         rows = list(reader)
     cursor = connection.cursor()
-    for statement in SCHEMA.format(serial=serial).split(";"):
+    for statement in (BARE_SCHEMA if bare else SCHEMA).format(serial=serial).split(";"):
         if statement.strip():
             cursor.execute(statement)
     team_names = sorted({row[column["team"]] for row in rows})
@@ -120,9 +150,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("employees", help="an Employees.csv (email, employee_id, first_name, ...)")
     parser.add_argument("--db", required=True, help="sqlite:///FILE or a PostgreSQL URL")
+    parser.add_argument(
+        "--bare", action="store_true", help="only the primary keys and a unique email"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
-    rows = load(args.employees, args.db)
+    rows = load(args.employees, args.db, args.bare)
     print(json.dumps({"rows": rows, "seconds": round(time.perf_counter() - started, 3)}))
 
 
