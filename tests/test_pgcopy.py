@@ -1,7 +1,9 @@
-"""Bulk inserts through COPY on PostgreSQL (binary when the values allow it), INSERTs elsewhere.
+"""The PostgreSQL paths of the SQLAlchemy adapter: bulk inserts and the snapshot read.
 
-Whichever way the rows go in, the directory holds the same values on both stacks; binary COPY is
-chosen only when every value has its column's binary form, else the COPY stays in text.
+Inserts go through COPY on PostgreSQL (binary when the values allow it), INSERTs elsewhere;
+whichever way the rows go in, the directory holds the same values on both stacks, and binary
+COPY is chosen only when every value has its column's binary form, else the COPY stays in text.
+The snapshot streams people through a server-side cursor on PostgreSQL and reads them all.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from sqlalchemy import (
     Table,
     Uuid,
     create_engine,
+    event,
+    func,
     select,
 )
 
 from example_app.models import Team, User, db, manager_teams
 from flask_csvdirectory import runs
 from flask_csvdirectory.adapters import pgcopy
+from flask_csvdirectory.adapters import sqlalchemy as sqlalchemy_adapter
 from flask_csvdirectory.adapters.pgcopy import _binary_types, copy_rows
 
 from .conftest import ADMIN, POSTGRES_URL, _empty_postgres, require_services
@@ -149,3 +154,37 @@ def test_copy_stores_the_same_rows_in_binary_and_in_text(pg_table: tuple[Any, Ta
     assert [tuple(row) for row in stored] == [
         *binary, *((n, uuid.UUID(ref), *rest) for n, ref, *rest in text)
     ]
+
+
+@pytest.mark.settings(CSVDIRECTORY_DEFAULT_APPROVAL_THRESHOLD=10**6)
+def test_the_snapshot_streams_people_in_chunks_and_reads_them_all(
+    app: Flask, stack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people = [employee(n, team=TEAMS[n % 5]) for n in range(PEOPLE)]
+    with app.app_context():
+        run = runs.start_run(
+            "default", runs.Upload("Users.csv", users_csv()),
+            runs.Upload("Employees.csv", employees_csv(people)), ADMIN,
+        )
+        assert run.status == "Auto-Approved", run.error_reason
+        adapter = app.extensions["csvdirectory"].adapter
+        whole = adapter.snapshot("default")
+        db.session.rollback()
+
+        cursors: list[str | None] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.lstrip().startswith("SELECT users.id"):
+                cursors.append(getattr(cursor, "name", None))
+
+        monkeypatch.setattr(sqlalchemy_adapter, "CHUNK", 40)  # four fetches of 40, then 30
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            chunked = adapter.snapshot("default")
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+        assert len(chunked.people) == db.session.scalar(select(func.count()).select_from(User))
+        assert len(chunked.people) > PEOPLE  # the imported people and the seeded ones
+        assert chunked.people == whole.people and chunked.access == whole.access
+        # PostgreSQL: a named (server-side) cursor, the result never whole in the client
+        assert len(cursors) == 1 and bool(cursors[0]) == (stack == "postgres")
