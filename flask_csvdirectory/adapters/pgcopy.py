@@ -92,9 +92,10 @@ def _binary_types(
         ).all()
     )
     oids = [found.get(column) for column in columns]
+    adapters = connection.connection.driver_connection.adapters
     for position, oid in enumerate(oids):
         form = BINARY_FORMS.get(oid) if oid is not None else None
-        if form is None:
+        if form is None or not _has_binary_dumper(adapters, oid):
             return None
         values = [row[position] for row in rows]
         if isinstance(form, tuple):
@@ -109,3 +110,15 @@ def _binary_types(
         ):
             return None
     return [oid for oid in oids if oid is not None]
+
+
+def _has_binary_dumper(adapters: Any, oid: int | None) -> bool:
+    """Whether this psycopg dumps values of type ``oid`` in binary (``set_types`` needs it)."""
+    from psycopg import ProgrammingError
+    from psycopg.pq import Format
+
+    try:
+        adapters.get_dumper_by_oid(oid, Format.BINARY)
+    except ProgrammingError:
+        return False
+    return True
