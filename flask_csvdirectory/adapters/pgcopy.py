@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from ..checkpoints import checkpoint
@@ -97,18 +98,14 @@ def _binary_types(
         form = BINARY_FORMS.get(oid) if oid is not None else None
         if form is None or not _has_binary_dumper(adapters, oid):
             return None
-        values = [row[position] for row in rows]
-        if isinstance(form, tuple):
-            kinds = set(map(type, values))
-            kinds.discard(type(None))
-            if not kinds.issubset(form):
-                return None
-        elif not all(
-            value is None
-            or (type(value) is datetime and (value.tzinfo is None) == (form == _NAIVE))
-            for value in values
-        ):
+        kinds = set(map(type, map(itemgetter(position), rows)))  # C loops: no Python per value
+        kinds.discard(type(None))
+        if not kinds.issubset(form if isinstance(form, tuple) else (datetime,)):
             return None
+        if isinstance(form, str):  # a datetime's binary form depends on its time zone
+            zones = set(map(attrgetter("tzinfo"), filter(None, map(itemgetter(position), rows))))
+            if not (zones <= {None} if form == _NAIVE else None not in zones):
+                return None
     return [oid for oid in oids if oid is not None]
 
 
