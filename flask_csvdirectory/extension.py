@@ -193,9 +193,9 @@ class CSVDirectory:
         if config["ENABLE_SCIM"] is None:
             config["ENABLE_SCIM"] = not _missing_modules(*SCIM_MODULES)
         if config["ENABLE_SCIM"]:
-            from .web.scim import create_blueprint as scim
+            from .web import scim_blueprint  # the SCIM libraries load on the first request
 
-            blueprint = scim(config)
+            blueprint = scim_blueprint(config)
             if csrf is not None:
                 csrf.exempt(blueprint)
             app.register_blueprint(blueprint, url_prefix=config["SCIM_URL_PREFIX"])

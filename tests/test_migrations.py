@@ -234,3 +234,35 @@ def test_include_object_keeps_the_extension_tables_out_of_a_hosts_autogenerate()
     index = next(iter(runs.indexes))
     assert migrations.include_object(index, index.name, "index", False, None) is False
     assert migrations.include_object(None, "users", "table", True, None) is True
+
+
+def ciphertext_storage(engine: Engine) -> str:
+    """PostgreSQL's storage of the stored files' ciphertext ('e' external, 'x' extended)."""
+    with engine.connect() as connection:
+        return str(
+            connection.execute(
+                text(
+                    "SELECT attstorage FROM pg_attribute WHERE attrelid = "
+                    "'csvdirectory_files'::regclass AND attname = 'ciphertext'"
+                )
+            ).scalar_one()
+        )
+
+
+def test_stored_files_are_kept_uncompressed_on_postgresql(empty_engine: Engine) -> None:
+    """Fernet tokens do not compress: both ways of making the tables (the migrations, and
+    create_all) store them out of line without PostgreSQL trying to compress them."""
+    if empty_engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL storage setting")
+    migrations.upgrade(empty_engine, "0004")
+    assert ciphertext_storage(empty_engine) == "x"  # bytea's default before 0005
+    migrations.upgrade(empty_engine)
+    assert ciphertext_storage(empty_engine) == "e"
+    migrations.downgrade(empty_engine, "0004")
+    assert ciphertext_storage(empty_engine) == "x"
+    migrations.downgrade(empty_engine, "base")
+    with empty_engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP TABLE {migrations.VERSION_TABLE}")
+    with host_app(empty_engine) as app, app.app_context():
+        app.extensions["csvdirectory"].extension.create_all()
+    assert ciphertext_storage(empty_engine) == "e"

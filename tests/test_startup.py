@@ -7,6 +7,10 @@ people have nothing but an email and an active flag imports, and is told what is
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ from flask_csvdirectory import (
 from flask_csvdirectory.errors import ConfigurationError
 from flask_csvdirectory.records import FIELD_NOTES, OPTIONAL_FIELDS
 
-from .factories import USER_HEADER, employee, employees_csv, to_csv
+from .factories import USER_HEADER, employee, employees_csv, to_csv, users_csv
 
 
 def host(tmp_path: Path, **config: Any) -> tuple[Flask, SQLAlchemy, LoginManager]:
@@ -271,3 +275,110 @@ def test_a_missing_base_template_is_a_start_up_error(tmp_path: Path) -> None:
         error.value
     )
     assert "csvdirectory/base.html" in str(error.value)
+
+
+# -- what a command-line sync and a worker import ---------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Modules only the SCIM endpoints, the OpenAPI document or migrations need: a process that
+#: syncs from the shell or runs jobs must start without them (they cost about a second).
+HEAVY_OPTIONAL = (
+    "scim2_models",
+    "scim2_server",
+    "pydantic",
+    "flask_csvdirectory.scim",
+    "flask_csvdirectory.web.scim",
+    "apispec",
+    "flask_csvdirectory.web.openapi",
+    "alembic",
+)
+#: Runs ``flask ARGS`` in this process and writes the names of every module it imported.
+PROBE = """
+import atexit, json, pathlib, sys
+from flask.cli import main
+out, sys.argv = pathlib.Path(sys.argv[1]), ["flask", *sys.argv[2:]]
+atexit.register(lambda: out.write_text(json.dumps(sorted(sys.modules))))
+main()
+"""
+
+
+def flask_command(
+    instance: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[str, set[str]]:
+    """Run ``flask --app example_app ARGS`` as a new process (the example platform on SQLite in
+    ``instance``): its output, and the modules it had imported when it exited."""
+    from .conftest import TEST_ENCRYPTION_KEY
+
+    modules = instance / "modules.json"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CSVDIRECTORY_")}
+    environment.pop("DATABASE_URL", None)
+    environment.pop("REDIS_URL", None)
+    environment.update(
+        FLASK_APP=f"example_app:create_app(None, {str(instance)!r})",
+        SECRET_KEY="startup-test",
+        CSVDIRECTORY_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,
+        PYTHONPATH=str(ROOT),
+        **(env or {}),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(modules), *args],
+        env=environment, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout, set(json.loads(modules.read_text()))
+
+
+def test_a_command_line_sync_imports_no_scim_openapi_or_alembic(tmp_path: Path) -> None:
+    users = tmp_path / "Users.csv"
+    users.write_bytes(users_csv())
+    employees = tmp_path / "Employees.csv"
+    employees.write_bytes(employees_csv([employee(n) for n in range(5)]))
+    flask_command(tmp_path, "csvdirectory", "settings", "enable")  # creates the tables too
+
+    output, modules = flask_command(
+        tmp_path, "csvdirectory", "sync", str(users), str(employees)
+    )
+    assert "Auto-Approved" in output
+    assert "flask_csvdirectory.runs" in modules  # what a sync needs is there...
+    assert [name for name in HEAVY_OPTIONAL if name in modules] == []  # ...and only that
+
+    output, modules = flask_command(tmp_path, "csvdirectory", "--help")
+    assert "sync" in output
+    assert [name for name in HEAVY_OPTIONAL if name in modules] == []
+
+
+@pytest.mark.realstack
+def test_a_worker_starts_without_scim_openapi_or_alembic(
+    tmp_path: Path, redis_conn: object
+) -> None:
+    from .conftest import REDIS_URL
+
+    flask_command(tmp_path, "csvdirectory", "create-tables")
+    output, modules = flask_command(
+        tmp_path, "csvdirectory", "worker", "--burst", env={"REDIS_URL": REDIS_URL}
+    )
+    assert "rq.worker" in modules and "flask_csvdirectory.worker" in modules
+    assert [name for name in HEAVY_OPTIONAL if name in modules] == []
+
+
+def test_the_scim_endpoints_load_their_libraries_on_the_first_request(tmp_path: Path) -> None:
+    output, modules = flask_command(tmp_path, "routes")
+    assert "csvdirectory_scim.endpoint" in output  # registered...
+    assert "scim2_server" not in modules  # ...without importing SCIM
+    # the first request imports it and is answered as SCIM (tests/test_scim.py: the rest)
+    from example_app import create_app
+
+    app = create_app(
+        {"TESTING": True, "SECRET_KEY": "s", "EXAMPLE_SEED": False}, instance_path=str(tmp_path)
+    )
+    response = app.test_client().get("/scim/v2/Users")
+    assert response.status_code == 401
+    assert response.headers["Content-Type"].startswith("application/scim+json")
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()
+
+
+def test_create_all_reads_the_head_revision_as_alembic_does() -> None:
+    from flask_csvdirectory import migrations
+
+    assert migrations._head_of_files() == migrations.head_revision()
