@@ -23,8 +23,11 @@ figure the old benchmark printed. The figures measured before this work are prin
 from __future__ import annotations
 
 import gc
+import json
 import os
+import pickle
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,25 +111,16 @@ def bench(n: int, workdir: str, trace: bool) -> None:
         del changeset
         gc.collect()
 
-        rss_before = _rss_mib("VmRSS")
-        peak_known = _reset_peak()
-        started, started_cpu = time.perf_counter(), time.process_time()
+        with open(f"{workdir}/snapshot.pickle", "wb") as out:
+            pickle.dump(after, out, protocol=pickle.HIGHEST_PROTOCOL)
+        command = [sys.executable, __file__, "--measure", workdir, str(run.id)]
+        if trace:
+            command.append("--tracemalloc")
+        child = subprocess.run(command, check=True, capture_output=True, text=True)
+        measured = json.loads(child.stdout.strip().splitlines()[-1])
         stored = changestore.open_changes(store, session, run)
         assert stored is not None
-        result = plan_revert(stored, after)
-        step, step_cpu = time.perf_counter() - started, time.process_time() - started_cpu
-        peak = _rss_mib("VmHWM") if peak_known else float("nan")
-        traced = ""
-        if trace:
-            del result
-            gc.collect()
-            tracemalloc.start()
-            reopened = changestore.open_changes(store, session, run)
-            assert reopened is not None
-            result = plan_revert(reopened, after)
-            peak_traced = tracemalloc.get_traced_memory()[1] / 2**20
-            traced = f", Python allocations peak {peak_traced:.0f} MiB"
-            tracemalloc.stop()
+        result = plan_revert(stored, after)  # again here, to check what it gives
         session.expunge_all()
 
         inverse = result.changeset
@@ -141,11 +135,14 @@ def bench(n: int, workdir: str, trace: bool) -> None:
         assert all(not restored[k].active or restored[k].email in kept for k in created)
         print(f"{name:8} sync {synced:>9,} changes -> {len(inverse):>9,} inverse changes, "
               f"{len(result.conflicts)} conflicts {counts}")  # fmt: skip
-        print(f"{'':8} revert (read the stored record + plan) {step:6.2f} s (cpu {step_cpu:6.2f})"
-              f"   plan only {wall:6.2f} s (cpu {cpu:6.2f})")  # fmt: skip
-        print(f"{'':8} memory: peak RSS during the revert {peak:6.0f} MiB, "
-              f"{peak - rss_before:+5.0f} MiB above the {rss_before:.0f} MiB before it "
-              f"(the directory snapshot and the fixtures){traced}")  # fmt: skip
+        traced = measured.get("traced")
+        print(f"{'':8} revert (read the stored record + plan) {measured['seconds']:6.2f} s "
+              f"(cpu {measured['cpu']:6.2f})   plan only {wall:6.2f} s "
+              f"(cpu {cpu:6.2f})")  # fmt: skip
+        print(f"{'':8} memory: peak RSS {measured['peak']:5.0f} MiB during the revert, "
+              f"{measured['peak'] - measured['rss']:+5.0f} MiB above the "
+              f"{measured['rss']:.0f} MiB of a process holding the directory snapshot"
+              + (f"; Python allocations peak {traced:.0f} MiB" if traced else ""))  # fmt: skip
         if (n, name) in BEFORE:
             print(f"{'':8} before: {BEFORE[n, name]}")
         del adapter, after, result, inverse, restored, stored, before
@@ -154,7 +151,43 @@ def bench(n: int, workdir: str, trace: bool) -> None:
     print(f"process  peak RSS over the whole run {rss:.0f} MiB (fixtures and checks included)")
 
 
+def measure(workdir: str, run_id: str, trace: bool) -> None:
+    """In a fresh process: load the directory snapshot, then time and measure what a revert
+    run's planning does (open the stored record and plan its inverse); print JSON."""
+    store, session = _store(workdir)
+    with open(f"{workdir}/snapshot.pickle", "rb") as source:
+        snapshot = pickle.load(source)
+    gc.collect()
+    run = session.get(SyncRun, run_id)
+    assert run is not None
+    rss_before = _rss_mib("VmRSS")
+    peak_known = _reset_peak()
+    started, started_cpu = time.perf_counter(), time.process_time()
+    stored = changestore.open_changes(store, session, run)
+    assert stored is not None
+    result = plan_revert(stored, snapshot)
+    figures: dict[str, float] = {
+        "seconds": time.perf_counter() - started,
+        "cpu": time.process_time() - started_cpu,
+        "rss": rss_before,
+        "peak": _rss_mib("VmHWM") if peak_known else float("nan"),
+    }
+    if trace:
+        del result, stored
+        gc.collect()
+        tracemalloc.start()
+        stored = changestore.open_changes(store, session, run)
+        assert stored is not None
+        result = plan_revert(stored, snapshot)
+        figures["traced"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    print(json.dumps(figures))
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--measure"]:
+        measure(argv[1], argv[2], "--tracemalloc" in argv)
+        return
     trace = "--tracemalloc" in argv
     sizes = [int(arg) for arg in argv if not arg.startswith("--")] or [100_000, 1_000_000]
     with tempfile.TemporaryDirectory(prefix="csvd-bench-revert-") as workdir:
