@@ -278,6 +278,10 @@ class StoredChanges:
         """The changes of ``kind`` in plan order (a revert reads the record kind by kind)."""
         return iter(self.changeset().of_kind(kind))
 
+    def iter_kind_rows(self, kind: ChangeKind) -> Iterator[list[Any]]:
+        """:meth:`iter_kind` as rows (:meth:`.Change.to_row`): no object per change."""
+        return (change.to_row() for change in self.iter_kind(kind))
+
     def people(self) -> review.People:
         """Who every change touches."""
         raise NotImplementedError
@@ -441,15 +445,19 @@ class PagedChanges(StoredChanges):
                 yield _parse_page(data.pop(role))
 
     def iter_kind(self, kind: ChangeKind) -> Iterator[Change]:
-        """The changes of ``kind`` in plan order, streamed: only the pages holding them are
-        read, a few at a time, and only their rows of ``kind`` become objects (none kept)."""
+        """The changes of ``kind`` in plan order, streamed (see :meth:`iter_kind_rows`)."""
+        return map(Change.from_row, self.iter_kind_rows(kind))
+
+    def iter_kind_rows(self, kind: ChangeKind) -> Iterator[list[Any]]:
+        """The rows of the changes of ``kind`` in plan order, streamed: only the pages holding
+        them are read, a few at a time, and none is kept."""
         ranges: list[list[int]] = []
         for start, end in sorted((seg[2], seg[3]) for seg in self._segments if seg[0] == kind):
             if ranges and ranges[-1][1] == start:  # access changes: reduced, widened, ...
                 ranges[-1][1] = end
             else:
                 ranges.append([start, end])
-        size, from_row = self._page_size, Change.from_row
+        size = self._page_size
         for start, end in ranges:
             last = (end - 1) // size
             for first in range(start // size, last + 1, _STREAM_BATCH):
@@ -459,8 +467,7 @@ class PagedChanges(StoredChanges):
                 for number, role in zip(numbers, roles, strict=True):
                     rows_json = zlib.decompress(data.pop(role)).partition(b"\n")[0]
                     base = number * size
-                    for row in json.loads(rows_json)[max(start - base, 0) : end - base]:
-                        yield from_row(row)
+                    yield from json.loads(rows_json)[max(start - base, 0) : end - base]
 
     # -- questions ------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Protocol
@@ -108,12 +108,13 @@ class RevertPlan:
 
 
 class AppliedChanges(Protocol):
-    """The record :func:`plan_revert` inverts, read one kind at a time in plan order: a
-    :class:`~.changes.ChangeSet`, or a stored record that streams its pages
-    (:meth:`.changestore.StoredChanges.iter_kind`), so the record is never held whole."""
+    """The record :func:`plan_revert` inverts, read one kind at a time in plan order, as rows
+    (:meth:`.Change.to_row`): a :class:`~.changes.ChangeSet`, or a stored record that streams
+    its pages (:meth:`.changestore.StoredChanges.iter_kind_rows`), so the record is never held
+    whole and a first import's creations never become objects."""
 
-    def iter_kind(self, kind: ChangeKind) -> Iterable[Change]:
-        """The applied changes of ``kind``, in plan order."""
+    def iter_kind_rows(self, kind: ChangeKind) -> Iterable[Sequence[Any]]:
+        """The rows of the applied changes of ``kind``, in plan order."""
 
 
 class _ChangeSetSource:
@@ -124,8 +125,8 @@ class _ChangeSetSource:
     def __init__(self, changeset: ChangeSet) -> None:
         self.changeset = changeset
 
-    def iter_kind(self, kind: ChangeKind) -> Iterable[Change]:
-        return self.changeset.of_kind(kind)
+    def iter_kind_rows(self, kind: ChangeKind) -> Iterable[Sequence[Any]]:
+        return (change.to_row() for change in self.changeset.of_kind(kind))
 
 
 def plan_revert(applied: ChangeSet | AppliedChanges, snapshot: DirectorySnapshot) -> RevertPlan:
@@ -192,7 +193,10 @@ class _Reverter:
     # -- the plan ---------------------------------------------------------------------------
 
     def plan(self) -> RevertPlan:
-        of_kind = self.applied.iter_kind
+        rows_of = self.applied.iter_kind_rows
+
+        def of_kind(kind: ChangeKind) -> Iterator[Change]:
+            return map(Change.from_row, rows_of(kind))  # type: ignore[arg-type]
         # A grant to an email nobody had made a new account unless a row of the run created
         # that person: the (few) grants without a key are read first, so only their emails are
         # looked for among the people created.
@@ -208,7 +212,7 @@ class _Reverter:
             self._moved(change)
         for change in of_kind(ChangeKind.EMPLOYEE_DEACTIVATED):
             self._deactivated(change)
-        created_emails = self._created(of_kind(ChangeKind.EMPLOYEE_CREATED), grant_emails)
+        created_emails = self._created(rows_of(ChangeKind.EMPLOYEE_CREATED), grant_emails)
         for change in of_kind(ChangeKind.EMPLOYEE_REACTIVATED):
             person = self._person(change)
             if person is not None:
@@ -226,10 +230,10 @@ class _Reverter:
         self._keep_an_admin()
         return RevertPlan(ChangeSet(list(self.changes)), self.conflicts)
 
-    def _created(self, changes: Iterable[Change], grant_emails: set[str]) -> set[str]:
-        """Deactivate the people the run created (the bulk of a first import's revert, so
-        :meth:`_created_person` and :meth:`_pending` inlined); returns the emails among
-        ``grant_emails`` that the run created."""
+    def _created(self, rows: Iterable[Sequence[Any]], grant_emails: set[str]) -> set[str]:
+        """Deactivate the people the run created, from the rows of its creations (the bulk of
+        a first import's revert, so :meth:`_created_person` and :meth:`_pending` inlined, and
+        no object per change); returns the emails among ``grant_emails`` the run created."""
         created_emails: set[str] = set()
         created = ChangeKind.EMPLOYEE_CREATED
         by_email, access_by_key = self.snapshot.by_email, self.access_by_key
@@ -238,21 +242,21 @@ class _Reverter:
         deactivations = self.out[ChangeKind.EMPLOYEE_DEACTIVATED]
         deactivated = ChangeKind.EMPLOYEE_DEACTIVATED
         empty: dict[str, Any] = {}
-        for change in changes:
-            after = change.after
+        for row in rows:
+            subject, after = row[1], row[4]
             if grant_emails and after:
                 email = normalize_email(after["email"])
                 if email in grant_emails:
                     created_emails.add(email)
             after = after or empty
-            person = by_email.get(after.get("email", change.subject).strip().lower())
+            person = by_email.get(after.get("email", subject).strip().lower())
             external_id = after.get("external_id")
             if person is None or (external_id and person.external_id != external_id):
-                self._created_person(change)  # the conflict
+                self._created_person(Change.from_row(list(row)))  # the conflict
                 continue
             key = person.key
             if key in deferred_keys or key in access_by_key:
-                self._pending(created, person, change.subject)
+                self._pending(created, person, subject)
             elif person.active and key not in deactivating:
                 deactivating.add(key)
                 deactivations.append(
@@ -339,7 +343,9 @@ class _Reverter:
             for change in self.out[kind]
         ):
             return
-        reactivated = {c.key for c in self.applied.iter_kind(ChangeKind.EMPLOYEE_REACTIVATED)}
+        reactivated = {
+            row[2] for row in self.applied.iter_kind_rows(ChangeKind.EMPLOYEE_REACTIVATED)
+        }
         # the conflicts in the order the inverse changes are made (revokes, access changes,
         # deactivations), as they always were listed
         for kind in (
