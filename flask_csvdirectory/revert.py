@@ -243,13 +243,11 @@ class _Reverter:
         deactivated = ChangeKind.EMPLOYEE_DEACTIVATED
         empty: dict[str, Any] = {}
         for row in rows:
-            subject, after = row[1], row[4]
-            if grant_emails and after:
-                email = normalize_email(after["email"])
-                if email in grant_emails:
-                    created_emails.add(email)
-            after = after or empty
-            person = by_email.get(after.get("email", subject).strip().lower())
+            subject, after = row[1], row[4] or empty
+            email = after.get("email", subject).strip().lower()  # normalize_email, inlined
+            if grant_emails and email in grant_emails and "email" in after:
+                created_emails.add(email)
+            person = by_email.get(email)
             external_id = after.get("external_id")
             if person is None or (external_id and person.external_id != external_id):
                 self._created_person(Change.from_row(list(row)))  # the conflict
@@ -355,7 +353,7 @@ class _Reverter:
         ):
             kept = []
             for change in self.out[kind]:
-                if takes_admin_away(change):
+                if change.key in admins_now and takes_admin_away(change):
                     self._conflict_at(
                         _original_kind(change, reactivated),
                         change.subject,
