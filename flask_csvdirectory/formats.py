@@ -23,9 +23,10 @@ import gc
 import io
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -33,12 +34,19 @@ from marshmallow import ValidationError, missing
 from marshmallow import fields as ma_fields
 from marshmallow import validate as ma_validate
 
+from . import columnar
 from .adapter import ExtraColumn, FieldLimit
 from .errors import ConfigurationError
 from .reader import CsvTable, ErrorLog, normalize_header, read_table
 from .records import ALL_TEAMS, DirectorySnapshot, Role, normalize_email, normalize_team
-from .rows import EMPLOYEES_FILE, USERS_FILE, EmployeeRow, ParsedFile, UserRow
-from .validation import Checked, check_email, check_identifier, normalize_text
+from .rows import EMPLOYEES_FILE, NO_EXTRA, USERS_FILE, EmployeeRow, ParsedFile, UserRow
+from .validation import (
+    Checked,
+    ascii_domain_problem,
+    check_email,
+    check_identifier,
+    normalize_text,
+)
 
 #: Separates team names in a Users.csv ``teams`` cell.
 TEAM_SEPARATOR = ";"
@@ -52,6 +60,7 @@ _PLAIN_EMAIL = re.compile(
     r"(?:[A-Za-z]{2,6}|[A-Za-z0-9-]{2,})"
 )
 _MEMO_LIMIT = 4096
+_NO_EXTRA = NO_EXTRA
 _IMMUTABLE_RESULTS = frozenset(
     {
         str,
@@ -494,55 +503,120 @@ def _parse_employees(
     shared: dict[str, str] = {}  # one string object per repeated team / name / title
     rows: list[EmployeeRow] = []
     teams_of_invalid_rows: set[str] = set()
-    for line, cells, values, ok in checker.records(table):
-        email = _FAILED if email_at is None else values[email_at]
-        if email is not _FAILED:
-            email = normalize_email(email)
-            if email == example_email:
-                log.add(line, EXAMPLE_ROW_MESSAGE, column="email", value=email)
-                ok = False
-            ok &= _unique(
-                first_line_of_email, email, line, log, "email", checker.cell(cells, "email"),
-                "each person must appear once",
-            )
-        for name, max_length in extra_limits:
-            at = slot(name)
-            cell = None if at is None else checker.cell(cells, name)
-            if cell is not None and len(cell) > max_length:
-                log.add(
-                    line,
-                    f"is {len(cell)} characters long; at most {max_length} are allowed",
-                    column=name,
-                    value=cell,
+
+    def take(records: Iterable[tuple[int, tuple[str, ...], Sequence[Any], bool]]) -> None:
+        """Check each record across its cells and keep the valid rows (the general path)."""
+        for line, cells, values, ok in records:
+            email = _FAILED if email_at is None else values[email_at]
+            if email is not _FAILED:
+                email = normalize_email(email)
+                if email == example_email:
+                    log.add(line, EXAMPLE_ROW_MESSAGE, column="email", value=email)
+                    ok = False
+                ok &= _unique(
+                    first_line_of_email, email, line, log, "email", checker.cell(cells, "email"),
+                    "each person must appear once",
                 )
-                ok = False
-        employee_id = None if employee_id_at is None else values[employee_id_at]
-        if employee_id is not None and employee_id is not _FAILED:
-            ok &= _unique(
-                first_line_of_id, employee_id, line, log, "employee_id", employee_id,
-                "each ID must be unique",
-            )
-        if not (ok and complete):
-            if team_at is not None and values[team_at] is not _FAILED:
-                teams_of_invalid_rows.add(values[team_at])
-        else:
-            # required columns: a complete file has their slots
-            team = values[team_at]  # type: ignore[index]
-            first_name = values[first_name_at]  # type: ignore[index]
-            last_name = values[last_name_at]  # type: ignore[index]
-            title = None if title_at is None else values[title_at]
-            rows.append(
-                EmployeeRow(
-                    line,
-                    email,
-                    shared.setdefault(team, team),
-                    shared.setdefault(first_name, first_name),
-                    shared.setdefault(last_name, last_name),
-                    title if title is None else shared.setdefault(title, title),
-                    employee_id,
-                    _extra_values(extra_at, values, cells, checker) if extra_at else {},
+            for name, max_length in extra_limits:
+                at = slot(name)
+                cell = None if at is None else checker.cell(cells, name)
+                if cell is not None and len(cell) > max_length:
+                    log.add(
+                        line,
+                        f"is {len(cell)} characters long; at most {max_length} are allowed",
+                        column=name,
+                        value=cell,
+                    )
+                    ok = False
+            employee_id = None if employee_id_at is None else values[employee_id_at]
+            if employee_id is not None and employee_id is not _FAILED:
+                ok &= _unique(
+                    first_line_of_id, employee_id, line, log, "employee_id", employee_id,
+                    "each ID must be unique",
                 )
-            )
+            if not (ok and complete):
+                if team_at is not None and values[team_at] is not _FAILED:
+                    teams_of_invalid_rows.add(values[team_at])
+            else:
+                # required columns: a complete file has their slots
+                team = values[team_at]  # type: ignore[index]
+                first_name = values[first_name_at]  # type: ignore[index]
+                last_name = values[last_name_at]  # type: ignore[index]
+                title = None if title_at is None else values[title_at]
+                rows.append(
+                    EmployeeRow(
+                        line,
+                        email,
+                        shared.setdefault(team, team),
+                        shared.setdefault(first_name, first_name),
+                        shared.setdefault(last_name, last_name),
+                        title if title is None else shared.setdefault(title, title),
+                        employee_id,
+                        _extra_values(extra_at, values, cells, checker) if extra_at else _NO_EXTRA,
+                    )
+                )
+
+    def take_clean(part: _CheckedSlice) -> bool:
+        """Keep a slice whose every record is valid on its own in bulk (C loops), when no
+        record of it repeats an email or ID or is the example row; False: nothing done."""
+        if part.bad or part.blank:
+            return False
+        size = len(part.lines)
+        # normalize_email, in C: strip, then lower-case
+        emails = list(map(str.lower, map(str.strip, part.values[email_at])))  # type: ignore[index]
+        new_emails = dict(zip(emails, part.lines, strict=True))
+        if (
+            len(new_emails) != size
+            or example_email in new_emails
+            or not first_line_of_email.keys().isdisjoint(new_emails)
+        ):
+            return False
+        ids: list[str | None] = (
+            part.values[employee_id_at] if employee_id_at is not None else [None] * size
+        )
+        new_ids = {key: line for key, line in zip(ids, part.lines, strict=True) if key is not None}
+        if len(new_ids) != size - ids.count(None) or not first_line_of_id.keys().isdisjoint(
+            new_ids
+        ):
+            return False
+        first_line_of_email.update(new_emails)
+        first_line_of_id.update(new_ids)
+        share = shared.setdefault
+        values = part.values
+
+        def shared_column(at: int | None) -> Iterable[Any]:
+            """The column's values, one string object per repeated value (when it repeats)."""
+            if at is None:
+                return repeat(None, size)
+            column = values[at]
+            if len(set(column)) * 2 > size:
+                return column  # mostly distinct values: sharing would only cost
+            return map(share, column, column)
+
+        fields = zip(
+            part.lines,
+            emails,
+            shared_column(team_at),
+            shared_column(first_name_at),
+            shared_column(last_name_at),
+            shared_column(title_at),
+            ids,
+            repeat(_NO_EXTRA, size),
+            strict=True,
+        )
+        rows.extend(map(tuple.__new__, repeat(EmployeeRow, size), fields))  # EmployeeRow(*f)
+        table.row_count += size
+        return True
+
+    slices = None
+    if complete and not extra_at and not extra_limits:
+        slices = checker.columnar_slices(data, table)
+    if slices is None:
+        take(checker.all_records(data, table))
+    else:
+        for part in slices:
+            if not take_clean(part):
+                take(checker.slice_records(part, table))
     return ParsedFile(
         file_format.name, rows, log.errors, table.row_count, log.count, teams_of_invalid_rows
     )
@@ -579,7 +653,7 @@ def _parse_users(
     teams_duplicated = teams_at is None and "teams" in table.columns  # reported with the header
     first_line_of_email: dict[str, int] = {}
     rows: list[UserRow] = []
-    for line, cells, values, ok in checker.records(table):
+    for line, cells, values, ok in checker.all_records(data, table):
         email = _FAILED if email_at is None else values[email_at]
         if email is not _FAILED:
             email = normalize_email(email)
@@ -644,6 +718,20 @@ class _Failed:
 _FAILED: Any = _Failed()
 
 
+@dataclass(slots=True)
+class _CheckedSlice:
+    """Consecutive records checked column-wise: ``lines``; the trimmed ``cells`` by file column;
+    the converted ``values`` by rule slot (valid where ``failed[i]`` is 0); ``bad`` whether any
+    record failed and ``blank`` whether any is blank (skipped)."""
+
+    lines: range
+    cells: list[list[str]]
+    values: list[list[Any]]
+    failed: bytearray
+    bad: bool
+    blank: bool
+
+
 class _CellRule(NamedTuple):
     """How to check one present column's cells (built once per file, used for every row)."""
 
@@ -652,6 +740,8 @@ class _CellRule(NamedTuple):
     convert: Callable[[str], Any] | None  # None: a non-blank cell is its own value
     blank_value: Callable[[], Any]
     blank_error: str | None  # set when a blank cell is an error
+    #: what the columnar path may vouch for itself (None: every non-blank cell is converted)
+    fast: columnar.FastCheck | None = None
 
 
 class _RowChecker:
@@ -673,6 +763,75 @@ class _RowChecker:
         """The cell of column ``name`` as written (trimmed), or ``None`` without the column."""
         index = self._index.get(name)
         return None if index is None else cells[index]
+
+    def all_records(
+        self, data: bytes, table: CsvTable
+    ) -> Iterator[tuple[int, tuple[str, ...], Sequence[Any], bool]]:
+        """:meth:`records`, read by the columnar path when ``data`` allows it (the same
+        records, values, errors and row count)."""
+        slices = self.columnar_slices(data, table)
+        if slices is None:
+            return self.records(table)
+        return (record for part in slices for record in self.slice_records(part, table))
+
+    def columnar_slices(self, data: bytes, table: CsvTable) -> Iterator[_CheckedSlice] | None:
+        """The records of ``data`` checked column-wise, slice by slice, or ``None`` when the
+        columnar reader cannot read this file exactly like the Python reader."""
+        if not table.readable or not columnar.eligible(
+            data,
+            delimiter=table.delimiter,
+            codec=table.codec,
+            header_lines=table.header_end if table.header_line == 1 else 0,
+        ):
+            return None
+        try:
+            slices = columnar.read_cells(data, delimiter=table.delimiter, width=len(table.columns))
+        except columnar.NotColumnar:
+            return None
+        return (self._check_slice(part) for part in slices)
+
+    def _check_slice(self, part: columnar.CellSlice) -> _CheckedSlice:
+        size = part.size
+        bad = bytearray(size)
+        slot_values: list[list[Any]] = []
+        for rule in self.rules:
+            cells = part.cells[rule.index]
+            values, todo = columnar.fast_verdicts(rule.fast, part, rule.index)
+            convert = rule.convert
+            for at in todo:
+                cell = cells[at]
+                if not cell:
+                    if rule.blank_error is None:
+                        values[at] = rule.blank_value()
+                    else:
+                        bad[at] = 1
+                elif convert is not None:
+                    try:
+                        values[at] = convert(cell)
+                    except ValidationError:
+                        bad[at] = 1
+            slot_values.append(values)
+        lines = range(part.first_line, part.first_line + size)
+        blank = part.blank_rows()
+        return _CheckedSlice(lines, part.cells, slot_values, bad, any(bad), blank)
+
+    def slice_records(
+        self, part: _CheckedSlice, table: CsvTable
+    ) -> Iterator[tuple[int, tuple[str, ...], Sequence[Any], bool]]:
+        """The records of a checked slice, one by one, as :meth:`records` gives them (each
+        failed record's cells checked again one by one, reporting every problem)."""
+        pick = _picker([rule.index for rule in self.rules])
+        size = len(part.lines)
+        values_of = zip(*part.values, strict=True) if part.values else repeat((), size)
+        rows = zip(part.lines, part.failed, zip(*part.cells, strict=True), values_of, strict=True)
+        for line, failed, cells, values in rows:
+            if not any(cells):
+                continue
+            table.row_count += 1
+            if failed:
+                yield line, cells, self._check_each_cell(line, pick(cells)), False
+            else:
+                yield line, cells, values, True
 
     def records(
         self, table: CsvTable
@@ -758,8 +917,31 @@ def _cell_rules(file_format: FileFormat, table: CsvTable) -> list[_CellRule]:
                 blank_error = _message(exc)
             else:
                 blank_value = _constant(None if result is missing else result)
-        rules.append(_CellRule(column.name, index, _converter(field), blank_value, blank_error))
+        convert = _converter(field)
+        rules.append(
+            _CellRule(
+                column.name, index, convert, blank_value, blank_error, _fast_check(field, convert)
+            )
+        )
     return rules
+
+
+def _fast_check(
+    field: ma_fields.Field[Any], convert: Callable[[str], Any] | None
+) -> columnar.FastCheck | None:
+    """What the columnar path may clear without calling ``convert`` (the field's own check)."""
+    if convert is None:
+        return columnar.FastCheck("plain")
+    if not isinstance(field, _CheckedString) or convert != field.check:
+        return None
+    if type(field) is EmailField:
+        return columnar.FastCheck("email", field.max_length, ascii_domain_problem)
+    if type(field) in (TextField, IdentifierField):
+        return columnar.FastCheck("text", field.max_length)
+    return None
+
+
+
 
 
 def _converter(field: ma_fields.Field[Any]) -> Callable[[str], Any] | None:

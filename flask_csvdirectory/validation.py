@@ -449,6 +449,11 @@ def _ascii_domain_problem(domain: str) -> Problem | None:
     return None
 
 
+#: :func:`check_email`'s verdict on a plain ASCII mailbox at a lower-cased domain (``None``:
+#: accepted), remembered per domain: the columnar reader clears plain addresses with it.
+ascii_domain_problem = _ascii_domain_problem
+
+
 def _email_problem(reason: str) -> Problem:
     return Problem(
         ProblemCode.INVALID_EMAIL,

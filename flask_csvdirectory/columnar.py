@@ -1,0 +1,254 @@
+"""The columnar fast path of the reader: a large, well-formed CSV parsed by Arrow's C reader.
+
+:func:`read_cells` parses a file that :func:`~flask_csvdirectory.reader.read_table` already
+opened (header read, encoding checked) with ``pyarrow.csv``, every column as text, and hands it
+out in slices of trimmed cells, each cell exactly what the Python reader would give. It only
+takes files on which both readers provably agree, line numbers included, and returns ``None``
+for anything else, so the caller reads those with the Python reader (which reports every
+problem with its place):
+
+- UTF-8 (or ASCII) text, no NUL, line breaks ``\\n`` or ``\\r\\n`` only, no empty line and a
+  header on line 1: every data line is then one record, so record ``i`` is on line ``i + 2``;
+- a line holding a quote is read again with the Python reader, on its own: it must be one
+  complete record (no quoted cell running over a line break, no text after a closing quote)
+  without spaces before an opening quote;
+- every record has as many cells as the header.
+
+A cell made of printable ASCII is trimmed by Arrow (its only whitespace is the space); any
+other cell is trimmed by :meth:`str.strip`, as the Python reader does.
+
+:func:`fast_verdicts` checks a column of trimmed cells the way the formats' text, identifier
+and email fields would, vectorised: it answers "certainly valid, and this is the value" for
+the common case (printable ASCII within the length limit; emails of a strict ASCII form at a
+domain email-validator accepts) and "ask the field" for everything else.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - imported lazily: pyarrow costs 0.1 s to import
+    import pyarrow as pa
+
+#: Files smaller than this are read by the Python reader: Arrow's import would cost more than
+#: it saves. Tests set it to 0 to run the columnar path on small files.
+MIN_BYTES = 256 * 1024
+#: Records converted to Python objects at a time (bounds the transient memory of a large file).
+SLICE_ROWS = 32_768
+
+_PRINTABLE_ASCII = r"^[ -~]*$"
+#: check_email's ASCII fast path: a dot-atom mailbox, one ``@``, a domain without ``@`` or space
+#: (the domain itself is checked by email-validator, once per distinct domain).
+_PLAIN_EMAIL = (
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[!-?A-~]*$"
+)
+_SPACE_BEFORE_QUOTE = re.compile(r'(?:^|[,;\t]) +"')
+
+
+class NotColumnar(Exception):
+    """The file is not one the columnar path reads exactly like the Python reader."""
+
+
+@dataclass(slots=True)
+class CellSlice:
+    """Consecutive records of a file: ``first_line`` is the line of the first; ``raw[i]`` is
+    the Arrow array of column ``i`` (untrimmed); ``cells[i]`` its trimmed Python strings;
+    ``plain[i]`` the Arrow mask of cells made of printable ASCII."""
+
+    first_line: int
+    raw: list[pa.Array]
+    trimmed: list[pa.Array]
+    cells: list[list[str]]
+    plain: list[pa.Array]
+
+    @property
+    def size(self) -> int:
+        """How many records."""
+        return len(self.cells[0]) if self.cells else 0
+
+    def blank_rows(self) -> bool:
+        """Whether a record's cells are all blank (the Python reader skips it)."""
+        import pyarrow.compute as pc
+
+        if not self.cells:
+            return False
+        filled = None
+        for trimmed, plain in zip(self.trimmed, self.plain, strict=True):
+            # a cell that is not printable ASCII may still strip to nothing: count it as blank
+            cell = pc.and_(pc.not_equal(pc.utf8_length(trimmed), 0), plain)
+            filled = cell if filled is None else pc.or_(filled, cell)
+        return not pc.all(filled).as_py()
+
+
+def eligible(data: bytes, *, delimiter: str, codec: str, header_lines: int) -> bool:
+    """Whether the bytes-level conditions hold (cheap scans in C; see the module doc)."""
+    if codec != "utf-8-sig" or header_lines != 1 or len(data) < MIN_BYTES:
+        return False
+    if data.count(b"\r") != data.count(b"\r\n"):
+        return False  # a lone CR ends a line for the Python reader
+    body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
+    if body.startswith((b"\n", b"\r\n")) or b"\n\n" in body or b"\n\r\n" in body:
+        return False
+    return delimiter in (",", ";", "\t")
+
+
+def read_cells(
+    data: bytes, *, delimiter: str, width: int
+) -> Iterator[CellSlice]:
+    """Slices of trimmed cells of ``data``'s records (the header excluded).
+
+    Raises :class:`NotColumnar` before yielding anything when the file is not one this path
+    reads exactly like the Python reader (the caller then uses that).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pa_csv
+
+    offset = 3 if data.startswith(codecs.BOM_UTF8) else 0
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    quoted = _quoted_lines(data, offset, delimiter) if b'"' in data else {}
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(pa.py_buffer(data)[offset:]),
+            read_options=pa_csv.ReadOptions(
+                skip_rows=1, autogenerate_column_names=True, use_threads=True
+            ),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=delimiter, quote_char='"', double_quote=True, escape_char=False,
+                newlines_in_values=False, ignore_empty_lines=False,
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={f"f{i}": pa.string() for i in range(width)},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise NotColumnar(str(exc)) from None
+    if table.num_columns != width or table.num_rows != lines - 1:
+        raise NotColumnar("records and lines do not line up")
+    table = table.combine_chunks()
+    for line, expected in quoted.items():
+        row = [table.column(i)[line - 2].as_py() for i in range(width)]
+        if [cell.strip() for cell in row] != expected:
+            raise NotColumnar(f"line {line} reads differently")
+    return _slices(table, width, pa, pc)
+
+
+def _slices(table: Any, width: int, pa: Any, pc: Any) -> Iterator[CellSlice]:
+    for start in range(0, table.num_rows, SLICE_ROWS):
+        part = table.slice(start, SLICE_ROWS)
+        raw, trimmed, cells, plain = [], [], [], []
+        for i in range(width):
+            column = part.column(i).combine_chunks()
+            is_plain = pc.match_substring_regex(column, _PRINTABLE_ASCII)
+            clean = pc.ascii_trim(column, " ")
+            values = clean.to_pylist()
+            if not pc.all(is_plain).as_py():
+                odd = pc.indices_nonzero(pc.invert(is_plain)).to_pylist()
+                for index, value in zip(odd, column.take(odd).to_pylist(), strict=True):
+                    values[index] = value.strip()
+            raw.append(column)
+            trimmed.append(clean)
+            cells.append(values)
+            plain.append(is_plain)
+        yield CellSlice(start + 2, raw, trimmed, cells, plain)
+
+
+def _quoted_lines(data: bytes, offset: int, delimiter: str) -> dict[int, list[str]]:
+    """Each line holding a quote (line number -> its cells by the Python reader, trimmed);
+    :class:`NotColumnar` when one is not a complete record on its own."""
+    found: dict[int, list[str]] = {}
+    position = data.find(b'"', offset)
+    line, counted_to = 1, offset
+    while position != -1:
+        start = data.rfind(b"\n", 0, position) + 1
+        end = data.find(b"\n", position)
+        end = len(data) if end == -1 else end + 1
+        line += data.count(b"\n", counted_to, start)
+        counted_to = start
+        text = data[max(start, offset) : end].decode("utf-8")
+        if _SPACE_BEFORE_QUOTE.search(text):
+            raise NotColumnar(f"line {line}: a space before an opening quote")
+        try:
+            records = list(
+                csv.reader(
+                    io.StringIO(text, newline=""),
+                    delimiter=delimiter,
+                    skipinitialspace=True,
+                    strict=True,
+                )
+            )
+        except csv.Error as exc:
+            raise NotColumnar(f"line {line}: {exc}") from None
+        if len(records) != 1:
+            raise NotColumnar(f"line {line} is not one record")
+        found[line] = [cell.strip() for cell in records[0]]
+        position = data.find(b'"', end)
+    found.pop(1, None)  # the header: read by the Python reader
+    return found
+
+
+# -- vectorised verdicts --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FastCheck:
+    """What a field checks that the columnar path can vouch for: ``kind`` is ``"text"`` (a
+    name, title or identifier: printable ASCII within ``max_length`` is its own value) or
+    ``"email"`` (see :func:`fast_verdicts`)."""
+
+    kind: str
+    max_length: int | None = None
+    domain_problem: Callable[[str], object] | None = None
+
+
+def fast_verdicts(
+    check: FastCheck | None,
+    cells: CellSlice,
+    index: int,
+) -> tuple[list[Any], list[int]]:
+    """``(values, todo)`` for column ``index`` of ``cells``: ``values[i]`` is the field's value
+    of cell ``i`` wherever ``i`` is not in ``todo``; the cells in ``todo`` (blank ones, and those
+    the vectorised check cannot vouch for) are left to the caller and the field.
+
+    ``check`` (from the field, see :class:`FastCheck`) ``None``: every cell is in ``todo``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = cells.cells[index]
+    if check is None:
+        return list(column), list(range(len(column)))
+    trimmed = cells.trimmed[index]
+    length = pc.utf8_length(trimmed)
+    ok = pc.and_(cells.plain[index], pc.not_equal(length, 0))
+    values: list[Any] = list(column)
+    if check.kind == "plain":
+        return values, _todo(ok, pc)
+    if check.max_length is not None:
+        ok = pc.and_(ok, pc.less_equal(length, check.max_length))
+    if check.kind != "email":
+        return values, _todo(ok, pc)
+    ok = pc.and_(ok, pc.match_substring_regex(trimmed, _PLAIN_EMAIL))
+    ok = pc.and_(ok, pc.less_equal(length, 254))
+    at = pc.find_substring(trimmed, "@")
+    ok = pc.and_(ok, pc.and_(pc.greater(at, 0), pc.less_equal(at, 64)))
+    lowered = pc.utf8_lower(trimmed)
+    domains = pc.replace_substring_regex(lowered, r"^[^@]*@", "")
+    assert check.domain_problem is not None
+    candidates = pc.unique(pc.filter(domains, ok)).to_pylist()
+    good = [domain for domain in candidates if check.domain_problem(domain) is None]
+    ok = pc.and_(ok, pc.is_in(domains, value_set=pa.array(good, pa.string())))
+    return lowered.to_pylist(), _todo(ok, pc)
+
+
+def _todo(cleared: Any, pc: Any) -> list[int]:
+    """The indexes of the cells not ``cleared``."""
+    return list(pc.indices_nonzero(pc.invert(pc.fill_null(cleared, False))).to_pylist())
