@@ -7,6 +7,7 @@ row) inside one transaction of the host's session, committed at the end or rolle
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -1110,7 +1111,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         for same_shape in _by_shape(values):
             columns = self._person_columns(same_shape, team_ids, base)
             if m.scim_id and m.scim_id not in columns:
-                columns[m.scim_id] = [new_scim_id() for _ in same_shape]
+                columns[m.scim_id] = new_scim_ids(len(same_shape))
             self._insert_columns(self.person_model, columns, len(same_shape))
 
     def _update_people(
@@ -1348,6 +1349,20 @@ def now_naive_utc() -> datetime:
 def new_scim_id() -> str:
     """A fresh SCIM id: a random UUID, never one used before."""
     return str(uuid.uuid4())
+
+
+def new_scim_ids(count: int) -> list[str]:
+    """``count`` fresh SCIM ids at once: random version-4 UUIDs, as :func:`new_scim_id` makes
+    them, from one read of the system's random source."""
+    random = bytearray(os.urandom(16 * count))
+    random[6::16] = bytes(b & 0x0F | 0x40 for b in random[6::16])  # version 4
+    random[8::16] = bytes(b & 0x3F | 0x80 for b in random[8::16])  # RFC 4122 variant
+    text = random.hex()
+    return [
+        f"{text[i:i + 8]}-{text[i + 8:i + 12]}-{text[i + 12:i + 16]}-{text[i + 16:i + 20]}-"
+        f"{text[i + 20:i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 def _column_limit(model: type, attribute: str) -> FieldLimit:
