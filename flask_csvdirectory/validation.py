@@ -343,6 +343,11 @@ class LookalikeIndex:
         for identifier in identifiers:
             self.add(identifier)
 
+    def has_skeletons(self) -> bool:
+        """Whether a non-ASCII identifier is known: without one, two ASCII identifiers never
+        look alike, so only a non-ASCII newcomer can be a look-alike."""
+        return bool(self._by_skeleton)
+
     def _is_known(self, identifier: str) -> bool:
         return identifier in self._known or identifier in self._added
 

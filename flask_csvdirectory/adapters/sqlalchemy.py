@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import islice
 from operator import itemgetter
 from types import MappingProxyType
 from typing import Any
@@ -71,6 +72,8 @@ _EMPTY_IS_NULL = frozenset({"user_name", "display_name", "employee_number", "dep
 DEEP_OFFSET = 1000
 #: Rows per IN (...) clause / executemany batch.
 CHUNK = 5000
+#: Rows per driver-level executemany of a bulk INSERT (SQLite).
+_DRIVER_BATCH = 50_000
 #: The ``extra`` of people when the host declares no extra columns (shared, read-only).
 _NO_EXTRA: Mapping[str, str] = MappingProxyType({})
 
@@ -490,8 +493,11 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         people: list[PersonRecord] = []
         access: list[AccessRecord] = []
         role_by_value = self._role_by_value
+        titles: dict[str, str] = {}  # one string per job title (titles repeat)
         for row in connection.execute(query):
             key_value, email, first, last, title, external_id, team_id, active = row[:8]
+            if title:
+                title = titles.setdefault(title, title)
             role_value, every = row[8], row[9]
             key = str(key_value)
             person = PersonRecord(
@@ -1274,8 +1280,8 @@ def _fast_insert(
         if processor is not None:
             values = [None if value is None else processor(value) for value in values]
         by_position.append(values)
-    params = list(zip(*by_position, strict=True))
     if copy:
+        params = list(zip(*by_position, strict=True))
         quote = dialect.identifier_preparer.quote
         statement = "COPY {} ({}) FROM STDIN".format(
             dialect.identifier_preparer.format_table(table),
@@ -1294,7 +1300,9 @@ def _fast_insert(
     )
     if list(compiled.positiontup or ()) != names:  # not the positional form we built
         return False
-    connection.exec_driver_sql(str(compiled), params)
+    rows = zip(*by_position, strict=True)
+    while batch := list(islice(rows, _DRIVER_BATCH)):  # a bounded list of tuples at a time
+        connection.exec_driver_sql(str(compiled), batch)
     return True
 
 
