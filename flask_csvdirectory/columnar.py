@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import re
 from collections.abc import Callable, Iterator
@@ -51,6 +52,33 @@ _PLAIN_EMAIL = (
 _SPACE_BEFORE_QUOTE = re.compile(r'(?:^|[,;\t]) +"')
 
 
+class _Kernels:
+    """``pyarrow.compute``, every kernel allocating from the system allocator: its memory goes
+    back to the system once the file is read (mimalloc, Arrow's default, keeps it)."""
+
+    def __init__(self) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self._compute = pc
+        self.pool = pa.system_memory_pool()
+
+    def __getattr__(self, name: str) -> Any:
+        kernel = getattr(self._compute, name)
+        if name in _NO_POOL:
+            return kernel
+        return functools.partial(kernel, memory_pool=self.pool)
+
+
+#: Helpers of pyarrow.compute that take no memory pool.
+_NO_POOL = frozenset({"fill_null"})
+
+
+@functools.cache
+def _kernels() -> _Kernels:
+    return _Kernels()
+
+
 class NotColumnar(Exception):
     """The file is not one the columnar path reads exactly like the Python reader."""
 
@@ -58,25 +86,47 @@ class NotColumnar(Exception):
 @dataclass(slots=True)
 class CellSlice:
     """Consecutive records of a file: ``first_line`` is the line of the first; ``raw[i]`` is
-    the Arrow array of column ``i`` (untrimmed); ``cells[i]`` its trimmed Python strings;
-    ``plain[i]`` the Arrow mask of cells made of printable ASCII."""
+    the Arrow array of column ``i`` (untrimmed), ``trimmed[i]`` the same with its spaces
+    trimmed, ``plain[i]`` the mask of its cells made of printable ASCII. Python strings are
+    made only when asked for (:meth:`column_cells`, :attr:`cells`)."""
 
     first_line: int
+    size: int
     raw: list[pa.Array]
     trimmed: list[pa.Array]
-    cells: list[list[str]]
     plain: list[pa.Array]
+    _cells: list[list[str]] | None = None
 
     @property
-    def size(self) -> int:
-        """How many records."""
-        return len(self.cells[0]) if self.cells else 0
+    def cells(self) -> list[list[str]]:
+        """Every column's cells, trimmed as the Python reader trims them."""
+        if self._cells is None:
+            self._cells = [self.column_cells(index) for index in range(len(self.raw))]
+        return self._cells
+
+    def column_cells(self, index: int) -> list[str]:
+        """Column ``index``'s cells, trimmed as the Python reader trims them."""
+        pc = _kernels()
+
+        values: list[str] = self.trimmed[index].to_pylist()
+        plain = self.plain[index]
+        if not pc.all(plain).as_py():
+            self.strip_at(index, values, pc.indices_nonzero(pc.invert(plain)).to_pylist())
+        return values
+
+    def strip_at(self, index: int, values: list[Any], positions: list[int]) -> None:
+        """Set ``values[i]`` to cell ``i`` of column ``index`` trimmed by :meth:`str.strip`,
+        for each ``i`` in ``positions``."""
+        if positions:
+            cells = _kernels().take(self.raw[index], positions).to_pylist()
+            for at, cell in zip(positions, cells, strict=True):
+                values[at] = cell.strip()
 
     def blank_rows(self) -> bool:
-        """Whether a record's cells are all blank (the Python reader skips it)."""
-        import pyarrow.compute as pc
+        """Whether a record's cells may all be blank (the Python reader skips such a record)."""
+        pc = _kernels()
 
-        if not self.cells:
+        if not self.raw:
             return False
         filled = None
         for trimmed, plain in zip(self.trimmed, self.plain, strict=True):
@@ -107,7 +157,7 @@ def read_cells(
     reads exactly like the Python reader (the caller then uses that).
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
+    pc = _kernels()
     import pyarrow.csv as pa_csv
 
     offset = 3 if data.startswith(codecs.BOM_UTF8) else 0
@@ -128,12 +178,13 @@ def read_cells(
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
+            memory_pool=pc.pool,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise NotColumnar(str(exc)) from None
     if table.num_columns != width or table.num_rows != lines - 1:
         raise NotColumnar("records and lines do not line up")
-    table = table.combine_chunks()
+    table = table.combine_chunks(memory_pool=pc.pool)
     for line, expected in quoted.items():
         row = [table.column(i)[line - 2].as_py() for i in range(width)]
         if [cell.strip() for cell in row] != expected:
@@ -144,21 +195,13 @@ def read_cells(
 def _slices(table: Any, width: int, pa: Any, pc: Any) -> Iterator[CellSlice]:
     for start in range(0, table.num_rows, SLICE_ROWS):
         part = table.slice(start, SLICE_ROWS)
-        raw, trimmed, cells, plain = [], [], [], []
+        raw, trimmed, plain = [], [], []
         for i in range(width):
-            column = part.column(i).combine_chunks()
-            is_plain = pc.match_substring_regex(column, _PRINTABLE_ASCII)
-            clean = pc.ascii_trim(column, " ")
-            values = clean.to_pylist()
-            if not pc.all(is_plain).as_py():
-                odd = pc.indices_nonzero(pc.invert(is_plain)).to_pylist()
-                for index, value in zip(odd, column.take(odd).to_pylist(), strict=True):
-                    values[index] = value.strip()
+            column = part.column(i).combine_chunks(memory_pool=pc.pool)
             raw.append(column)
-            trimmed.append(clean)
-            cells.append(values)
-            plain.append(is_plain)
-        yield CellSlice(start + 2, raw, trimmed, cells, plain)
+            trimmed.append(pc.ascii_trim(column, " "))
+            plain.append(pc.match_substring_regex(column, _PRINTABLE_ASCII))
+        yield CellSlice(start + 2, part.num_rows, raw, trimmed, plain)
 
 
 def _quoted_lines(data: bytes, offset: int, delimiter: str) -> dict[int, list[str]]:
@@ -210,45 +253,49 @@ class FastCheck:
 
 
 def fast_verdicts(
-    check: FastCheck | None,
-    cells: CellSlice,
-    index: int,
+    check: FastCheck | None, cells: CellSlice, index: int
 ) -> tuple[list[Any], list[int]]:
     """``(values, todo)`` for column ``index`` of ``cells``: ``values[i]`` is the field's value
-    of cell ``i`` wherever ``i`` is not in ``todo``; the cells in ``todo`` (blank ones, and those
-    the vectorised check cannot vouch for) are left to the caller and the field.
+    of cell ``i`` wherever ``i`` is not in ``todo``; in ``todo`` (blank cells, and those the
+    vectorised check cannot vouch for) ``values[i]`` is the cell, trimmed, left to the caller
+    and the field. ``check`` ``None``: every cell is in ``todo``.
 
-    ``check`` (from the field, see :class:`FastCheck`) ``None``: every cell is in ``todo``.
+    A column of repeated values (teams, titles) gives one string object per distinct value.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
+    pc = _kernels()
 
-    column = cells.cells[index]
     if check is None:
-        return list(column), list(range(len(column)))
+        return cells.column_cells(index), list(range(cells.size))
     trimmed = cells.trimmed[index]
     length = pc.utf8_length(trimmed)
     ok = pc.and_(cells.plain[index], pc.not_equal(length, 0))
-    values: list[Any] = list(column)
-    if check.kind == "plain":
-        return values, _todo(ok, pc)
-    if check.max_length is not None:
+    if check.max_length is not None and check.kind != "plain":
         ok = pc.and_(ok, pc.less_equal(length, check.max_length))
     if check.kind != "email":
-        return values, _todo(ok, pc)
-    ok = pc.and_(ok, pc.match_substring_regex(trimmed, _PLAIN_EMAIL))
-    ok = pc.and_(ok, pc.less_equal(length, 254))
-    at = pc.find_substring(trimmed, "@")
-    ok = pc.and_(ok, pc.and_(pc.greater(at, 0), pc.less_equal(at, 64)))
-    lowered = pc.utf8_lower(trimmed)
-    domains = pc.replace_substring_regex(lowered, r"^[^@]*@", "")
-    assert check.domain_problem is not None
-    candidates = pc.unique(pc.filter(domains, ok)).to_pylist()
-    good = [domain for domain in candidates if check.domain_problem(domain) is None]
-    ok = pc.and_(ok, pc.is_in(domains, value_set=pa.array(good, pa.string())))
-    return lowered.to_pylist(), _todo(ok, pc)
+        values = _python_strings(trimmed, pc)
+    else:
+        ok = pc.and_(ok, pc.match_substring_regex(trimmed, _PLAIN_EMAIL))
+        ok = pc.and_(ok, pc.less_equal(length, 254))
+        at = pc.find_substring(trimmed, "@")
+        ok = pc.and_(ok, pc.and_(pc.greater(at, 0), pc.less_equal(at, 64)))
+        lowered = pc.utf8_lower(trimmed)
+        domains = pc.replace_substring_regex(lowered, r"^[^@]*@", "")
+        assert check.domain_problem is not None
+        candidates = pc.unique(pc.filter(domains, ok)).to_pylist()
+        good = [domain for domain in candidates if check.domain_problem(domain) is None]
+        good_domains = pa.array(good, pa.string(), memory_pool=pc.pool)
+        ok = pc.and_(ok, pc.is_in(domains, value_set=good_domains))
+        values = lowered.to_pylist()
+    todo = list(pc.indices_nonzero(pc.invert(pc.fill_null(ok, False))).to_pylist())
+    cells.strip_at(index, values, todo)
+    return values, todo
 
 
-def _todo(cleared: Any, pc: Any) -> list[int]:
-    """The indexes of the cells not ``cleared``."""
-    return list(pc.indices_nonzero(pc.invert(pc.fill_null(cleared, False))).to_pylist())
+def _python_strings(column: Any, pc: Any) -> list[Any]:
+    """``column.to_pylist()``, with one string object per distinct value when values repeat."""
+    if pc.count_distinct(column).as_py() * 2 > len(column):
+        return list(column.to_pylist())
+    encoded = pc.dictionary_encode(column)
+    distinct = encoded.dictionary.to_pylist()
+    return list(map(distinct.__getitem__, encoded.indices.to_pylist()))

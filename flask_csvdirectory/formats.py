@@ -562,8 +562,10 @@ def _parse_employees(
         if part.bad or part.blank:
             return False
         size = len(part.lines)
-        # normalize_email, in C: strip, then lower-case
-        emails = list(map(str.lower, map(str.strip, part.values[email_at])))  # type: ignore[index]
+        assert email_at is not None  # a complete file has an email column
+        emails = list(part.values[email_at])
+        for at in part.todo[email_at]:  # the others are normalised by the columnar check
+            emails[at] = normalize_email(emails[at])
         new_emails = dict(zip(emails, part.lines, strict=True))
         if (
             len(new_emails) != size
@@ -581,25 +583,18 @@ def _parse_employees(
             return False
         first_line_of_email.update(new_emails)
         first_line_of_id.update(new_ids)
-        share = shared.setdefault
         values = part.values
 
-        def shared_column(at: int | None) -> Iterable[Any]:
-            """The column's values, one string object per repeated value (when it repeats)."""
-            if at is None:
-                return repeat(None, size)
-            column = values[at]
-            if len(set(column)) * 2 > size:
-                return column  # mostly distinct values: sharing would only cost
-            return map(share, column, column)
+        def column(at: int | None) -> Iterable[Any]:
+            return repeat(None, size) if at is None else values[at]
 
         fields = zip(
             part.lines,
             emails,
-            shared_column(team_at),
-            shared_column(first_name_at),
-            shared_column(last_name_at),
-            shared_column(title_at),
+            column(team_at),
+            column(first_name_at),
+            column(last_name_at),
+            column(title_at),
             ids,
             repeat(_NO_EXTRA, size),
             strict=True,
@@ -720,16 +715,22 @@ _FAILED: Any = _Failed()
 
 @dataclass(slots=True)
 class _CheckedSlice:
-    """Consecutive records checked column-wise: ``lines``; the trimmed ``cells`` by file column;
-    the converted ``values`` by rule slot (valid where ``failed[i]`` is 0); ``bad`` whether any
-    record failed and ``blank`` whether any is blank (skipped)."""
+    """Consecutive records checked column-wise: their ``lines``, the converted ``values`` by
+    rule slot (valid where ``failed[i]`` is 0); ``bad`` whether any record failed and ``blank``
+    whether any may be blank (skipped)."""
 
     lines: range
-    cells: list[list[str]]
+    source: columnar.CellSlice
     values: list[list[Any]]
+    todo: list[list[int]]  # by rule slot: the records whose value its field gave
     failed: bytearray
     bad: bool
     blank: bool
+
+    @property
+    def cells(self) -> list[list[str]]:
+        """The trimmed cells, by file column."""
+        return self.source.cells
 
 
 class _CellRule(NamedTuple):
@@ -794,12 +795,12 @@ class _RowChecker:
         size = part.size
         bad = bytearray(size)
         slot_values: list[list[Any]] = []
+        slot_todo: list[list[int]] = []
         for rule in self.rules:
-            cells = part.cells[rule.index]
             values, todo = columnar.fast_verdicts(rule.fast, part, rule.index)
             convert = rule.convert
             for at in todo:
-                cell = cells[at]
+                cell = values[at]
                 if not cell:
                     if rule.blank_error is None:
                         values[at] = rule.blank_value()
@@ -811,9 +812,11 @@ class _RowChecker:
                     except ValidationError:
                         bad[at] = 1
             slot_values.append(values)
+            slot_todo.append(todo)
         lines = range(part.first_line, part.first_line + size)
-        blank = part.blank_rows()
-        return _CheckedSlice(lines, part.cells, slot_values, bad, any(bad), blank)
+        return _CheckedSlice(
+            lines, part, slot_values, slot_todo, bad, any(bad), part.blank_rows()
+        )
 
     def slice_records(
         self, part: _CheckedSlice, table: CsvTable
