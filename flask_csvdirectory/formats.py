@@ -562,11 +562,12 @@ def _parse_employees(
         if part.bad or part.blank:
             return False
         size = len(part.lines)
+        lines = list(part.lines)  # one int object per line, shared by the rows and the indexes
         assert email_at is not None  # a complete file has an email column
         emails = list(part.values[email_at])
         for at in part.todo[email_at]:  # the others are normalised by the columnar check
             emails[at] = normalize_email(emails[at])
-        new_emails = dict(zip(emails, part.lines, strict=True))
+        new_emails = dict(zip(emails, lines, strict=True))
         if (
             len(new_emails) != size
             or example_email in new_emails
@@ -576,7 +577,7 @@ def _parse_employees(
         ids: list[str | None] = (
             part.values[employee_id_at] if employee_id_at is not None else [None] * size
         )
-        new_ids = {key: line for key, line in zip(ids, part.lines, strict=True) if key is not None}
+        new_ids = {key: line for key, line in zip(ids, lines, strict=True) if key is not None}
         if len(new_ids) != size - ids.count(None) or not first_line_of_id.keys().isdisjoint(
             new_ids
         ):
@@ -589,7 +590,7 @@ def _parse_employees(
             return repeat(None, size) if at is None else values[at]
 
         fields = zip(
-            part.lines,
+            lines,
             emails,
             column(team_at),
             column(first_name_at),
@@ -612,6 +613,7 @@ def _parse_employees(
         for part in slices:
             if not take_clean(part):
                 take(checker.slice_records(part, table))
+        columnar.give_back_memory()
     return ParsedFile(
         file_format.name, rows, log.errors, table.row_count, log.count, teams_of_invalid_rows
     )
