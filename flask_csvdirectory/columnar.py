@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover - imported lazily: pyarrow costs 0.1 s to 
 #: Files smaller than this are read by the Python reader: Arrow's import would cost more than
 #: it saves. Tests set it to 0 to run the columnar path on small files.
 MIN_BYTES = 256 * 1024
-#: Records converted to Python objects at a time (bounds the transient memory of a large file).
-SLICE_ROWS = 32_768
+#: Bytes of the file parsed at a time (bounds the transient memory of a large file).
+BLOCK_BYTES = 2 << 20
 
 _PRINTABLE_ASCII = r"^[ -~]*$"
 #: check_email's ASCII fast path: a dot-atom mailbox, one ``@``, a domain without ``@`` or space
@@ -149,26 +149,28 @@ def eligible(data: bytes, *, delimiter: str, codec: str, header_lines: int) -> b
     return delimiter in (",", ";", "\t")
 
 
-def read_cells(
-    data: bytes, *, delimiter: str, width: int
-) -> Iterator[CellSlice]:
-    """Slices of trimmed cells of ``data``'s records (the header excluded).
+def read_cells(data: bytes, *, delimiter: str, width: int) -> Iterator[CellSlice]:
+    """Slices of trimmed cells of ``data``'s records (the header excluded), streamed: one block
+    of the file is parsed at a time, so memory stays bounded whatever the file's size.
 
-    Raises :class:`NotColumnar` before yielding anything when the file is not one this path
-    reads exactly like the Python reader (the caller then uses that).
+    Raises :class:`NotColumnar` when the file is not one this path reads exactly like the
+    Python reader: at once for what the bytes and the first block show, or while iterating
+    (a record with another number of cells further down, say); the caller then reads the
+    file again with the Python reader.
     """
     import pyarrow as pa
-    pc = _kernels()
     import pyarrow.csv as pa_csv
 
+    pc = _kernels()
     offset = 3 if data.startswith(codecs.BOM_UTF8) else 0
     lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     quoted = _quoted_lines(data, offset, delimiter) if b'"' in data else {}
     try:
-        table = pa_csv.read_csv(
+        reader = pa_csv.open_csv(
             pa.BufferReader(pa.py_buffer(data)[offset:]),
             read_options=pa_csv.ReadOptions(
-                skip_rows=1, autogenerate_column_names=True, use_threads=False
+                skip_rows=1, autogenerate_column_names=True, use_threads=False,
+                block_size=BLOCK_BYTES,
             ),
             parse_options=pa_csv.ParseOptions(
                 delimiter=delimiter, quote_char='"', double_quote=True, escape_char=False,
@@ -183,26 +185,39 @@ def read_cells(
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise NotColumnar(str(exc)) from None
-    if table.num_columns != width or table.num_rows != lines - 1:
-        raise NotColumnar("records and lines do not line up")
-    table = table.combine_chunks(memory_pool=pc.pool)
-    for line, expected in quoted.items():
-        row = [table.column(i)[line - 2].as_py() for i in range(width)]
-        if [cell.strip() for cell in row] != expected:
-            raise NotColumnar(f"line {line} reads differently")
-    return _slices(table, width, pa, pc)
+    if len(reader.schema) != width:
+        raise NotColumnar("the first record's cells do not match the header")
+    return _slices(reader, width, lines - 1, quoted, pa, pc)
 
 
-def _slices(table: Any, width: int, pa: Any, pc: Any) -> Iterator[CellSlice]:
-    for start in range(0, table.num_rows, SLICE_ROWS):
-        part = table.slice(start, SLICE_ROWS)
+def _slices(
+    reader: Any, width: int, records: int, quoted: dict[int, list[str]], pa: Any, pc: Any
+) -> Iterator[CellSlice]:
+    start = 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise NotColumnar(str(exc)) from None
+        size = batch.num_rows
+        if not size:
+            continue
+        for line in [line for line in quoted if start + 2 <= line < start + 2 + size]:
+            row = [batch.column(i)[line - 2 - start].as_py() for i in range(width)]
+            if [cell.strip() for cell in row] != quoted.pop(line):
+                raise NotColumnar(f"line {line} reads differently")
         raw, trimmed, plain = [], [], []
         for i in range(width):
-            column = part.column(i).combine_chunks(memory_pool=pc.pool)
+            column = batch.column(i)
             raw.append(column)
             trimmed.append(pc.ascii_trim(column, " "))
             plain.append(pc.match_substring_regex(column, _PRINTABLE_ASCII))
-        yield CellSlice(start + 2, part.num_rows, raw, trimmed, plain)
+        yield CellSlice(start + 2, size, raw, trimmed, plain)
+        start += size
+    if start != records or quoted:
+        raise NotColumnar("records and lines do not line up")
 
 
 def give_back_memory() -> None:

@@ -438,7 +438,10 @@ def parse_employees(
     employee_id appears twice, and that the template's example row is not left in.
     """
     with _collector_paused():
-        return _parse_employees(data, extra_columns, max_errors, limits or {})
+        try:
+            return _parse_employees(data, extra_columns, max_errors, limits or {}, True)
+        except columnar.NotColumnar:  # found while streaming: read it again, the Python way
+            return _parse_employees(data, extra_columns, max_errors, limits or {}, False)
 
 
 def parse_users(
@@ -451,7 +454,10 @@ def parse_users(
     get every team. Whether scopes name known teams is the planner's check.
     """
     with _collector_paused():
-        return _parse_users(data, max_errors, limits or {})
+        try:
+            return _parse_users(data, max_errors, limits or {}, True)
+        except columnar.NotColumnar:  # found while streaming: read it again, the Python way
+            return _parse_users(data, max_errors, limits or {}, False)
 
 
 #: What an upload of a template's untouched example row is told.
@@ -480,6 +486,7 @@ def _parse_employees(
     extra_columns: Sequence[ExtraColumn],
     max_errors: int,
     limits: Mapping[str, FieldLimit],
+    use_columnar: bool,
 ) -> ParsedFile[EmployeeRow]:
     file_format = employees_format(extra_columns, limits)
     example_email = normalize_email(file_format.column("email").example)
@@ -490,7 +497,7 @@ def _parse_employees(
     ]
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)
-    checker = _RowChecker(file_format, table, log)
+    checker = _RowChecker(file_format, table, log, use_columnar=use_columnar)
     slot = checker.slots.get
     complete = checker.complete
     email_at, employee_id_at = slot("email"), slot("employee_id")
@@ -638,13 +645,13 @@ def _unique(
 
 
 def _parse_users(
-    data: bytes, max_errors: int, limits: Mapping[str, FieldLimit]
+    data: bytes, max_errors: int, limits: Mapping[str, FieldLimit], use_columnar: bool
 ) -> ParsedFile[UserRow]:
     file_format = users_format(limits)
     example_email = normalize_email(file_format.column("email").example)
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)
-    checker = _RowChecker(file_format, table, log)
+    checker = _RowChecker(file_format, table, log, use_columnar=use_columnar)
     slot = checker.slots.get
     email_at, name_at, role_at, teams_at = slot("email"), slot("name"), slot("role"), slot("teams")
     teams_duplicated = teams_at is None and "teams" in table.columns  # reported with the header
@@ -755,8 +762,11 @@ class _RowChecker:
     is reported to the log, in column order, and clears ``ok``.
     """
 
-    def __init__(self, file_format: FileFormat, table: CsvTable, log: ErrorLog) -> None:
+    def __init__(
+        self, file_format: FileFormat, table: CsvTable, log: ErrorLog, *, use_columnar: bool = True
+    ) -> None:
         self.log = log
+        self.use_columnar = use_columnar
         self.rules = _cell_rules(file_format, table)
         self.slots = {rule.name: slot for slot, rule in enumerate(self.rules)}
         self.complete = set(self.slots).issuperset(file_format.required_names)
@@ -779,8 +789,9 @@ class _RowChecker:
 
     def columnar_slices(self, data: bytes, table: CsvTable) -> Iterator[_CheckedSlice] | None:
         """The records of ``data`` checked column-wise, slice by slice, or ``None`` when the
-        columnar reader cannot read this file exactly like the Python reader."""
-        if not table.readable or not columnar.eligible(
+        columnar reader cannot read this file exactly like the Python reader (iterating may
+        still raise :class:`~.columnar.NotColumnar`: the caller then starts again without)."""
+        if not self.use_columnar or not table.readable or not columnar.eligible(
             data,
             delimiter=table.delimiter,
             codec=table.codec,

@@ -127,7 +127,7 @@ def test_hostile_cells_read_alike(
 def test_valid_file_reads_alike_in_several_slices(
     monkeypatch: pytest.MonkeyPatch, columnar_used: list[bool]
 ) -> None:
-    monkeypatch.setattr(columnar, "SLICE_ROWS", 7)
+    monkeypatch.setattr(columnar, "BLOCK_BYTES", 300)
     rows = [employee(n, team=f"Team {n % 3}", title="" if n % 5 else "Lead") for n in range(50)]
     rows[20]["email"] = rows[3]["email"].upper()  # a duplicate across slices
     rows[33]["employee_id"] = rows[4]["employee_id"]
@@ -227,3 +227,17 @@ def test_random_files_read_alike(rows: list[list[str]]) -> None:
     data = out.getvalue().encode()
     with pytest.MonkeyPatch.context() as monkeypatch:
         same(*parse_both(monkeypatch, data, limits=LIMITS))
+
+
+def test_trouble_found_while_streaming_falls_back_to_the_python_reader(
+    monkeypatch: pytest.MonkeyPatch, columnar_used: list[bool]
+) -> None:
+    """A record far down the file with another number of cells: the columnar read stops there
+    and the Python reader reads the whole file again (no row or error is doubled)."""
+    monkeypatch.setattr(columnar, "BLOCK_BYTES", 300)
+    text = employees_csv(employee(n) for n in range(40)).decode()
+    text += "late@example.com,E9,Late,Row,Sales\n" + "dup@example.com,E1,A,B,Sales,T\n"
+    fast, slow = parse_both(monkeypatch, text.encode())
+    same(fast, slow)
+    assert columnar_used[0] is True  # the stream started, then gave up
+    assert len(fast.rows) == 41 and [e.line for e in fast.errors] == [42]
