@@ -12,7 +12,19 @@ from datetime import UTC, datetime
 from flask import current_app
 from flask_login import UserMixin
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, String, Table, func
+from sqlalchemy import (
+    DDL,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    event,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -80,7 +92,7 @@ class User(UserMixin, db.Model):
     first_name: Mapped[str] = mapped_column(String(200), default="")
     last_name: Mapped[str] = mapped_column(String(200), default="")
     title: Mapped[str] = mapped_column(String(200), default="")
-    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), nullable=True, index=True)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     #: "admin", "manager" or "employee" (no dashboard access)
     role: Mapped[str] = mapped_column(String(20), default="employee")
@@ -117,5 +129,31 @@ class User(UserMixin, db.Model):
 # the login name is unique whatever its case.
 Index("ix_users_email_lower", func.lower(User.email))
 Index("ix_users_login", func.lower(func.coalesce(User.username, User.email)), unique=True)
-# Paging SCIM users (those with a SCIM id) in creation order reads this index alone.
+# Paging SCIM users (those with a SCIM id) in creation order reads this index alone (SQLite);
+# PostgreSQL counts and skips them in a narrower partial index.
 Index("ix_users_id_scim_id", User.id, User.scim_id)
+Index(
+    "ix_users_scim_page", User.id, postgresql_where=User.scim_id.is_not(None)
+).ddl_if(dialect="postgresql")
+# A team's members (a Group's members: their SCIM ids in creation order) from this index alone.
+Index("ix_users_team_members", User.team_id, User.id, User.scim_id)
+
+# SCIM "contains" filters on userName: on PostgreSQL a trigram index answers ILIKE '%...%'
+# (and 'sw'/'ew') without reading every row. pg_trgm is a contrib extension: where it cannot
+# be created (not installed, no privilege) the table is made without it and such filters scan.
+event.listen(
+    User.__table__,
+    "after_create",
+    DDL(
+        """
+        DO $$
+        BEGIN
+            CREATE EXTENSION IF NOT EXISTS pg_trgm;
+            CREATE INDEX IF NOT EXISTS ix_users_login_trgm
+                ON users USING gin ((coalesce(username, email)) gin_trgm_ops);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE NOTICE 'no trigram index on users (contains filters scan): %%', SQLERRM;
+        END $$;
+        """
+    ).execute_if(dialect="postgresql"),
+)

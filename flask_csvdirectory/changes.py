@@ -59,6 +59,13 @@ _LABELS = {
     ChangeKind.ACCESS_REVOKED: "Dashboard access revoked",
 }
 _ORDER = {kind: position for position, kind in enumerate(ChangeKind)}
+#: value -> kind with a dict look-up (``ChangeKind(value)`` is a slow call per change)
+_KIND_BY_VALUE: dict[str, ChangeKind] = {kind.value: kind for kind in ChangeKind}
+
+
+def kind_of(value: str) -> ChangeKind:
+    """The :class:`ChangeKind` of a stored value (a dict look-up; ``KeyError`` when unknown)."""
+    return _KIND_BY_VALUE[value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +113,7 @@ class Change:
     def from_row(cls, row: list[Any]) -> Change:
         """Rebuild a change from :meth:`to_row` output."""
         kind, subject, key, before, after = row
-        return cls(ChangeKind(kind), subject, key, before, after)
+        return cls(_KIND_BY_VALUE[kind], subject, key, before, after)
 
     def to_dict(self) -> dict[str, Any]:
         """A readable JSON object (used by the API and the error/change downloads)."""
@@ -168,19 +175,34 @@ class ChangeSet:
         """A copy in apply order (stable within a kind)."""
         return ChangeSet(sorted(self.changes, key=lambda change: change.kind.order))
 
+    def head(self, limit: int) -> list[Change]:
+        """The first ``limit`` changes, in plan order."""
+        return self.changes[: max(limit, 0)]
+
     def to_json(self) -> bytes:
         """The canonical JSON of the change rows (keys sorted): what is hashed and stored."""
-        # the kind is a str enum: JSON writes its value (as to_row does), without the lookup
-        rows = [[c.kind, c.subject, c.key, c.before, c.after] for c in self.changes]
-        return json.dumps(rows, separators=(",", ":"), sort_keys=True).encode()
+        return canonical_json(self.changes)
+
+    def canonical_chunks(self, size: int) -> Iterator[tuple[list[Change], bytes]]:
+        """The changes in chunks of ``size``, each with its canonical JSON (:func:`canonical_json`);
+        :class:`Fingerprinter` joins them into the hash of :meth:`to_json` without building it."""
+        for start in range(0, len(self.changes), size):
+            chunk = self.changes[start : start + size]
+            yield chunk, canonical_json(chunk)
 
     def fingerprint(self, canonical: bytes | None = None) -> str:
         """A sha256 of the canonical content; equal fingerprints mean equal plans.
 
         Plans are deterministic (apply order, then subject), so the row order is part of the
-        content. Pass ``canonical`` (from :meth:`to_json`) to avoid serialising twice.
+        content. Pass ``canonical`` (from :meth:`to_json`) to avoid serialising twice; without
+        it the hash is fed chunk by chunk (no one large string).
         """
-        return hashlib.sha256(canonical if canonical is not None else self.to_json()).hexdigest()
+        if canonical is not None:
+            return hashlib.sha256(canonical).hexdigest()
+        hasher = Fingerprinter()
+        for _, chunk in self.canonical_chunks(FINGERPRINT_CHUNK):
+            hasher.add(chunk)
+        return hasher.hexdigest()
 
     def to_bytes(self, canonical: bytes | None = None) -> bytes:
         """Serialise (compressed canonical JSON) for storage with the run."""
@@ -202,6 +224,45 @@ class ChangeSet:
     def of(cls, changes: Iterable[Change]) -> ChangeSet:
         """A change set from any iterable of changes, in apply order."""
         return cls(list(changes)).sorted()
+
+
+#: How many changes :meth:`ChangeSet.fingerprint` serialises at a time.
+FINGERPRINT_CHUNK = 2048
+
+
+def canonical_json(changes: Iterable[Change]) -> bytes:
+    """The canonical JSON array of the change rows (keys sorted, no spaces)."""
+    # the kind is a str enum: JSON writes its value (as to_row does), without the lookup
+    rows = [[c.kind, c.subject, c.key, c.before, c.after] for c in changes]
+    return json.dumps(rows, separators=(",", ":"), sort_keys=True).encode()
+
+
+class Fingerprinter:
+    """The sha256 of a change set's canonical JSON fed chunk by chunk: ``add`` the
+    :func:`canonical_json` of consecutive chunks; the digest equals
+    ``sha256(ChangeSet.to_json())`` of the whole."""
+
+    __slots__ = ("_hash", "_started")
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256(b"[")
+        self._started = False
+
+    def add(self, chunk_json: bytes) -> None:
+        """Feed the canonical JSON array of the next chunk of changes."""
+        inner = chunk_json[1:-1]
+        if not inner:
+            return
+        if self._started:
+            self._hash.update(b",")
+        self._hash.update(inner)
+        self._started = True
+
+    def hexdigest(self) -> str:
+        """The fingerprint of everything fed so far."""
+        final = self._hash.copy()
+        final.update(b"]")
+        return final.hexdigest()
 
 
 def exceeds_threshold(

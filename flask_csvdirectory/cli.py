@@ -7,14 +7,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
 from . import runs, tokens
-from .changes import ChangeKind, ChangeSet
+from .changes import Change, ChangeSet, kind_of
 from .errors import (
     CSVDirectoryError,
     FileValidationError,
@@ -98,14 +98,36 @@ def csvdirectory_cli() -> None:
     """
 
 
-def _print_plan(changeset: ChangeSet, limit: int, option: str = "--show", indent: str = "") -> None:
+class _Plan(Protocol):
+    """What the plan summary prints: a :class:`ChangeSet` in memory, or a run's stored change
+    set (its index and first page only)."""
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def structural_count(self) -> int: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def head(self, limit: int) -> list[Change]: ...
+
+
+def _stored_plan(run: SyncRun) -> _Plan:
+    """The run's stored plan for :func:`_print_plan`: read from its index and first pages,
+    never decrypted whole."""
+    stored = runs.stored_changes(run)
+    return ChangeSet() if stored is None else stored
+
+
+def _print_plan(changeset: _Plan, limit: int, option: str = "--show", indent: str = "") -> None:
     click.echo(
         f"{indent}{changeset.count} change(s), {changeset.structural_count} structural:"
     )
     for kind, count in changeset.counts().items():
         if count:
-            click.echo(f"{indent}  {ChangeKind(kind).label}: {count}")
-    for change in changeset.changes[:limit]:
+            click.echo(f"{indent}  {kind_of(kind).label}: {count}")
+    for change in changeset.head(limit):
         before = json.dumps(change.before) if change.before else ""
         after = json.dumps(change.after) if change.after else ""
         line = f"{indent}  - {change.kind.value:22} {change.subject}  {before} -> {after}"
@@ -151,7 +173,7 @@ def sync_command(
         if run.status == RunStatus.ERROR.value:
             _fail_run(run)
         if run.status == RunStatus.WAITING.value:
-            changeset = runs.load_changeset(run)
+            changeset = _stored_plan(run)
             _print_plan(changeset, show)
             reasons = runs.guard_reasons(run)
             for reason in reasons:
@@ -175,7 +197,7 @@ def sync_command(
                 )
             _approve_and_apply(org, run, actor)
         else:
-            _print_plan(runs.load_changeset(run), show)
+            _print_plan(_stored_plan(run), show)
     if run.status == RunStatus.ERROR.value:
         _fail_run(run)
     click.echo(f"Run {run.id}: {run.status_label}.")
@@ -494,7 +516,7 @@ def show_command(run_id: str, org: str | None, show: int, show_errors: int) -> N
         if run.change_count is not None:
             threshold = "" if run.threshold is None else f" (threshold {run.threshold})"
             click.echo(f"  planned{threshold}:")
-            _print_plan(runs.load_changeset(run), show, option="--changes", indent="  ")
+            _print_plan(_stored_plan(run), show, option="--changes", indent="  ")
         if run.is_waiting:
             click.echo(
                 f"Waiting for approval: flask csvdirectory approve {run.id} "
@@ -571,7 +593,7 @@ def revert_command(run_id: str, org: str | None, yes: bool, actor_name: str, sho
         run = runs.start_revert(org, run_id, actor, enqueue=False)
         _run_here(runs.process, run, "Processing")
         if run.status == RunStatus.WAITING.value:
-            _print_plan(runs.load_changeset(run), show)
+            _print_plan(_stored_plan(run), show)
             _print_conflicts(run, show)
             click.echo(f"{run.change_count} changes exceed the approval threshold.")
             if not yes and not click.confirm("Approve and apply the revert?", default=False):
@@ -581,7 +603,7 @@ def revert_command(run_id: str, org: str | None, yes: bool, actor_name: str, sho
                 )
             _approve_and_apply(org, run, actor)
         elif run.status != RunStatus.ERROR.value:
-            _print_plan(runs.load_changeset(run), show)
+            _print_plan(_stored_plan(run), show)
             _print_conflicts(run, show)
     if run.status == RunStatus.ERROR.value:
         _fail_run(run)

@@ -129,8 +129,7 @@ def run_url(config: dict[str, Any], run: SyncRun) -> str | None:
     return f"{str(base).rstrip('/')}{config['URL_PREFIX']}/runs/{run.id}"
 
 
-def _counts_text(changeset: ChangeSet, people: review.People) -> list[str]:
-    summary = review.summarize(changeset, people)
+def _counts_text(summary: review.Summary) -> list[str]:
     lines = [
         f"  {'! ' if row.destructive else '  '}{row.label}: {row.count}" for row in summary.rows
     ]
@@ -151,9 +150,11 @@ def compose(
     changeset: ChangeSet | None = None,
     people: review.People | None = None,
     reason: str | None = None,
+    summary: review.Summary | None = None,
 ) -> Notification:
     """The email for ``event`` about ``run``: what happened, the counts (destructive first) and
-    what the admin can do."""
+    what the admin can do. The counts come from ``summary`` (a stored change set's index) or
+    else from ``changeset`` with ``people``."""
     url = run_url(config, run)
     count = run.change_count or 0
     reasons = list(run.guard_reasons or [])  # GuardReason.to_dict() of each safeguard
@@ -185,8 +186,10 @@ def compose(
             lines = [f"{count} changes were applied{took} ({run.status_label})."]
         case _:
             raise ValueError(f"Unknown notification event {event!r}")
-    if changeset is not None and people is not None and changeset:
-        lines += ["", "Changes:", *_counts_text(changeset, people)]
+    if summary is None and changeset is not None and people is not None and changeset:
+        summary = review.summarize(changeset, people)
+    if summary is not None and summary.total:
+        lines += ["", "Changes:", *_counts_text(summary)]
     lines += ["", f"Review the run: {url}" if url else f"Run id: {run.id}"]
     return Notification(event, run.org, run.id, subject, "\n".join(lines) + "\n", url)
 
@@ -235,8 +238,11 @@ class AdminMailer:
 
         state = get_state(self.app)
         try:
-            people = runs.load_people(run) if kwargs.get("changeset") is not None else None
-            notification = compose(event, run, state.config, people=people, **kwargs)
+            summary = None
+            if kwargs.get("changeset") is not None:  # the stored index has the summary
+                stored = runs.stored_changes(run)
+                summary = stored.summary() if stored is not None else None
+            notification = compose(event, run, state.config, summary=summary, **kwargs)
             recipients = state.extension.admin_emails(run.org)
             self.notifier.send(recipients, notification)
         except Exception:  # a mail problem must never fail or undo a run

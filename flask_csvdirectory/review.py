@@ -33,7 +33,7 @@ ACCESS_REDUCED = "access_reduced"
 #: Kinds whose every change is destructive, in review order.
 DESTRUCTIVE_KINDS = (ChangeKind.EMPLOYEE_DEACTIVATED, ChangeKind.ACCESS_REVOKED)
 
-_PERSON_KINDS = frozenset(
+PERSON_KINDS = frozenset(
     {
         ChangeKind.EMPLOYEE_CREATED,
         ChangeKind.EMPLOYEE_REACTIVATED,
@@ -45,6 +45,7 @@ _PERSON_KINDS = frozenset(
         ChangeKind.ACCESS_REVOKED,
     }
 )
+_PERSON_KINDS = PERSON_KINDS
 
 
 @dataclass(slots=True)
@@ -78,7 +79,9 @@ class Who:
         return before or "—"
 
 
-_WHO_FIELDS = tuple(f.name for f in fields(Who))
+#: The fields of :class:`Who` in constructor order (how the stored indexes write a person).
+WHO_FIELDS = tuple(f.name for f in fields(Who))
+_WHO_FIELDS = WHO_FIELDS
 
 
 
@@ -277,9 +280,20 @@ class Summary:
 def summarize(changeset: ChangeSet, people: People) -> Summary:
     """The review's lead: counts by kind (destructive kinds marked and first) and the admins
     who lose access."""
-    counts = changeset.counts()
     reduced = sum(1 for change in changeset.of_kind(ChangeKind.ACCESS_CHANGED)
                   if access_reduced(change))
+    admins: dict[str, Who] = {}
+    for change in changeset:
+        if affects_admin(change, people):
+            who = people.of(change)
+            assert who is not None
+            admins.setdefault(who.email, who)
+    return summary_from(changeset.counts(), reduced, list(admins.values()))
+
+
+def summary_from(counts: dict[str, int], reduced: int, admins_affected: list[Who]) -> Summary:
+    """:func:`summarize` from what a stored change set's index keeps: the counts by kind, how
+    many access changes reduce access, and the admins who lose access."""
     rows = [
         CountRow(kind.value, kind.label, counts[kind.value], True)
         for kind in DESTRUCTIVE_KINDS
@@ -295,17 +309,11 @@ def summarize(changeset: ChangeSet, people: People) -> Summary:
             label = "Dashboard access widened" if kind is ChangeKind.ACCESS_CHANGED and reduced \
                 else kind.label
             rows.append(CountRow(kind.value, label, count, False))
-    admins: dict[str, Who] = {}
-    for change in changeset:
-        if affects_admin(change, people):
-            who = people.of(change)
-            assert who is not None
-            admins.setdefault(who.email, who)
     return Summary(
         rows=rows,
-        total=changeset.count,
+        total=sum(counts.values()),
         destructive=sum(row.count for row in rows if row.destructive),
-        admins_affected=list(admins.values()),
+        admins_affected=admins_affected,
     )
 
 

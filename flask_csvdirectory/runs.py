@@ -30,7 +30,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from . import failures, guards, liveness, review, signals
+from . import changestore, failures, guards, liveness, review, signals
 from .adapter import ProgressCallback
 from .changes import ChangeKind, ChangeSet, exceeds_threshold
 from .checkpoints import checkpoint
@@ -48,7 +48,7 @@ from .errors import (
 )
 from .extension import get_state
 from .locks import organization_lock
-from .models import Channel, IntegrationSettings, Phase, RunStatus, SyncRun, utcnow
+from .models import Channel, IntegrationSettings, Phase, RunStatus, StoredFile, SyncRun, utcnow
 from .pipeline import ParsedPair, PlanOutcome, build_plan, plan_pair, read_pair
 from .records import DirectorySnapshot
 from .revert import Conflict, conflicts_from_bytes, conflicts_to_bytes, plan_revert
@@ -620,7 +620,7 @@ def revert_unavailable_reason(run: SyncRun) -> str | None:
     if not run.change_count:
         return "This sync changed nothing, so there is nothing to revert."
     try:
-        _applied_file(run)
+        _applied_role(run)
     except RevertUnavailable as exc:
         return str(exc)
     if run.reverted_by_run_id is not None:
@@ -698,31 +698,55 @@ def start_revert(org: str, run_id: str, actor: Actor, *, enqueue: bool = True) -
 
 def load_conflicts(run: SyncRun) -> list[Conflict]:
     """A revert run's conflicts: changes of the original made since and left alone."""
-    stored = run.file("conflicts")
-    if stored is None or stored.ciphertext is None:
+    state = get_state()
+    token = state.session.scalar(  # this file only: not every page of the run's change set
+        select(StoredFile.ciphertext).where(
+            StoredFile.run_id == run.id, StoredFile.role == "conflicts"
+        )
+    )
+    if token is None:
         return []
-    return conflicts_from_bytes(get_state().store.get(run, "conflicts"))
+    return conflicts_from_bytes(state.store.decrypt(token))
 
 
-def _applied_file(run: SyncRun) -> bytes:
-    """The decrypted record of what ``run`` applied, or :class:`RevertUnavailable`. A run applied
-    before records were kept (schema revision 0003) falls back to its stored plan, which is
-    what it applied."""
-    role = "applied" if run.file("applied") is not None else "changeset"
-    stored = run.file(role)
-    if stored is None:
+def _applied_role(run: SyncRun) -> str:
+    """The role of the record of what ``run`` applied, or :class:`RevertUnavailable`. A run
+    applied before records were kept (schema revision 0003) falls back to its stored plan,
+    which is what it applied. Only the files' metadata is read (nothing decrypted)."""
+    found = {
+        role: (purged_at, stored)
+        for role, purged_at, stored in get_state().session.execute(
+            select(
+                StoredFile.role, StoredFile.purged_at, StoredFile.ciphertext.is_not(None)
+            ).where(StoredFile.run_id == run.id, StoredFile.role.in_(("applied", "changeset")))
+        )
+    }
+    role = "applied" if "applied" in found else "changeset"
+    if role not in found:
         raise RevertUnavailable(
             "The record of what this sync changed is missing, so it cannot be reverted."
         )
-    if stored.ciphertext is None:
+    purged_at, stored = found[role]
+    if not stored:
         retention: timedelta = get_state().config["FILE_RETENTION"]
-        when = f" on {stored.purged_at:%Y-%m-%d}" if stored.purged_at else ""
+        when = f" on {purged_at:%Y-%m-%d}" if purged_at else ""
         raise RevertUnavailable(
             f"The record of what this sync changed (its before-values) was purged{when} "
             f"under the retention period ({_describe(retention)}), so it can no longer be "
             "reverted."
         )
-    return get_state().store.get(run, role)
+    return role
+
+
+def _applied_changes(run: SyncRun) -> ChangeSet:
+    """What ``run`` applied (see :func:`_applied_role`), read whole."""
+    state = get_state()
+    stored = changestore.open_changes(state.store, state.session, run, _applied_role(run))
+    if stored is None:  # deleted meanwhile
+        raise RevertUnavailable(
+            "The record of what this sync changed is missing, so it cannot be reverted."
+        )
+    return stored.changeset()
 
 
 def _plan_revert(run: SyncRun, snapshot: DirectorySnapshot) -> ChangeSet:
@@ -732,7 +756,7 @@ def _plan_revert(run: SyncRun, snapshot: DirectorySnapshot) -> ChangeSet:
     original = state.session.get(SyncRun, run.reverts_run_id)
     if original is None:
         raise RevertUnavailable("The run to revert no longer exists.")
-    plan = plan_revert(ChangeSet.from_bytes(_applied_file(original)), snapshot)
+    plan = plan_revert(_applied_changes(original), snapshot)
     state.store.put(
         state.session, run, "conflicts", "conflicts.json.z", conflicts_to_bytes(plan.conflicts)
     )
@@ -770,19 +794,34 @@ def list_runs(
     return list(runs), total
 
 
+def stored_changes(run: SyncRun) -> changestore.StoredChanges | None:
+    """The run's planned change set as stored, to read one page, the counts or the summary
+    without reading it whole (``None`` before planning)."""
+    state = get_state()
+    return changestore.open_changes(state.store, state.session, run)
+
+
 def load_changeset(run: SyncRun) -> ChangeSet:
-    """The run's planned change set (empty before planning)."""
-    if run.file("changeset") is None:
-        return ChangeSet()
-    return ChangeSet.from_bytes(get_state().store.get(run, "changeset"))
+    """The run's planned change set, whole (empty before planning)."""
+    stored = stored_changes(run)
+    return ChangeSet() if stored is None else stored.changeset()
 
 
 def load_people(run: SyncRun) -> review.People:
     """Who the run's changes touch: name, team and role before and after (empty before
     planning, and for runs planned before this index was stored)."""
-    if run.file("people") is None:
-        return review.People()
-    return review.People.from_bytes(get_state().store.get(run, "people"))
+    stored = stored_changes(run)
+    return review.People() if stored is None else stored.people()
+
+
+def load_review(run: SyncRun) -> tuple[ChangeSet, review.People]:
+    """The whole change set and who it touches, from one read (the downloads)."""
+    stored = stored_changes(run)
+    if stored is None:
+        return ChangeSet(), review.People()
+    if isinstance(stored, changestore.PagedChanges):
+        return stored.changeset_and_people()
+    return stored.changeset(), stored.people()
 
 
 def row_errors(run: SyncRun) -> list[RowError]:
@@ -898,18 +937,16 @@ def _enter_phase(run: SyncRun, phase: Phase) -> None:
 
 
 def _record_plan(run: SyncRun, changeset: ChangeSet, snapshot: DirectorySnapshot) -> None:
+    """Store the plan for paging (index, pages and search text, see :mod:`.changestore`) with
+    its counts and fingerprint on the run."""
     state = get_state()
-    canonical = changeset.to_json()
     directory_size = snapshot.size
-    state.store.put(
-        state.session, run, "changeset", "changes.json.z", changeset.to_bytes(canonical)
-    )
     people = review.describe_people(changeset, snapshot)
-    state.store.put(state.session, run, "people", "people.json.z", people.to_bytes())
+    fingerprint = changestore.record(state.store, state.session, run, changeset, people)
     run.change_count = changeset.count
     run.structural_change_count = changeset.structural_count
     run.change_counts = changeset.counts()
-    run.fingerprint = changeset.fingerprint(canonical)
+    run.fingerprint = fingerprint
     run.directory_size = directory_size
     run.planned_at = utcnow()
 

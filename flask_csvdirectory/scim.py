@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 
 from pydantic import ConfigDict, Field
 from scim2_models import (
@@ -79,7 +81,6 @@ from scim2_server.storage import ScimStorage, SearchPage
 from . import validation
 from .adapter import DirectoryAdapter
 from .changes import Change, ChangeKind, ChangeSet
-from .guards import removes_last_active_admin
 from .query import AnyOf, Compare, Condition, Negate, Op, Page, Query, all_of
 from .records import PersonRecord, Role, TeamRecord, normalize_email
 
@@ -240,6 +241,7 @@ ManagerRef.model_rebuild()
 GroupMember.model_rebuild()
 
 UserModel: Any = DirectoryUser[EnterpriseExtension]
+T = TypeVar("T")
 
 
 def build_provider() -> ScimProvider:
@@ -729,6 +731,36 @@ def _published(document: dict[str, Any], base_url: str) -> dict[str, Any]:
     return published
 
 
+class EncodedDocument(dict[str, Any]):
+    """A response body already serialized as JSON (``text``); as a mapping it is the document
+    without its members (what the headers are taken from)."""
+
+    def __init__(self, document: Mapping[str, Any], text: str) -> None:
+        super().__init__(document)
+        self.text = text
+
+
+#: Text a JSON string may hold as it is (printable ASCII but the quote and the backslash).
+_PLAIN_JSON = re.compile(r'[ !#-\[\]-~]*\Z')
+
+
+def _json_with_members(document: dict[str, Any], ids: list[str], base_url: str) -> str:
+    """The JSON of a published group ``document`` (without members) with ``members`` added,
+    as :func:`group_document` and :func:`_published` would build them."""
+    root = base_url.rstrip("/")
+    if _PLAIN_JSON.match(root + "".join(ids)):
+        members = ", ".join([
+            f'{{"value": "{i}", "$ref": "{root}/Users/{i}", "type": "User"}}' for i in ids
+        ])
+    else:
+        members = json.dumps(
+            [{"value": i, "$ref": f"{root}/Users/{i}", "type": "User"} for i in ids]
+        )[1:-1]
+    head = json.dumps({key: value for key, value in document.items() if key != "meta"})
+    meta = json.dumps({"meta": document["meta"]})[1:]
+    return f'{head[:-1]}, "members": [{members}], {meta}'
+
+
 @dataclass
 class ScimWrite:
     """One SCIM write, for the audit trail: what changed, before and after."""
@@ -751,6 +783,12 @@ class DirectoryStorage(ScimStorage):
     leave the organization without an active admin (``ValueError``); ``record`` receives every
     write for the audit trail; ``hard_delete`` makes DELETE /Users remove people for good
     instead of deactivating them.
+
+    ``before_commit(action)`` is a context manager in which ``action`` runs just before the
+    extension's session commits (the web layer hooks the session's ``before_commit`` event).
+    A write reads its result and records it in that hook, so when the adapter's apply commits
+    the extension's session (the reference adapter does) the change and its history entry are
+    one transaction and one commit; otherwise the action runs right after the apply.
     """
 
     def __init__(
@@ -761,14 +799,18 @@ class DirectoryStorage(ScimStorage):
         validate: Callable[[str, str], str] | None = None,
         record: Callable[[ScimWrite], None] | None = None,
         hard_delete: bool = False,
+        before_commit: Callable[[Callable[[], None]], AbstractContextManager[None]] | None = None,
     ) -> None:
         self.adapter = adapter
         self.org = org
         self.validate = validate or (lambda _field, value: value)
         self.record = record or (lambda _write: None)
         self.hard_delete = hard_delete
+        self.before_commit = before_commit or (lambda _action: nullcontext())
         self.writes: list[ScimWrite] = []
         self._read: dict[str, tuple[PersonRecord, dict[str, Any]]] = {}
+        #: the teams user documents name, by key (group writes forget them)
+        self._teams_by_key: dict[str, TeamRecord] = {}
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -790,12 +832,19 @@ class DirectoryStorage(ScimStorage):
     def document(
         self, name: str, resource_id: str, base_url: str, *, members: bool = True
     ) -> dict[str, Any]:
-        """The JSON of one resource as the response carries it (the fast read path)."""
+        """The JSON of one resource as the response carries it (the fast read path). A group
+        with its members is an :class:`EncodedDocument`: thousands of members are written
+        as JSON text straight from their ids, not built as dicts and then serialized."""
         if name == USER:
-            doc = self._user_documents([self._person(resource_id)])[0]
-        else:
-            doc = self._group_document(self._team(resource_id), members=members)
-        return _published(doc, base_url)
+            return _published(self._user_documents([self._person(resource_id)])[0], base_url)
+        team = self._team(resource_id)
+        document = _published(group_document(team, []), base_url)
+        if not members:
+            return document
+        ids = self._member_ids(team)
+        if not ids:
+            return document
+        return EncodedDocument(document, _json_with_members(document, ids, base_url))
 
     def _visible(self) -> list[Condition]:
         """People whose SCIM id was retired (deleted through SCIM) are not SCIM resources."""
@@ -899,14 +948,16 @@ class DirectoryStorage(ScimStorage):
 
     def _user_documents(self, people: list[PersonRecord]) -> list[dict[str, Any]]:
         """The documents of a page of people: their teams and managers in two queries."""
-        team_keys = sorted({p.team_key for p in people if p.team_key})
+        teams = self._teams_by_key
+        team_keys = sorted({p.team_key for p in people if p.team_key} - teams.keys())
         manager_keys = sorted({p.manager for p in people if p.manager})
-        teams = {
-            t.key: t
-            for t in self.adapter.find_teams(
-                self.org, Query(AnyOf(tuple(Compare("key", Op.EQ, k) for k in team_keys)))
-            ).items
-        } if team_keys else {}
+        if team_keys:  # teams read once a request (a write's second read reuses them)
+            teams.update(
+                (t.key, t)
+                for t in self.adapter.find_teams(
+                    self.org, Query(AnyOf(tuple(Compare("key", Op.EQ, k) for k in team_keys)))
+                ).items
+            )
         managers = {
             p.key: p
             for p in self.adapter.find_people(
@@ -923,18 +974,20 @@ class DirectoryStorage(ScimStorage):
     def _group_document(self, team: TeamRecord, *, members: bool = True) -> dict[str, Any]:
         """The document of a team; its members read a page of ids at a time (none when
         ``members`` is false)."""
+        return group_document(team, self._member_ids(team) if members else [])
+
+    def _member_ids(self, team: TeamRecord) -> list[str]:
+        """The SCIM ids of a team's members, read a page of ids at a time."""
         member_ids: list[str] = []
-        if members:
-            offset = 0
-            while True:
-                page = self.adapter.team_member_ids(
-                    self.org, team.key, offset=offset, limit=MEMBER_PAGE
-                )
-                member_ids += page.items
-                offset += MEMBER_PAGE
-                if offset >= page.total:
-                    break
-        return group_document(team, member_ids)
+        offset = 0
+        while True:
+            page = self.adapter.team_member_ids(
+                self.org, team.key, offset=offset, limit=MEMBER_PAGE
+            )
+            member_ids += page.items
+            offset += MEMBER_PAGE
+            if offset >= page.total:
+                return member_ids
 
     # -- writes --------------------------------------------------------------------------
 
@@ -986,16 +1039,21 @@ class DirectoryStorage(ScimStorage):
         self._check_user_unique(None, values)
         after = {**values, "team": None, "extra": {}}
         active = after.pop("active")
-        self._apply([Change(ChangeKind.EMPLOYEE_CREATED, values["email"], None, None, after)])
+        create = Change(ChangeKind.EMPLOYEE_CREATED, values["email"], None, None, after)
+
+        def created() -> Resource[Any]:
+            person = self.adapter.find_person(self.org, "email", values["email"])
+            if person is None:  # pragma: no cover - the adapter did not create the person
+                raise RuntimeError(f"the adapter did not create {values['email']!r}")
+            return self._record_user("created", person, None)
+
+        if active is not False:
+            return self._write([create], created)
+        self._apply([create])  # an inactive creation (rare): created, then deactivated
         person = self.adapter.find_person(self.org, "email", values["email"])
         if person is None:  # pragma: no cover - the adapter did not create the person
             raise RuntimeError(f"the adapter did not create {values['email']!r}")
-        if active is False:
-            self._apply([_activation(person, False)])
-            person = self._person(scim_id_of(person))
-        created = self._resource(USER, self._user_documents([person])[0])
-        self._record("created", USER, created, None, created)
-        return created
+        return self._write([_activation(person, False)], created)
 
     def _read_user(self, resource_id: str) -> tuple[PersonRecord, Resource[Any]]:
         """A person and a fresh resource of them. The record and its document are remembered
@@ -1035,37 +1093,48 @@ class DirectoryStorage(ScimStorage):
             changes.append(_activation(person, values["active"]))
         if not changes:
             return before_resource
-        self._apply(changes)
-        self._read.pop(scim_id_of(person), None)
-        _person, updated = self._read_user(scim_id_of(person))
-        self._record("updated", USER, updated, before_resource, updated)
-        return updated
+        cached = self._read.pop(scim_id_of(person), None)
+        before_document = cached[1] if cached is not None else before_resource
+
+        def updated() -> Resource[Any]:
+            return self._record_user("updated", self._person(scim_id_of(person)), before_document)
+
+        return self._write(changes, updated)
 
     def _delete_user(self, resource_id: str) -> None:
         person, before = self._read_user(resource_id)
         self._guard_last_admin(person, "delete")
+        self._read.pop(resource_id, None)
         if self.hard_delete:
             try:
-                self.adapter.delete_person(self.org, person.key)
+                self._committed(
+                    lambda: self.adapter.delete_person(self.org, person.key),
+                    lambda: self._record("deleted", USER, before, before, None),
+                )
             except NotImplementedError as exc:
                 raise NotImplementedException(detail=str(exc)) from exc
-            self._record("deleted", USER, before, before, None)
             return
         after: dict[str, Any] = {"active": False}
         if self.adapter.scim_ids:
             after["scim_id"] = None  # retired: the id answers 404 from now on, and is never reused
-        self._apply([Change(ChangeKind.EMPLOYEE_DEACTIVATED, person.email, person.key,
-                            {"active": person.active, "scim_id": person.scim_id}, after)])
-        self._record("deactivated (SCIM delete)", USER, before, before, None)
+        self._write(
+            [Change(ChangeKind.EMPLOYEE_DEACTIVATED, person.email, person.key,
+                    {"active": person.active, "scim_id": person.scim_id}, after)],
+            lambda: self._record("deactivated (SCIM delete)", USER, before, before, None),
+        )
 
     def _guard_last_admin(self, person: PersonRecord, action: str) -> None:
         """The organization's last active admin cannot be deactivated or deleted (the guards'
-        rule, :func:`~.guards.removes_last_active_admin`). Only an active admin's write reads
-        the directory for it; everyone else's costs nothing."""
+        rule, :func:`~.guards.removes_last_active_admin`: another active admin must remain).
+        Only an active admin's write asks, with one query for one other active admin."""
         if person.role is not Role.ADMIN or not person.active:
             return
-        removal = {"deactivate" if action == "deactivate" else "delete": {person.key}}
-        if removes_last_active_admin(self.adapter.snapshot(self.org), **removal):
+        another = Query(
+            all_of([Compare("role", Op.EQ, Role.ADMIN.value), Compare("active", Op.EQ, True),
+                    Negate(Compare("key", Op.EQ, person.key))]),
+            limit=1,
+        )
+        if not self.adapter.find_people(self.org, another).items:
             raise ConflictException(
                 detail=f"Cannot {action} {person.login}: they are the organization's last "
                 "active admin. Give another person the Admin role in Users.csv first."
@@ -1156,22 +1225,28 @@ class DirectoryStorage(ScimStorage):
     # -- groups --------------------------------------------------------------------------
 
     def _create_group(self, resource: Resource[Any]) -> Resource[Any]:
+        self._teams_by_key.clear()
         name = self._group_name(resource)
         if self.adapter.find_team(self.org, "name", name) is not None:
             raise UniquenessException(detail=f"displayName {name!r} is already taken")
         members = self._member_people(resource)
-        self._apply(
+
+        def created() -> Resource[Any]:
+            team = self.adapter.find_team(self.org, "name", name)
+            if team is None:  # pragma: no cover - the adapter did not create the team
+                raise RuntimeError(f"the adapter did not create team {name!r}")
+            group = self._resource(GROUP, self._group_document(team))
+            self._record("created", GROUP, group, None, group)
+            return group
+
+        return self._write(
             [Change(ChangeKind.TEAM_CREATED, name, after={"name": name})]
-            + [_move(p, name) for p in members]
+            + [_move(p, name) for p in members],
+            created,
         )
-        team = self.adapter.find_team(self.org, "name", name)
-        if team is None:  # pragma: no cover - the adapter did not create the team
-            raise RuntimeError(f"the adapter did not create team {name!r}")
-        created = self._resource(GROUP, self._group_document(team))
-        self._record("created", GROUP, created, None, created)
-        return created
 
     def _update_group(self, team: TeamRecord, resource: Resource[Any]) -> None:
+        self._teams_by_key.clear()
         before = self._resource(GROUP, self._group_document(team))
         name = self._group_name(resource)
         holder = self.adapter.find_team(self.org, "name", name)
@@ -1186,12 +1261,16 @@ class DirectoryStorage(ScimStorage):
                 raise NotImplementedException(detail=str(exc)) from exc
         moves = [_move(p, name) for key, p in wanted.items() if key not in current]
         moves += [_move(p, None) for key, p in current.items() if key not in wanted]
-        self._apply(moves)
-        if moves or name != team.name:
-            after = self._resource(GROUP, self._group_document(self._team(scim_id_of(team))))
-            self._record("updated", GROUP, after, before, after)
+
+        def updated() -> None:
+            if moves or name != team.name:
+                after = self._resource(GROUP, self._group_document(self._team(scim_id_of(team))))
+                self._record("updated", GROUP, after, before, after)
+
+        self._write(moves, updated)
 
     def _delete_group(self, resource_id: str) -> None:
+        self._teams_by_key.clear()
         team = self._team(resource_id)
         before = self._resource(GROUP, self._group_document(team))
         scoped = [
@@ -1205,10 +1284,12 @@ class DirectoryStorage(ScimStorage):
         members = self.adapter.team_members(self.org, team.key).items
         try:
             self._apply([_move(p, None) for p in members])
-            self.adapter.delete_team(self.org, team.name)
+            self._committed(
+                lambda: self.adapter.delete_team(self.org, team.name),
+                lambda: self._record("deleted", GROUP, before, before, None),
+            )
         except NotImplementedError as exc:
             raise NotImplementedException(detail=str(exc)) from exc
-        self._record("deleted", GROUP, before, before, None)
 
     def _group_name(self, resource: Resource[Any]) -> str:
         name = " ".join(
@@ -1248,18 +1329,46 @@ class DirectoryStorage(ScimStorage):
         if changes:
             self.adapter.apply(self.org, ChangeSet.of(changes))
 
+    def _write(self, changes: list[Change], then: Callable[[], T]) -> T:
+        """Apply ``changes`` (see :meth:`_committed`)."""
+        return self._committed(lambda: self._apply(changes), then)
+
+    def _committed(self, operation: Callable[[], None], then: Callable[[], T]) -> T:
+        """Run the adapter ``operation``, then ``then()`` (read the result, record the history
+        entry): in the hook just before the operation's commit (one transaction with the
+        change) when the adapter commits the extension's session, else right after it."""
+        done: list[T] = []
+
+        def run() -> None:
+            if not done:
+                done.append(then())
+
+        with self.before_commit(run):
+            operation()
+        run()
+        return done[0]
+
+    def _record_user(
+        self, action: str, person: PersonRecord, before: _Recorded
+    ) -> Resource[Any]:
+        """The resource of a person just written, recorded in the history."""
+        document = self._user_documents([person])[0]
+        self._record(action, USER, document, before, document)
+        return self._resource(USER, document)
+
     def _record(
         self,
         action: str,
         resource_type: str,
-        resource: Resource[Any],
-        before: Resource[Any] | None,
-        after: Resource[Any] | None,
+        resource: Resource[Any] | dict[str, Any],
+        before: _Recorded,
+        after: _Recorded,
     ) -> None:
+        resource_id = resource["id"] if isinstance(resource, dict) else resource.id
         write = ScimWrite(
             action=action,
             resource_type=resource_type,
-            resource_id=str(resource.id),
+            resource_id=str(resource_id),
             before=_dump(before),
             after=_dump(after),
         )
@@ -1267,9 +1376,16 @@ class DirectoryStorage(ScimStorage):
         self.record(write)
 
 
-def _dump(resource: Resource[Any] | None) -> dict[str, Any] | None:
+#: What a history entry records of a resource: the resource, its document (the same JSON,
+#: without serializing it again), or nothing.
+_Recorded = Resource[Any] | dict[str, Any] | None
+
+
+def _dump(resource: _Recorded) -> dict[str, Any] | None:
     if resource is None:
         return None
+    if isinstance(resource, dict):
+        return {key: value for key, value in resource.items() if key != "meta"}
     dumped = resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
     dumped.pop("meta", None)
     return dumped

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import flag_modified
 
 from .errors import ConfigurationError, CSVDirectoryError
@@ -87,32 +87,127 @@ class FileStore:
         self, session: Session, run: SyncRun, role: str, new_role: str, filename: str
     ) -> bool:
         """Store the ``role`` file of ``run`` again as ``new_role`` (same ciphertext, nothing
-        decrypted); ``False`` when there is no such file to copy."""
-        source = run.file(role)
+        decrypted); ``False`` when there is no such file to copy. Only that file's row is
+        read (not every file of the run)."""
+        source = session.execute(
+            select(StoredFile.size, StoredFile.sha256, StoredFile.ciphertext).where(
+                StoredFile.run_id == run.id, StoredFile.role == role
+            )
+        ).first()
         if source is None or source.ciphertext is None:
             return False
-        existing = run.file(new_role)
-        if existing is not None:
-            run.files.remove(existing)
-            session.flush()
-        run.files.append(
-            StoredFile(
-                org=run.org,
-                role=new_role,
-                filename=filename,
-                size=source.size,
-                sha256=source.sha256,
-                ciphertext=source.ciphertext,
-            )
+        session.execute(
+            delete(StoredFile).where(StoredFile.run_id == run.id, StoredFile.role == new_role)
         )
+        session.execute(
+            insert(StoredFile),
+            [
+                {
+                    "org": run.org,
+                    "run_id": run.id,
+                    "role": new_role,
+                    "filename": filename,
+                    "size": source.size,
+                    "sha256": source.sha256,
+                    "created_at": utcnow(),
+                    "ciphertext": source.ciphertext,
+                }
+            ],
+        )
+        if "files" in run.__dict__:
+            session.expire(run, ["files"])
         return True
 
     def get(self, run: SyncRun, role: str) -> bytes:
-        """The decrypted bytes of the ``role`` file of ``run``."""
-        stored = run.file(role)
-        if stored is None or stored.ciphertext is None:
+        """The decrypted bytes of the ``role`` file of ``run``.
+
+        When the run's files are not loaded yet, only this file's row is read (a run stores its
+        change set in many pages: loading them all to read one would defeat paging)."""
+        session = object_session(run)
+        if "files" in run.__dict__ or session is None:
+            stored = run.file(role)
+            token = stored.ciphertext if stored is not None else None
+        else:
+            token = session.scalar(
+                select(StoredFile.ciphertext).where(
+                    StoredFile.run_id == run.id, StoredFile.role == role
+                )
+            )
+        if token is None:
             raise CSVDirectoryError(f"The {role} file of this run is no longer stored")
-        return self.decrypt(stored.ciphertext)
+        return self.decrypt(token)
+
+    # -- many small files (the pages of a change set) ---------------------------------------
+    #
+    # Pages are written and read by role with direct statements, not through ``run.files``:
+    # reading one page must not load every page's ciphertext.
+
+    def put_many(
+        self,
+        session: Session,
+        run: SyncRun,
+        files: Iterable[tuple[str, str, bytes]],
+        *,
+        batch: int = 32,
+    ) -> int:
+        """Store each ``(role, filename, data)`` encrypted as a new file of ``run`` (the roles
+        must be free: see :meth:`delete_prefixed`), ``batch`` rows per INSERT; returns how many
+        were stored. ``files`` is consumed lazily, so a generator is never held whole."""
+        rows: list[dict[str, object]] = []
+        stored = 0
+        for role, filename, data in files:
+            rows.append(
+                {
+                    "org": run.org,
+                    "run_id": run.id,
+                    "role": role,
+                    "filename": filename,
+                    "size": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "created_at": utcnow(),
+                    "ciphertext": self.encrypt(data),
+                }
+            )
+            if len(rows) >= batch:
+                session.execute(insert(StoredFile), rows)
+                stored += len(rows)
+                rows = []
+        if rows:
+            session.execute(insert(StoredFile), rows)
+            stored += len(rows)
+        return stored
+
+    def get_many(self, session: Session, run_id: str, roles: Sequence[str]) -> dict[str, bytes]:
+        """The decrypted bytes of the given files of run ``run_id``, by role, read in one
+        query; :class:`CSVDirectoryError` when one is missing or purged."""
+        found = {
+            role: token
+            for role, token in session.execute(
+                select(StoredFile.role, StoredFile.ciphertext).where(
+                    StoredFile.run_id == run_id, StoredFile.role.in_(list(roles))
+                )
+            )
+        }
+        result: dict[str, bytes] = {}
+        for role in roles:
+            token = found.get(role)
+            if token is None:
+                raise CSVDirectoryError(f"The {role} file of this run is no longer stored")
+            result[role] = self.decrypt(token)
+        return result
+
+    @staticmethod
+    def delete_prefixed(session: Session, run: SyncRun, prefix: str) -> int:
+        """Delete every file of ``run`` whose role starts with ``prefix`` (no wildcard
+        characters in it); returns how many."""
+        result = session.execute(
+            delete(StoredFile).where(
+                StoredFile.run_id == run.id, StoredFile.role.like(f"{prefix}%")
+            )
+        )
+        if "files" in run.__dict__:
+            session.expire(run, ["files"])
+        return result.rowcount or 0  # type: ignore[attr-defined]
 
     def rotate(self, session: Session) -> int:
         """Re-encrypt every stored file, and every run's failure reason and row errors, with the

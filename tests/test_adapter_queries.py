@@ -67,6 +67,15 @@ def test_conditions_and_case_rules(adapter: DirectoryAdapter) -> None:
     assert where(Compare("external_id", Op.EQ, "e2")) == []  # case-exact
     assert where(Compare("email", Op.CO, "1@")) == ["p1@example.com"]
     assert where(Compare("email", Op.SW, "P9")) == ["p9@example.com"]
+    # a prefix is an index range on SQLite: its bounds are exact (case, the last character)
+    assert where(Compare("user_name", Op.SW, "USER")) == ["p5@example.com"]
+    assert where(Compare("user_name", Op.SW, "User5")) == ["p5@example.com"]
+    assert where(Compare("user_name", Op.SW, "p1@example.co")) == ["p1@example.com"]
+    assert where(Compare("email", Op.SW, "p1@example.com")) == ["p1@example.com"]
+    assert where(Compare("email", Op.SW, "p1@example.comx")) == []
+    assert where(Compare("email", Op.SW, "p_")) == []  # LIKE wildcards are literal
+    assert where(Compare("user_name", Op.CO, "SER")) == ["p5@example.com"]
+    assert where(Compare("user_name", Op.EW, "5")) == ["p5@example.com"]
     assert where(Compare("title", Op.PR)) == ["p0@example.com", "p1@example.com",
                                               "p2@example.com"]
     assert where(Compare("department", Op.EQ, "ops")) == ["p7@example.com"]
@@ -121,6 +130,19 @@ def test_lookups_ids_timestamps_and_members(adapter: DirectoryAdapter) -> None:
     ]
     ids = adapter.team_member_ids(ORG, red.key, limit=3)
     assert ids.total == 4 and ids.items[2] == person.scim_id
+    # several keys or ids at once (a page's teams and managers, a group's members)
+    other = adapter.find_person(ORG, "email", "p7@example.com")
+    assert other is not None and other.scim_id
+    by_ids = AnyOf((Compare("id", Op.EQ, other.scim_id), Compare("id", Op.EQ, "nope"),
+                    Compare("id", Op.EQ, person.scim_id)))
+    assert emails(adapter, Query(by_ids)) == ["p2@example.com", "p7@example.com"]
+    by_keys = AnyOf((Compare("key", Op.EQ, other.key), Compare("key", Op.EQ, "x"),
+                     Compare("key", Op.EQ, person.key)))
+    assert emails(adapter, Query(by_keys)) == ["p2@example.com", "p7@example.com"]
+    assert emails(adapter, Query(AnyOf((Compare("key", Op.EQ, "x"),)))) == []
+    teams = adapter.find_teams(ORG, Query(AnyOf((Compare("key", Op.EQ, red.key),
+                                                 Compare("key", Op.EQ, "0")))))
+    assert teams.items == [red]
 
     before = person.updated_at
     mark = max(p.updated_at for p in adapter.find_people(ORG, Query()).items if p.updated_at)
@@ -132,3 +154,47 @@ def test_lookups_ids_timestamps_and_members(adapter: DirectoryAdapter) -> None:
     assert changed.updated_at > mark
     later = adapter.find_people(ORG, Query(Compare("updated_at", Op.GT, mark)))
     assert [p.key for p in later.items] == [person.key]
+
+
+def test_deep_pages_from_remembered_positions_stay_exact(
+    adapter: DirectoryAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deep page may start from a position an earlier page remembered (a seek instead of a
+    skip); after any change the positions are not trusted, so every page stays exact."""
+    from flask_csvdirectory.adapters import sqlalchemy as reference
+
+    monkeypatch.setattr(reference, "DEEP_OFFSET", 1)  # every page past the second is "deep"
+    everyone = Compare("email", Op.SW, "p")
+
+    def page(offset: int, descending: bool = False) -> tuple[list[str], int]:
+        found = adapter.find_people(ORG, Query(everyone, offset=offset, limit=3,
+                                               descending=descending))
+        return [p.email.split("@")[0] for p in found.items], found.total
+
+    assert page(2) == (["p2", "p3", "p4"], 10)
+    assert page(5) == (["p5", "p6", "p7"], 10)  # from the position page(2) ended at
+    assert page(5) == (["p5", "p6", "p7"], 10)  # from its own position
+    assert page(6) == (["p6", "p7", "p8"], 10)
+    backwards = not isinstance(adapter, InMemoryAdapter)  # descending key order: SQL only
+    if backwards:
+        assert page(2, descending=True) == (["p7", "p6", "p5"], 10)
+        assert page(5, descending=True) == (["p4", "p3", "p2"], 10)
+    gone = adapter.find_person(ORG, "email", "p1@example.com")
+    assert gone is not None
+    adapter.delete_person(ORG, gone.key)  # every later person moves up one place
+    assert page(5) == (["p6", "p7", "p8"], 9)
+    if backwards:
+        assert page(5, descending=True) == (["p4", "p3", "p2"], 9)
+        assert page(6, descending=True) == (["p3", "p2", "p0"], 9)
+    # one person out of the match and another in: the same count, other places
+    moved = adapter.find_person(ORG, "email", "p3@example.com")
+    assert moved is not None
+    adapter.apply(ORG, ChangeSet.of([
+        Change(ChangeKind.EMPLOYEE_UPDATED, moved.email, moved.key,
+               {"email": moved.email}, {"email": "q3@example.com"}),
+        Change(ChangeKind.EMPLOYEE_CREATED, "p10@example.com", after={
+            "email": "p10@example.com", "first_name": "Ten", "last_name": "T", "title": "",
+            "team": None, "external_id": "E10", "extra": {}}),
+    ]))
+    assert page(5) == (["p7", "p8", "p9"], 9)
+    assert page(6) == (["p8", "p9", "p10"], 9)

@@ -526,10 +526,11 @@ def test_revert_refused_after_the_retention_purge(app: Flask, stack: str, clock:
 
     result = app.test_cli_runner().invoke(args=["csvdirectory", "purge"])
     assert result.exit_code == 0, result.output
-    # both files, change set, applied record, and the review's people index
-    assert "Purged 5 stored file(s)" in result.output
+    # both files, the change set (its index, one page, its search text) and applied record
+    assert "Purged 6 stored file(s)" in result.output
     purged = db.session.scalars(select(StoredFile).where(StoredFile.run_id == old.id)).all()
-    assert {f.role for f in purged} == {"users", "employees", "changeset", "applied", "people"}
+    assert {f.role for f in purged} == {"users", "employees", "changeset", "applied",
+                                        "cs.00000", "cs.s0000"}
     assert all(f.ciphertext is None and f.purged_at is not None for f in purged)
 
     with pytest.raises(RevertUnavailable) as refused:

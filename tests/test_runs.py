@@ -344,8 +344,12 @@ def test_files_are_encrypted_at_rest_and_keys_rotate(app: Flask) -> None:
     employees = employees_csv([employee(1, first_name="Zebediah")])
     run = fresh(upload(users_csv(), employees))
     stored = {f.role: f for f in db.session.scalars(select(StoredFile))}
-    assert set(stored) == {"users", "employees", "changeset", "applied", "people"}
-    assert b"Zebediah" not in stored["people"].ciphertext  # the review's index is personal too
+    # the change set is stored for paging: an index, pages and the search text (issue 14)
+    assert set(stored) == {"users", "employees", "changeset", "applied", "cs.00000",
+                           "cs.s0000"}
+    for role in ("changeset", "cs.00000", "cs.s0000"):  # who is changed is personal too
+        assert b"Zebediah" not in stored[role].ciphertext
+        assert b"person1@example.com" not in stored[role].ciphertext
     assert b"Zebediah" not in stored["employees"].ciphertext
     assert b"person1@example.com" not in stored["users"].ciphertext
     # the applied record (the changes with their before-values) is encrypted like the plan
@@ -361,7 +365,8 @@ def test_files_are_encrypted_at_rest_and_keys_rotate(app: Flask) -> None:
     new_key = Fernet.generate_key()
     old_key = derive_key(app.config["SECRET_KEY"])
     rotating = FileStore([new_key, old_key])
-    assert rotating.rotate(db.session) == 5  # users, employees, changeset, applied, people
+    # users, employees, changeset (the index), applied, one page, the search text
+    assert rotating.rotate(db.session) == 6
     db.session.commit()
     db.session.expire_all()
     only_new = FileStore([new_key])

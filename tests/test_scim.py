@@ -662,3 +662,18 @@ def test_sqlalchemy_adapter_single_record_operations(app: Flask, stack: str) -> 
     assert "manager@example.com" not in adapter.snapshot("default").access_by_email
     adapter.delete_team("default", "Head Office")  # now empty and in no scope
     assert adapter.snapshot("default").teams == []
+
+
+def test_a_group_members_json_text_is_the_published_document() -> None:
+    """Big groups are serialized straight from member ids: the same JSON as the dicts."""
+    import json as json_module
+
+    from flask_csvdirectory.records import TeamRecord
+    from flask_csvdirectory.scim import _json_with_members, _published, group_document
+
+    team = TeamRecord("7", 'Ops "A"', "team-id")
+    root = "https://idp.example/scim/v2"
+    for ids in (["1", "2", "a-b"], ['q"uote', "back\\slash", "ünï", "tab\t"]):
+        expected = _published(group_document(team, ids), root)
+        text = _json_with_members(_published(group_document(team, []), root), ids, root)
+        assert json_module.loads(text) == expected

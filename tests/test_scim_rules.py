@@ -349,7 +349,11 @@ def test_the_last_active_admin_cannot_be_deactivated_deleted_or_demoted(scim: Sc
     manager = scim_id("manager@example.com")
     ok(scim.patch(f"/Users/{manager}", {"op": "replace", "path": "active", "value": False}))
     second = person("manager@example.com")
-    second.role, second.active = "admin", True
+    assert second is not None
+    second.role = "admin"  # an inactive admin does not count
+    db.session.commit()
+    assert_error(scim.delete(f"/Users/{admin}"), 409)
+    second.active = True
     db.session.commit()
     assert scim.delete(f"/Users/{admin}").status_code == 204
 
@@ -547,3 +551,43 @@ def test_the_example_platform_signs_in_by_login_name(
     assert signed_in.status_code == 302 and signed_in.headers["Location"].endswith("/")
     wrong = client.post("/login", data={"email": "jdoe", "password": "nope"})
     assert wrong.status_code == 200 and "Wrong" in wrong.get_data(as_text=True)
+
+
+def test_a_scim_write_and_its_history_entry_are_one_commit(
+    app: Flask, client: FlaskClient, scim: Scim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference adapter's apply commits the history entry with the change: one commit,
+    and a failing entry takes the change back with it."""
+    created = ok(scim.post("/Users", user_body("one@example.com")), 201)
+    engine = db.engine
+    commits: list[str] = []
+
+    def count(connection: Any) -> None:
+        commits.append("commit")
+
+    from sqlalchemy import event
+
+    event.listen(engine, "commit", count)
+    try:
+        ok(scim.patch(f"/Users/{created['id']}", {"op": "replace", "path": "title", "value": "Dr"}))
+        ok(scim.post("/Users", user_body("two@example.com")), 201)
+    finally:
+        event.remove(engine, "commit", count)
+    # per write: the read-only commit before waiting for the lock, then the change with its entry
+    assert len(commits) == 4
+    entries = db.session.scalars(select(HistoryEntry).where(HistoryEntry.source == "scim")).all()
+    assert [e.action for e in entries] == ["created", "updated", "created"]
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("history unavailable")
+
+    monkeypatch.setattr("flask_csvdirectory.web.scim.record_scim_write", broken)
+    failed = scim.patch(f"/Users/{created['id']}", {"op": "replace", "path": "title",
+                                                   "value": "Prof"})
+    assert failed.status_code == 500
+    db.session.rollback()
+    row = person("one@example.com")
+    assert row is not None and row.title == "Dr"  # the change went with its entry
+    failed = scim.post("/Users", user_body("three@example.com"))
+    assert failed.status_code == 500
+    assert person("three@example.com") is None

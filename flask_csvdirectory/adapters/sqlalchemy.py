@@ -8,15 +8,16 @@ row) inside one transaction of the host's session, committed at the end or rolle
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
 from operator import itemgetter
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
@@ -70,6 +71,8 @@ from ..records import (
 _EMPTY_IS_NULL = frozenset({"user_name", "display_name", "employee_number", "department"})
 #: From this offset on, a page is found by its keys first (see find_people).
 DEEP_OFFSET = 1000
+#: Deep-page positions remembered per query, and queries remembered (see _anchor).
+MAX_POSITIONS = 256
 #: Rows per IN (...) clause / executemany batch.
 CHUNK = 5000
 #: Rows per driver-level executemany of a bulk INSERT (SQLite).
@@ -188,6 +191,11 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self._role_by_value = {value: role for role, value in self.access.role_values.items()}
         self._key_maps: dict[type, dict[str, str]] = {}
         self._limits: Mapping[str, FieldLimit] | None = None
+        #: statements built once (see _people_select)
+        self._selects: dict[str, Any] = {}
+        #: (org, condition, descending) -> (directory state, {rank: key}) (see _anchor)
+        self._positions: dict[tuple[Any, ...], tuple[tuple[int, Any], dict[int, Any]]] = {}
+        self._positions_lock = threading.Lock()
         #: change fields stored as-is -> person attribute (fields the host lacks left out)
         self._plain_fields = {
             name: attribute
@@ -540,39 +548,32 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         the page's team names). Text comparisons use ``lower()``: index ``lower(email)`` and
         ``lower(<user name>)`` for cheap look-ups."""
         check_fields(query, PERSON_FIELDS)
-        P, m, a = self.person_model, self.person, self.access
+        P, m = self.person_model, self.person
         where = [*self._org_filter(P, org)]
         if query.where is not None:
             where.append(self._sql(query.where, self._person_column))
         if query.limit == 0:
             return Page(self._count(P, where), [])
-
-        def optional(attribute: str | None) -> Any:
-            return self._column(P, attribute) if attribute else null()
-
         phone_types = list(m.phones)
         extra_names = list(m.extra)
-        columns = [
-            self._pk(P), self._column(P, m.email), self._column(P, m.first_name),
-            self._column(P, m.last_name), optional(m.title), optional(m.external_id),
-            self._column(P, m.team_id), self._column(P, m.active), self._column(P, a.role),
-            optional(m.user_name), optional(m.display_name), optional(m.employee_number),
-            optional(m.department), optional(m.manager), optional(m.scim_id),
-            optional(m.created_at), optional(m.updated_at),
-            *(self._column(P, m.phones[kind]) for kind in phone_types),
-            *(self._column(P, m.extra[name]) for name in extra_names),
-        ]
-        T = self._teams_model()
-        statement = (
-            select(*columns, self._column(T, self.team.name))
-            .select_from(P)
-            .outerjoin(T, self._column(P, m.team_id) == self._pk(T))
-            .where(*where)
-        )
+        statement = self._people_select().where(*where)
         order = self._order(query, self._person_column, P)
+        counted: int | None = None
+        state: tuple[int, Any] | None = None
         if query.offset > DEEP_OFFSET:
-            # a deep page: skip through the keys alone (an index scan), then read the page's rows
-            keys = select(self._pk(P)).where(*where).order_by(*order).offset(query.offset)
+            # a deep page: skip through the keys alone (an index scan), then read the page's
+            # rows; from a remembered position (see _anchor) the skip is a seek
+            skip, start = query.offset, []
+            if self._positions_apply(query):
+                state = self._directory_state(where)
+                counted = state[0]
+                anchor = self._anchor(org, query, state)
+                if anchor is not None:
+                    rank, key = anchor
+                    skip = query.offset - rank
+                    pk = self._pk(P)
+                    start = [pk <= key if query.descending else pk >= key]
+            keys = select(self._pk(P)).where(*where, *start).order_by(*order).offset(skip)
             if query.limit is not None:
                 keys = keys.limit(query.limit + 1)
             statement = statement.where(self._pk(P).in_(keys.scalar_subquery()))
@@ -582,7 +583,10 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 statement = statement.limit(query.limit + 1)  # one more: is there a next page?
         statement = statement.order_by(*order)
         rows = self.session.execute(statement).all()
-        total = self._total(P, where, query, len(rows))
+        total = counted if counted is not None else self._total(P, where, query, len(rows))
+        if state is not None and rows:
+            self._remember(org, query, state, [(query.offset, rows[0][0]),
+                                               (query.offset + len(rows) - 1, rows[-1][0])])
         rows = rows[: query.limit] if query.limit is not None else rows
         people = []
         for row in rows:
@@ -615,6 +619,34 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 )
             )
         return Page(total, people)
+
+    def _people_select(self) -> Any:
+        """The columns of a person record, with the team's name (built once: a statement is
+        immutable, and building it is a good part of a look-up's cost)."""
+        statement = self._selects.get("people")
+        if statement is None:
+            P, m, a = self.person_model, self.person, self.access
+
+            def optional(attribute: str | None) -> Any:
+                return self._column(P, attribute) if attribute else null()
+
+            columns = [
+                self._pk(P), self._column(P, m.email), self._column(P, m.first_name),
+                self._column(P, m.last_name), optional(m.title), optional(m.external_id),
+                self._column(P, m.team_id), self._column(P, m.active), self._column(P, a.role),
+                optional(m.user_name), optional(m.display_name), optional(m.employee_number),
+                optional(m.department), optional(m.manager), optional(m.scim_id),
+                optional(m.created_at), optional(m.updated_at),
+                *(self._column(P, m.phones[kind]) for kind in m.phones),
+                *(self._column(P, m.extra[name]) for name in m.extra),
+            ]
+            T = self._teams_model()
+            statement = self._selects["people"] = (
+                select(*columns, self._column(T, self.team.name))
+                .select_from(P)
+                .outerjoin(T, self._column(P, m.team_id) == self._pk(T))
+            )
+        return statement
 
     def find_teams(self, org: str, query: Query) -> Page[TeamRecord]:
         """Teams matching ``query``, as SQL (``member`` conditions become an ``EXISTS``)."""
@@ -656,9 +688,70 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         statement = select(id_column).where(*where).order_by(self._pk(P)).offset(offset)
         if limit is not None:
             statement = statement.limit(limit + 1)  # one more: is there a next page?
-        ids = [str(value) for value in self.session.scalars(statement)]
+        # thousands of rows of one column: Core rows, no ORM result processing
+        ids = [str(value) for value in self.session.connection().execute(statement).scalars()]
         total = self._total(P, where, Query(offset=offset, limit=limit), len(ids))
         return Page(total, ids[:limit] if limit is not None else ids)
+
+    # -- deep pages: remembered positions ------------------------------------------------
+    # SCIM pages by position (startIndex). Skipping 100k keys is a scan of an index; a page
+    # that starts where an earlier page of the same query ended (an identity provider paging
+    # through) or at a remembered page start instead seeks the key remembered at that
+    # position. A position is trusted only while the directory is unchanged: the query's
+    # match count and the newest ``updated_at`` (every create and change stamps it; a delete
+    # changes the count) are what they were when the position was taken. Hosts without
+    # ``updated_at`` always skip.
+
+    def _positions_apply(self, query: Query) -> bool:
+        """Whether positions of ``query`` can be remembered (key order, a hashable
+        condition, a host stamping ``updated_at``)."""
+        if self.person.updated_at is None or query.order_by not in (None, "key"):
+            return False
+        try:
+            hash(query.where)
+        except TypeError:
+            return False
+        return True
+
+    def _anchor(self, org: str, query: Query, state: tuple[int, Any]) -> tuple[int, Any] | None:
+        """(rank, key) of the nearest remembered position at or before ``query.offset``,
+        when the directory is in the ``state`` it was in when it was taken; else ``None``."""
+        with self._positions_lock:
+            entry = self._positions.get((org, query.where, query.descending))
+            if entry is None or entry[0] != state:
+                return None
+            ranks = [rank for rank in entry[1] if rank <= query.offset]
+            if not ranks:
+                return None
+            rank = max(ranks)
+            key = entry[1][rank]
+        if query.offset - rank > DEEP_OFFSET:  # too far: as costly as skipping from the start
+            return None
+        return rank, key
+
+    def _remember(
+        self, org: str, query: Query, state: tuple[int, Any], positions: list[tuple[int, Any]]
+    ) -> None:
+        """Remember the keys at these positions of ``query``'s matches in directory ``state``
+        (a bounded number of positions and queries)."""
+        cache_key = (org, query.where, query.descending)
+        with self._positions_lock:
+            entry = self._positions.get(cache_key)
+            if entry is None or entry[0] != state:
+                entry = self._positions[cache_key] = (state, {})
+            entry[1].update(positions)
+            while len(entry[1]) > MAX_POSITIONS:  # the oldest go first
+                entry[1].pop(next(iter(entry[1])))
+            while len(self._positions) > MAX_POSITIONS:
+                self._positions.pop(next(iter(self._positions)))
+
+    def _directory_state(self, where: list[Any]) -> tuple[int, Any]:
+        """(how many match ``where``, the newest ``updated_at`` of any person)."""
+        P = self.person_model
+        newest = self.session.scalar(
+            select(func.max(self._column(P, self.person.updated_at)))
+        )
+        return self._count(P, where), newest
 
     def _total(self, model: type, where: list[Any], query: Query, found: int) -> int:
         """How many match, ``found`` being the rows read for the page plus one: known without
@@ -719,6 +812,9 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if isinstance(condition, AllOf):
             return and_(*(self._sql(term, column_of) for term in condition.terms))
         if isinstance(condition, AnyOf):
+            listed = self._in_list(condition, column_of)
+            if listed is not None:
+                return listed
             return or_(*(self._sql(term, column_of) for term in condition.terms))
         if isinstance(condition, Negate):
             return not_(self._sql(condition.term, column_of))
@@ -742,6 +838,35 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             )
             return exists if condition.op is not Op.NE else not_(exists)
         return self._compare(column, condition, condition.field)
+
+    def _in_list(self, condition: AnyOf, column_of: Any) -> Any:
+        """``field IN (...)`` for an ``AnyOf`` of equalities of one identifier field (a page's
+        teams, managers, a group's members): one bound list instead of an ``OR`` per value,
+        which SQLAlchemy would compile anew for every length. ``None`` when it does not apply."""
+        terms = condition.terms
+        first = terms[0] if terms else None
+        if (
+            not isinstance(first, Compare)
+            or first.field not in ("key", "id", "team", "manager")
+            or not all(
+                isinstance(t, Compare) and t.field == first.field and t.op is Op.EQ
+                for t in terms
+            )
+        ):
+            return None
+        column = column_of(first.field)
+        if column is None or isinstance(column, (list, str)):
+            return None
+        text = _is_text(column)
+        values: list[Any] = []
+        for term in terms:
+            value = cast(Compare, term).value
+            if first.field != "id" or not text:
+                value = _key(str(value))
+            if isinstance(value, str) and not text:
+                continue  # a text value never equals an integer key
+            values.append(value)
+        return column.in_(values) if values else false()
 
     def _compare(self, column: Any, condition: Compare, name: str) -> Any:
         op, value = condition.op, condition.value
@@ -769,11 +894,19 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         folded = _is_text(column) and isinstance(value, str) and name not in CASE_EXACT
         if folded and op in (Op.CO, Op.SW, Op.EW):
             # SQLite's LIKE ignores ASCII case by itself (and its lower() is ASCII-only);
-            # PostgreSQL's ILIKE: no lower() per row either way
+            # PostgreSQL's ILIKE: no lower() per row either way (a trigram index answers it)
             pattern = _like_pattern(str(value), op)
             if self.session.get_bind().dialect.name == "postgresql":
                 return column.ilike(pattern, escape="\\")
-            return column.like(pattern, escape="\\")
+            like = column.like(pattern, escape="\\")
+            prefix = str(value).translate(_ASCII_LOWER)
+            if op is Op.SW and prefix and prefix[-1] < chr(0x10FFFF):
+                # a prefix is a range of lower(column): an index on lower(column) (the
+                # example platform has lower(email) and lower(login)) seeks it
+                above = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+                lowered = func.lower(column)
+                return and_(lowered >= prefix, lowered < above, like)
+            return like
         if folded:
             column, value = func.lower(column), value.lower()
         if op is Op.EQ:
@@ -901,7 +1034,9 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             self._create_teams(org, [c.after["name"] for c in created_teams if c.after])
             step(len(created_teams))
             checkpoint("apply:teams-inserted", session)
-            team_ids = _TeamKeys({normalize_team(t.name): t.key for t in self._teams(org)})
+            team_ids = _TeamKeys(
+                lambda: {normalize_team(t.name): t.key for t in self._teams(org)}
+            )  # read on the first team a change names (a SCIM write often names none)
 
             created = changeset.of_kind(ChangeKind.EMPLOYEE_CREATED)
             self._create_people(org, [c.after for c in created if c.after], team_ids)
@@ -1210,11 +1345,14 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 class _TeamKeys(dict[str, Any]):
     """Team name as written -> database key, normalising each distinct name once."""
 
-    def __init__(self, by_normalized_name: Mapping[str, str]) -> None:
+    def __init__(self, load: Callable[[], Mapping[str, str]]) -> None:
         super().__init__()
-        self._by_normalized_name = by_normalized_name
+        self._load = load
+        self._by_normalized_name: Mapping[str, str] | None = None
 
     def __missing__(self, name: str) -> Any:
+        if self._by_normalized_name is None:
+            self._by_normalized_name = self._load()
         key = self[name] = _key(self._by_normalized_name[normalize_team(name)])
         return key
 
@@ -1318,6 +1456,10 @@ def _key(value: str) -> Any:
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+#: SQLite's lower(): ASCII letters only
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _like_pattern(value: str, op: Op) -> str:

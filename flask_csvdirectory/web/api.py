@@ -33,7 +33,7 @@ from werkzeug.routing import Map, Rule
 
 from .. import formats, runs
 from .. import history as history_log
-from ..changes import ChangeKind
+from ..changes import ChangeSet, kind_of
 from ..errors import (
     CSVDirectoryError,
     FileTooLarge,
@@ -289,17 +289,24 @@ def list_changes(run_id: str) -> Response:
     """One page of the run's planned changes, in apply order, optionally of one kind."""
     query = _query(schemas.ChangeListQuerySchema)
     run = _run(run_id)
-    changeset = runs.load_changeset(run)
-    changes = changeset.of_kind(ChangeKind(query["kind"])) if "kind" in query else list(changeset)
+    stored = runs.stored_changes(run)  # only the index and the pages shown are read
+    kind = kind_of(query["kind"]) if "kind" in query else None
     page, per_page = query["page"], _per_page(query)
-    start = (page - 1) * per_page
+    total, changes = (
+        stored.apply_page(kind=kind, offset=(page - 1) * per_page, limit=per_page)
+        if stored is not None
+        else (0, [])
+    )
+    counts = run.change_counts or (
+        stored.counts() if stored is not None else ChangeSet().counts()
+    )
     filters = {"kind": query["kind"]} if "kind" in query else {}
     body = schemas.ChangePageSchema().dump(
         {
             "run_id": run.id,
-            "counts": run.change_counts or changeset.counts(),
-            "items": [_change(change) for change in changes[start : start + per_page]],
-            **_page(".list_changes", {"run_id": run.id}, filters, page, per_page, len(changes)),
+            "counts": counts,
+            "items": [_change(change) for change in changes],
+            **_page(".list_changes", {"run_id": run.id}, filters, page, per_page, total),
         }
     )
     return _json(body)

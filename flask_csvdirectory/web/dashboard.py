@@ -45,6 +45,7 @@ from wtforms.validators import ValidationError
 from .. import formats, review, runs, tokens
 from .. import history as history_log
 from ..changes import Change, ChangeKind, ChangeSet
+from ..changestore import LegacyChanges
 from ..errors import FileValidationError, IntakeRefused, RunNotFound, RunStateError
 from ..extension import get_state
 from ..guards import Verdict
@@ -781,7 +782,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
     def review_data(run: SyncRun) -> tuple[ChangeSet, review.People]:
         if run.change_count is None:
             return ChangeSet(), review.People()
-        return runs.load_changeset(run), runs.load_people(run)
+        return runs.load_review(run)
 
     @bp.get("/runs/<run_id>", endpoint="run")
     @admin_required
@@ -790,14 +791,25 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
         errors, approve/reject."""
         org = current_org()
         run = runs.get_run(org, run_id)
-        changeset, people = review_data(run)
         kind_value = request.args.get("kind", "")
         known_kinds = {*ChangeKind._value2member_map_, review.ACCESS_REDUCED}
         kind = kind_value if kind_value in known_kinds else None
         query = request.args.get("q", "").strip()
-        filtered = review.select(changeset, people, kind=kind, query=query)
-        pagination = Pagination.clamped(_page_arg(), REVIEW_PER_PAGE, len(filtered))
-        summary = review.summarize(changeset, people)
+        # only the index and the pages shown are read (see changestore)
+        stored = runs.stored_changes(run) if run.change_count is not None else None
+        if stored is None:
+            stored = LegacyChanges(ChangeSet(), review.People())
+        page = _page_arg()
+        shown = stored.review_page(
+            kind=kind, query=query, offset=(page - 1) * REVIEW_PER_PAGE, limit=REVIEW_PER_PAGE
+        )
+        pagination = Pagination.clamped(page, REVIEW_PER_PAGE, shown.total)
+        if pagination.page != page:  # past the last page: show the last one
+            shown = stored.review_page(
+                kind=kind, query=query, offset=(pagination.page - 1) * REVIEW_PER_PAGE,
+                limit=REVIEW_PER_PAGE,
+            )
+        summary = stored.summary()
         kind_labels = {row.value: row.label for row in summary.rows}
         return render_template(
             "csvdirectory/run.html",
@@ -808,7 +820,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
             status=status_payload(run),
             summary=summary,
             confirm_text=review.confirmation(summary),
-            groups=group_changes(pagination.slice(filtered)),
+            groups=group_changes(shown.changes),
             pagination=pagination,
             kind=kind,
             kind_label=kind_labels.get(kind or "", kind),
@@ -816,7 +828,7 @@ def create_blueprint(config: dict[str, Any]) -> Blueprint:
                 "csvdirectory.run", run_id=run.id, kind=value, _anchor="changes"
             ),
             query=query,
-            people=people,
+            people=shown.people,
             row_errors=runs.row_errors(run),
             guard_reasons=runs.guard_reasons(run),
             is_diff_kind=is_diff_kind,

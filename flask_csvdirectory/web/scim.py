@@ -10,7 +10,8 @@ in the directory's history. Errors are SCIM error bodies (``application/scim+jso
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -24,7 +25,9 @@ from scim2_models import (
 )
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, scoped_session
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..extension import get_state
@@ -36,6 +39,7 @@ from ..scim import (
     DirectoryScimHandler,
     DirectoryScimService,
     DirectoryStorage,
+    EncodedDocument,
     ScimWrite,
     build_service,
     scim_validator,
@@ -114,6 +118,7 @@ def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
             state.adapter, org, validate=scim_validator(state.adapter.field_limits()),
             record=record,
             hard_delete=hard_delete,
+            before_commit=_before_commit(state.session),
         )
         lock = (
             organization_lock(state.db.engine, org, state.config["SCIM_LOCK_TIMEOUT"])
@@ -122,7 +127,7 @@ def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
         )
         with lock:
             response = DirectoryScimHandler(service, storage).handle(scim_request)
-            state.session.commit()  # the history entries of this write
+            state.session.commit()  # history entries not committed with their change (if any)
     except SCIMException as exc:
         state.session.rollback()
         response = service.error_response(exc)
@@ -152,6 +157,34 @@ def _serve(service: DirectoryScimService, prefix: str, path: str) -> Response:
     return _to_flask(response)
 
 
+def _before_commit(
+    session: Any,
+) -> Callable[[Callable[[], None]], AbstractContextManager[None]]:
+    """``before_commit(action)`` for :class:`~flask_csvdirectory.scim.DirectoryStorage`: for the
+    block, ``action`` runs in the session's ``before_commit`` event, inside the transaction
+    being committed (so a SCIM write and its history entry are one commit)."""
+
+    @contextmanager
+    def hook(action: Callable[[], None]) -> Iterator[None]:
+        target = session() if isinstance(session, scoped_session) else session
+
+        def listener(_session: Session) -> None:
+            action()
+
+        event.listen(target, "before_commit", listener)
+        try:
+            yield
+        finally:
+            event.remove(target, "before_commit", listener)
+
+    return hook
+
+
 def _to_flask(response: ScimResponse) -> Response:
-    body = "" if response.body is None else json.dumps(response.body)
+    if response.body is None:
+        body = ""
+    elif isinstance(response.body, EncodedDocument):
+        body = response.body.text
+    else:
+        body = json.dumps(response.body)
     return Response(body, status=int(response.status), headers=response.headers)
