@@ -1247,7 +1247,11 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 for team_id in team_ids_
             ]
             names = (person_col.key, team_col.key)
-            if not copy_rows(self.session.connection(), table, names, links):
+            columns = {person_col.key: [link[0] for link in links],
+                       team_col.key: [link[1] for link in links]}
+            # _fast_insert fills the scope table's other columns' Python-side defaults (or
+            # declines when one is not a plain value): COPY alone would leave them NULL
+            if not _fast_insert(self.session.connection(), table, columns, len(links)):
                 for chunk in _chunks([dict(zip(names, link, strict=True)) for link in links]):
                     self.session.execute(insert(table), chunk)
 
