@@ -3,10 +3,12 @@
 Usage, from the repository root: python -m benchmarks.bench_reader [ROWS ...]
 (default: 100000 1000000)
 
-For each size: wall and CPU seconds for the reader alone and for parse+validate (best of a few
-runs, without tracing), then the peak memory traced during parse+validate, not counting the input
-bytes, and how much of it the returned rows hold (tracemalloc, in a separate run since tracing
-slows allocation down), and the process's maximum RSS (input generation included).
+For each size: wall and CPU seconds for the Python reader alone, for parse+validate by the
+Python reader (the path of small and unusual files) and for parse+validate by the columnar
+reader (pyarrow; what a large well-formed file gets), best of a few runs, without tracing;
+then the peak memory traced during parse+validate, not counting the input bytes, and how much
+of it the returned rows hold (tracemalloc, in a separate run since tracing slows allocation
+down), and the process's maximum RSS (input generation included).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import time
 import tracemalloc
 
+from flask_csvdirectory import columnar
 from flask_csvdirectory.formats import employees_format, parse_employees
 from flask_csvdirectory.reader import ErrorLog, read_table
 
@@ -68,6 +71,9 @@ def main(sizes: list[int]) -> None:
         assert parsed.ok and len(parsed.rows) == rows, parsed.errors[:3]
         del parsed
         reader_s = best_seconds(read_only, data, runs)
+        columnar_bytes, columnar.MIN_BYTES = columnar.MIN_BYTES, 1 << 60
+        python_s = best_seconds(parse_employees, data, runs)
+        columnar.MIN_BYTES = columnar_bytes
         parse_s = best_seconds(parse_employees, data, runs)
         gc.collect()
         tracemalloc.start()
@@ -80,7 +86,8 @@ def main(sizes: list[int]) -> None:
         print(
             f"{rows:>9,} rows, {len(data) / 1e6:5.1f} MB:"
             f" reader {reader_s[0]:5.2f} s wall / {reader_s[1]:5.2f} s CPU;"
-            f" parse+validate {parse_s[0]:5.2f} s wall / {parse_s[1]:5.2f} s CPU"
+            f" parse+validate (Python reader) {python_s[0]:5.2f} s wall / {python_s[1]:5.2f} s CPU;"
+            f" parse+validate (columnar) {parse_s[0]:5.2f} s wall / {parse_s[1]:5.2f} s CPU"
             f" ({parse_s[1] / rows * 1e6:.1f} us/row CPU);"
             f" traced peak {peak / 1e6:5.1f} MB, of which result rows {kept / 1e6:5.1f} MB;"
             f" max RSS so far {max_rss:5.0f} MB"

@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet
 from flask import Flask, abort, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import CSRFProtect
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from flask_csvdirectory import CSVDirectory, PersonMapping, SQLAlchemyDirectoryAdapter, TeamMapping
 
@@ -107,6 +107,8 @@ def create_app(config: dict[str, Any] | None = None, instance_path: str | None =
     # ---------------------------------------------------------------------------------------
 
     with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_wal)
         db.create_all()
         csvdirectory.create_all()
         if app.config["EXAMPLE_SEED"]:
@@ -121,6 +123,15 @@ def create_app(config: dict[str, Any] | None = None, instance_path: str | None =
         seed()
 
     return app
+
+
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite in WAL mode: readers (the dashboard, SCIM reads) do not wait for a writer, and a
+    commit does not wait for the disk twice (a SCIM write commits in a few ms, not 10-20)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def instance_secrets(instance_path: str) -> dict[str, Any]:

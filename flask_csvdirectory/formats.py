@@ -23,9 +23,10 @@ import gc
 import io
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -33,12 +34,19 @@ from marshmallow import ValidationError, missing
 from marshmallow import fields as ma_fields
 from marshmallow import validate as ma_validate
 
+from . import columnar
 from .adapter import ExtraColumn, FieldLimit
 from .errors import ConfigurationError
 from .reader import CsvTable, ErrorLog, normalize_header, read_table
 from .records import ALL_TEAMS, DirectorySnapshot, Role, normalize_email, normalize_team
-from .rows import EMPLOYEES_FILE, USERS_FILE, EmployeeRow, ParsedFile, UserRow
-from .validation import Checked, check_email, check_identifier, normalize_text
+from .rows import EMPLOYEES_FILE, NO_EXTRA, USERS_FILE, EmployeeRow, ParsedFile, UserRow
+from .validation import (
+    Checked,
+    ascii_domain_problem,
+    check_email,
+    check_identifier,
+    normalize_text,
+)
 
 #: Separates team names in a Users.csv ``teams`` cell.
 TEAM_SEPARATOR = ";"
@@ -52,6 +60,7 @@ _PLAIN_EMAIL = re.compile(
     r"(?:[A-Za-z]{2,6}|[A-Za-z0-9-]{2,})"
 )
 _MEMO_LIMIT = 4096
+_NO_EXTRA = NO_EXTRA
 _IMMUTABLE_RESULTS = frozenset(
     {
         str,
@@ -429,7 +438,10 @@ def parse_employees(
     employee_id appears twice, and that the template's example row is not left in.
     """
     with _collector_paused():
-        return _parse_employees(data, extra_columns, max_errors, limits or {})
+        try:
+            return _parse_employees(data, extra_columns, max_errors, limits or {}, True)
+        except columnar.NotColumnar:  # found while streaming: read it again, the Python way
+            return _parse_employees(data, extra_columns, max_errors, limits or {}, False)
 
 
 def parse_users(
@@ -442,7 +454,10 @@ def parse_users(
     get every team. Whether scopes name known teams is the planner's check.
     """
     with _collector_paused():
-        return _parse_users(data, max_errors, limits or {})
+        try:
+            return _parse_users(data, max_errors, limits or {}, True)
+        except columnar.NotColumnar:  # found while streaming: read it again, the Python way
+            return _parse_users(data, max_errors, limits or {}, False)
 
 
 #: What an upload of a template's untouched example row is told.
@@ -471,6 +486,7 @@ def _parse_employees(
     extra_columns: Sequence[ExtraColumn],
     max_errors: int,
     limits: Mapping[str, FieldLimit],
+    use_columnar: bool,
 ) -> ParsedFile[EmployeeRow]:
     file_format = employees_format(extra_columns, limits)
     example_email = normalize_email(file_format.column("email").example)
@@ -481,7 +497,7 @@ def _parse_employees(
     ]
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)
-    checker = _RowChecker(file_format, table, log)
+    checker = _RowChecker(file_format, table, log, use_columnar=use_columnar)
     slot = checker.slots.get
     complete = checker.complete
     email_at, employee_id_at = slot("email"), slot("employee_id")
@@ -494,55 +510,117 @@ def _parse_employees(
     shared: dict[str, str] = {}  # one string object per repeated team / name / title
     rows: list[EmployeeRow] = []
     teams_of_invalid_rows: set[str] = set()
-    for line, cells, values, ok in checker.records(table):
-        email = _FAILED if email_at is None else values[email_at]
-        if email is not _FAILED:
-            email = normalize_email(email)
-            if email == example_email:
-                log.add(line, EXAMPLE_ROW_MESSAGE, column="email", value=email)
-                ok = False
-            ok &= _unique(
-                first_line_of_email, email, line, log, "email", checker.cell(cells, "email"),
-                "each person must appear once",
-            )
-        for name, max_length in extra_limits:
-            at = slot(name)
-            cell = None if at is None else checker.cell(cells, name)
-            if cell is not None and len(cell) > max_length:
-                log.add(
-                    line,
-                    f"is {len(cell)} characters long; at most {max_length} are allowed",
-                    column=name,
-                    value=cell,
+
+    def take(records: Iterable[tuple[int, tuple[str, ...], Sequence[Any], bool]]) -> None:
+        """Check each record across its cells and keep the valid rows (the general path)."""
+        for line, cells, values, ok in records:
+            email = _FAILED if email_at is None else values[email_at]
+            if email is not _FAILED:
+                email = normalize_email(email)
+                if email == example_email:
+                    log.add(line, EXAMPLE_ROW_MESSAGE, column="email", value=email)
+                    ok = False
+                ok &= _unique(
+                    first_line_of_email, email, line, log, "email", checker.cell(cells, "email"),
+                    "each person must appear once",
                 )
-                ok = False
-        employee_id = None if employee_id_at is None else values[employee_id_at]
-        if employee_id is not None and employee_id is not _FAILED:
-            ok &= _unique(
-                first_line_of_id, employee_id, line, log, "employee_id", employee_id,
-                "each ID must be unique",
-            )
-        if not (ok and complete):
-            if team_at is not None and values[team_at] is not _FAILED:
-                teams_of_invalid_rows.add(values[team_at])
-        else:
-            # required columns: a complete file has their slots
-            team = values[team_at]  # type: ignore[index]
-            first_name = values[first_name_at]  # type: ignore[index]
-            last_name = values[last_name_at]  # type: ignore[index]
-            title = None if title_at is None else values[title_at]
-            rows.append(
-                EmployeeRow(
-                    line,
-                    email,
-                    shared.setdefault(team, team),
-                    shared.setdefault(first_name, first_name),
-                    shared.setdefault(last_name, last_name),
-                    title if title is None else shared.setdefault(title, title),
-                    employee_id,
-                    _extra_values(extra_at, values, cells, checker) if extra_at else {},
+            for name, max_length in extra_limits:
+                at = slot(name)
+                cell = None if at is None else checker.cell(cells, name)
+                if cell is not None and len(cell) > max_length:
+                    log.add(
+                        line,
+                        f"is {len(cell)} characters long; at most {max_length} are allowed",
+                        column=name,
+                        value=cell,
+                    )
+                    ok = False
+            employee_id = None if employee_id_at is None else values[employee_id_at]
+            if employee_id is not None and employee_id is not _FAILED:
+                ok &= _unique(
+                    first_line_of_id, employee_id, line, log, "employee_id", employee_id,
+                    "each ID must be unique",
                 )
-            )
+            if not (ok and complete):
+                if team_at is not None and values[team_at] is not _FAILED:
+                    teams_of_invalid_rows.add(values[team_at])
+            else:
+                # required columns: a complete file has their slots
+                team = values[team_at]  # type: ignore[index]
+                first_name = values[first_name_at]  # type: ignore[index]
+                last_name = values[last_name_at]  # type: ignore[index]
+                title = None if title_at is None else values[title_at]
+                rows.append(
+                    EmployeeRow(
+                        line,
+                        email,
+                        shared.setdefault(team, team),
+                        shared.setdefault(first_name, first_name),
+                        shared.setdefault(last_name, last_name),
+                        title if title is None else shared.setdefault(title, title),
+                        employee_id,
+                        _extra_values(extra_at, values, cells, checker) if extra_at else _NO_EXTRA,
+                    )
+                )
+
+    def take_clean(part: _CheckedSlice) -> bool:
+        """Keep a slice whose every record is valid on its own in bulk (C loops), when no
+        record of it repeats an email or ID or is the example row; False: nothing done."""
+        if part.bad or part.blank:
+            return False
+        size = len(part.lines)
+        lines = list(part.lines)  # one int object per line, shared by the rows and the indexes
+        assert email_at is not None  # a complete file has an email column
+        emails = list(part.values[email_at])
+        for at in part.todo[email_at]:  # the others are normalised by the columnar check
+            emails[at] = normalize_email(emails[at])
+        new_emails = dict(zip(emails, lines, strict=True))
+        if (
+            len(new_emails) != size
+            or example_email in new_emails
+            or not first_line_of_email.keys().isdisjoint(new_emails)
+        ):
+            return False
+        ids: list[str | None] = (
+            part.values[employee_id_at] if employee_id_at is not None else [None] * size
+        )
+        new_ids = {key: line for key, line in zip(ids, lines, strict=True) if key is not None}
+        if len(new_ids) != size - ids.count(None) or not first_line_of_id.keys().isdisjoint(
+            new_ids
+        ):
+            return False
+        first_line_of_email.update(new_emails)
+        first_line_of_id.update(new_ids)
+        values = part.values
+
+        def column(at: int | None) -> Iterable[Any]:
+            return repeat(None, size) if at is None else values[at]
+
+        fields = zip(
+            lines,
+            emails,
+            column(team_at),
+            column(first_name_at),
+            column(last_name_at),
+            column(title_at),
+            ids,
+            repeat(_NO_EXTRA, size),
+            strict=True,
+        )
+        rows.extend(map(tuple.__new__, repeat(EmployeeRow, size), fields))  # EmployeeRow(*f)
+        table.row_count += size
+        return True
+
+    slices = None
+    if complete and not extra_at and not extra_limits:
+        slices = checker.columnar_slices(data, table)
+    if slices is None:
+        take(checker.all_records(data, table))
+    else:
+        for part in slices:
+            if not take_clean(part):
+                take(checker.slice_records(part, table))
+        columnar.give_back_memory()
     return ParsedFile(
         file_format.name, rows, log.errors, table.row_count, log.count, teams_of_invalid_rows
     )
@@ -567,19 +645,19 @@ def _unique(
 
 
 def _parse_users(
-    data: bytes, max_errors: int, limits: Mapping[str, FieldLimit]
+    data: bytes, max_errors: int, limits: Mapping[str, FieldLimit], use_columnar: bool
 ) -> ParsedFile[UserRow]:
     file_format = users_format(limits)
     example_email = normalize_email(file_format.column("email").example)
     log = ErrorLog(file_format.name, max_errors)
     table = read_table(data, log, columns=file_format.names, required=file_format.required_names)
-    checker = _RowChecker(file_format, table, log)
+    checker = _RowChecker(file_format, table, log, use_columnar=use_columnar)
     slot = checker.slots.get
     email_at, name_at, role_at, teams_at = slot("email"), slot("name"), slot("role"), slot("teams")
     teams_duplicated = teams_at is None and "teams" in table.columns  # reported with the header
     first_line_of_email: dict[str, int] = {}
     rows: list[UserRow] = []
-    for line, cells, values, ok in checker.records(table):
+    for line, cells, values, ok in checker.all_records(data, table):
         email = _FAILED if email_at is None else values[email_at]
         if email is not _FAILED:
             email = normalize_email(email)
@@ -644,6 +722,26 @@ class _Failed:
 _FAILED: Any = _Failed()
 
 
+@dataclass(slots=True)
+class _CheckedSlice:
+    """Consecutive records checked column-wise: their ``lines``, the converted ``values`` by
+    rule slot (valid where ``failed[i]`` is 0); ``bad`` whether any record failed and ``blank``
+    whether any may be blank (skipped)."""
+
+    lines: range
+    source: columnar.CellSlice
+    values: list[list[Any]]
+    todo: list[list[int]]  # by rule slot: the records whose value its field gave
+    failed: bytearray
+    bad: bool
+    blank: bool
+
+    @property
+    def cells(self) -> list[list[str]]:
+        """The trimmed cells, by file column."""
+        return self.source.cells
+
+
 class _CellRule(NamedTuple):
     """How to check one present column's cells (built once per file, used for every row)."""
 
@@ -652,6 +750,8 @@ class _CellRule(NamedTuple):
     convert: Callable[[str], Any] | None  # None: a non-blank cell is its own value
     blank_value: Callable[[], Any]
     blank_error: str | None  # set when a blank cell is an error
+    #: what the columnar path may vouch for itself (None: every non-blank cell is converted)
+    fast: columnar.FastCheck | None = None
 
 
 class _RowChecker:
@@ -662,8 +762,11 @@ class _RowChecker:
     is reported to the log, in column order, and clears ``ok``.
     """
 
-    def __init__(self, file_format: FileFormat, table: CsvTable, log: ErrorLog) -> None:
+    def __init__(
+        self, file_format: FileFormat, table: CsvTable, log: ErrorLog, *, use_columnar: bool = True
+    ) -> None:
         self.log = log
+        self.use_columnar = use_columnar
         self.rules = _cell_rules(file_format, table)
         self.slots = {rule.name: slot for slot, rule in enumerate(self.rules)}
         self.complete = set(self.slots).issuperset(file_format.required_names)
@@ -673,6 +776,78 @@ class _RowChecker:
         """The cell of column ``name`` as written (trimmed), or ``None`` without the column."""
         index = self._index.get(name)
         return None if index is None else cells[index]
+
+    def all_records(
+        self, data: bytes, table: CsvTable
+    ) -> Iterator[tuple[int, tuple[str, ...], Sequence[Any], bool]]:
+        """:meth:`records`, read by the columnar path when ``data`` allows it (the same
+        records, values, errors and row count)."""
+        slices = self.columnar_slices(data, table)
+        if slices is None:
+            return self.records(table)
+        return (record for part in slices for record in self.slice_records(part, table))
+
+    def columnar_slices(self, data: bytes, table: CsvTable) -> Iterator[_CheckedSlice] | None:
+        """The records of ``data`` checked column-wise, slice by slice, or ``None`` when the
+        columnar reader cannot read this file exactly like the Python reader (iterating may
+        still raise :class:`~.columnar.NotColumnar`: the caller then starts again without)."""
+        if not self.use_columnar or not table.readable or not columnar.eligible(
+            data,
+            delimiter=table.delimiter,
+            codec=table.codec,
+            header_lines=table.header_end if table.header_line == 1 else 0,
+        ):
+            return None
+        try:
+            slices = columnar.read_cells(data, delimiter=table.delimiter, width=len(table.columns))
+        except columnar.NotColumnar:
+            return None
+        return (self._check_slice(part) for part in slices)
+
+    def _check_slice(self, part: columnar.CellSlice) -> _CheckedSlice:
+        size = part.size
+        bad = bytearray(size)
+        slot_values: list[list[Any]] = []
+        slot_todo: list[list[int]] = []
+        for rule in self.rules:
+            values, todo = columnar.fast_verdicts(rule.fast, part, rule.index)
+            convert = rule.convert
+            for at in todo:
+                cell = values[at]
+                if not cell:
+                    if rule.blank_error is None:
+                        values[at] = rule.blank_value()
+                    else:
+                        bad[at] = 1
+                elif convert is not None:
+                    try:
+                        values[at] = convert(cell)
+                    except ValidationError:
+                        bad[at] = 1
+            slot_values.append(values)
+            slot_todo.append(todo)
+        lines = range(part.first_line, part.first_line + size)
+        return _CheckedSlice(
+            lines, part, slot_values, slot_todo, bad, any(bad), part.blank_rows()
+        )
+
+    def slice_records(
+        self, part: _CheckedSlice, table: CsvTable
+    ) -> Iterator[tuple[int, tuple[str, ...], Sequence[Any], bool]]:
+        """The records of a checked slice, one by one, as :meth:`records` gives them (each
+        failed record's cells checked again one by one, reporting every problem)."""
+        pick = _picker([rule.index for rule in self.rules])
+        size = len(part.lines)
+        values_of = zip(*part.values, strict=True) if part.values else repeat((), size)
+        rows = zip(part.lines, part.failed, zip(*part.cells, strict=True), values_of, strict=True)
+        for line, failed, cells, values in rows:
+            if not any(cells):
+                continue
+            table.row_count += 1
+            if failed:
+                yield line, cells, self._check_each_cell(line, pick(cells)), False
+            else:
+                yield line, cells, values, True
 
     def records(
         self, table: CsvTable
@@ -758,8 +933,31 @@ def _cell_rules(file_format: FileFormat, table: CsvTable) -> list[_CellRule]:
                 blank_error = _message(exc)
             else:
                 blank_value = _constant(None if result is missing else result)
-        rules.append(_CellRule(column.name, index, _converter(field), blank_value, blank_error))
+        convert = _converter(field)
+        rules.append(
+            _CellRule(
+                column.name, index, convert, blank_value, blank_error, _fast_check(field, convert)
+            )
+        )
     return rules
+
+
+def _fast_check(
+    field: ma_fields.Field[Any], convert: Callable[[str], Any] | None
+) -> columnar.FastCheck | None:
+    """What the columnar path may clear without calling ``convert`` (the field's own check)."""
+    if convert is None:
+        return columnar.FastCheck("plain")
+    if not isinstance(field, _CheckedString) or convert != field.check:
+        return None
+    if type(field) is EmailField:
+        return columnar.FastCheck("email", field.max_length, ascii_domain_problem)
+    if type(field) in (TextField, IdentifierField):
+        return columnar.FastCheck("text", field.max_length)
+    return None
+
+
+
 
 
 def _converter(field: ma_fields.Field[Any]) -> Callable[[str], Any] | None:

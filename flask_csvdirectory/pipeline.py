@@ -71,6 +71,9 @@ def plan_pair(pair: ParsedPair, snapshot: DirectorySnapshot) -> ChangeSet:
 
     Raises :class:`FileValidationError` when either file, or the pair, has an error: every
     error at once (the cross-file checks run on the valid rows even when a file had errors).
+
+    The pair's rows are released once the plan is made (``rows`` left empty; the counts stay):
+    a large import does not hold a million rows through the apply that follows.
     """
     users, employees = pair.users, pair.employees
     readable = not _unreadable(users) and not _unreadable(employees)
@@ -90,7 +93,9 @@ def plan_pair(pair: ParsedPair, snapshot: DirectorySnapshot) -> ChangeSet:
     count = users.error_count + employees.error_count + len(cross)
     if errors or count:
         raise FileValidationError(errors, max(count, len(errors)))
-    return planner.plan(users.rows, employees.rows, snapshot)
+    changeset = planner.plan(users.rows, employees.rows, snapshot)
+    users.rows, employees.rows = [], []
+    return changeset
 
 
 def _unreadable(parsed: ParsedFile[EmployeeRow] | ParsedFile[UserRow]) -> bool:

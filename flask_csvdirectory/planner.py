@@ -19,6 +19,7 @@ Both functions are one pass over each input with dict lookups (no per-row scans)
 from __future__ import annotations
 
 import gc
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -38,6 +39,10 @@ from .rows import EMPLOYEES_FILE, USERS_FILE, EmployeeRow, RowError, UserRow
 from .validation import LookalikeIndex
 
 __all__ = ["check_pair", "plan"]
+
+#: The ``extra`` of a created person when the file has no extra column: one shared empty dict
+#: (a change's values are never mutated), not one per change.
+_NO_EXTRA: dict[str, str] = {}
 
 
 # -- cross-file checks ----------------------------------------------------------------------
@@ -168,9 +173,18 @@ def _check_lookalikes(
     """Emails that imitate an existing person's, or another new email of the files."""
     known = snapshot.by_email
     index = LookalikeIndex(known.keys())
-    errors = []
-    rows: list[tuple[str, int, str]] = [(EMPLOYEES_FILE, row.line, row.email) for row in employees]
-    rows += [(USERS_FILE, user.line, user.email) for user in users]
+    errors: list[RowError] = []
+    if not index.has_skeletons() and all(
+        email.isascii() and email.lower() == email
+        for email in itertools.chain(
+            (row.email for row in employees), (user.email for user in users)
+        )
+    ):
+        return errors  # lower-case ASCII only: each is its own skeleton, nothing imitates
+    rows: Iterable[tuple[str, int, str]] = itertools.chain(
+        ((EMPLOYEES_FILE, row.line, row.email) for row in employees),
+        ((USERS_FILE, user.line, user.email) for user in users),
+    )
     for file, line, email in rows:
         if email in known:
             continue
@@ -382,7 +396,7 @@ def _plan(
                 "title": row.title or "",
                 "team": team,
                 "external_id": employee_id,
-                "extra": dict(row.extra),
+                "extra": dict(row.extra) if row.extra else _NO_EXTRA,
             }
             if stored is not None:  # the host lacks some fields: plan only the others
                 after = {name: value for name, value in after.items() if name in stored}

@@ -117,8 +117,13 @@ class CsvTable:
         readable: bool = True,
         header_pending: bool = False,
         ends_with_line_break: bool = True,
+        codec: str = "utf-8-sig",
+        header_end: int = 1,
     ) -> None:
         self.file = file
+        #: the codec the file is read with, and the line where its header ends
+        self.codec = codec
+        self.header_end = header_end
         self.delimiter = delimiter
         self.columns = columns
         self.header_line = header_line
@@ -294,6 +299,8 @@ def read_table(
         header_line=header_line,
         positions=positions,
         ends_with_line_break=_ends_with_line_break(data, codec),
+        codec=codec,
+        header_end=previous,
     )
 
 

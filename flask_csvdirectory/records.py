@@ -127,6 +127,13 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+def _normalized(email: str) -> str:
+    """:func:`normalize_email`, giving back ``email`` itself when it is normalised already (a
+    large directory keeps one string per address, not two)."""
+    normalized = email.strip().lower()
+    return email if normalized == email else normalized
+
+
 def normalize_team(name: str) -> str:
     """The form team names are matched in: inner whitespace folded, case-insensitive."""
     return " ".join(name.split()).casefold()
@@ -159,10 +166,10 @@ class DirectorySnapshot:
     ) -> DirectorySnapshot:
         """Make a snapshot and its indexes (emails and team names normalised)."""
         snapshot = cls(list(people), list(teams), list(access), fields=frozenset(fields))
-        snapshot.by_email = {normalize_email(p.email): p for p in snapshot.people}
+        snapshot.by_email = {_normalized(p.email): p for p in snapshot.people}
         snapshot.by_external_id = {p.external_id: p for p in snapshot.people if p.external_id}
         snapshot.team_by_name = {normalize_team(t.name): t for t in snapshot.teams}
-        snapshot.access_by_email = {normalize_email(a.email): a for a in snapshot.access}
+        snapshot.access_by_email = {_normalized(a.email): a for a in snapshot.access}
         return snapshot
 
     @property

@@ -343,6 +343,11 @@ class LookalikeIndex:
         for identifier in identifiers:
             self.add(identifier)
 
+    def has_skeletons(self) -> bool:
+        """Whether a non-ASCII identifier is known: without one, two ASCII identifiers never
+        look alike, so only a non-ASCII newcomer can be a look-alike."""
+        return bool(self._by_skeleton)
+
     def _is_known(self, identifier: str) -> bool:
         return identifier in self._known or identifier in self._added
 
@@ -447,6 +452,11 @@ def _ascii_domain_problem(domain: str) -> Problem | None:
     except email_validator.EmailNotValidError as exc:
         return _email_problem(str(exc))
     return None
+
+
+#: :func:`check_email`'s verdict on a plain ASCII mailbox at a lower-cased domain (``None``:
+#: accepted), remembered per domain: the columnar reader clears plain addresses with it.
+ascii_domain_problem = _ascii_domain_problem
 
 
 def _email_problem(reason: str) -> Problem:

@@ -150,3 +150,16 @@ def test_extra_column_is_validated_and_in_the_template(
         EMPLOYEES_FILE, 2, "cost_center", "nope"
     )
 
+
+
+def test_new_scim_ids_are_distinct_random_uuid4s() -> None:
+    import uuid
+
+    from flask_csvdirectory.adapters.sqlalchemy import new_scim_ids
+
+    ids = new_scim_ids(5000)
+    assert len(set(ids)) == 5000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+    assert new_scim_ids(0) == []

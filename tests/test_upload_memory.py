@@ -83,3 +83,17 @@ def test_api_upload_stays_in_memory(app: Flask, client: FlaskClient) -> None:
     assert response.status_code == 202, response.text
     with app.app_context():
         assert db.session.query(SyncRun).one().employees_rows == 6000
+
+
+def test_an_uploaded_file_is_read_without_a_copy() -> None:
+    from flask_csvdirectory.web.uploads import CappedBuffer
+
+    buffer = CappedBuffer(10 * 1024 * 1024, "Employees.csv")
+    for _ in range(100):
+        buffer.write(b"x" * 10_000)
+    buffer.seek(0)
+    data = buffer.read()
+    assert len(data) == 1_000_000 and data is buffer.getvalue()  # one copy: the buffer's own
+    assert buffer.read() == b""
+    buffer.seek(0)
+    assert buffer.read(3) == b"xxx" and buffer.read(2) == b"xx"

@@ -7,12 +7,14 @@ row) inside one transaction of the host's session, committed at the end or rolle
 
 from __future__ import annotations
 
-import threading
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import islice
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -69,10 +71,10 @@ from .pgcopy import copy_rows
 _EMPTY_IS_NULL = frozenset({"user_name", "display_name", "employee_number", "department"})
 #: From this offset on, a page is found by its keys first (see find_people).
 DEEP_OFFSET = 1000
-#: Deep-page positions remembered per query, and queries remembered (see _anchor).
-MAX_POSITIONS = 256
 #: Rows per IN (...) clause / executemany batch.
 CHUNK = 5000
+#: Rows per driver-level executemany of a bulk INSERT (SQLite).
+_DRIVER_BATCH = 50_000
 #: The ``extra`` of people when the host declares no extra columns (shared, read-only).
 _NO_EXTRA: Mapping[str, str] = MappingProxyType({})
 
@@ -189,9 +191,6 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self._limits: Mapping[str, FieldLimit] | None = None
         #: statements built once (see _people_select)
         self._selects: dict[str, Any] = {}
-        #: (org, condition, descending) -> (directory state, {rank: key}) (see _anchor)
-        self._positions: dict[tuple[Any, ...], tuple[tuple[int, Any], dict[int, Any]]] = {}
-        self._positions_lock = threading.Lock()
         #: change fields stored as-is -> person attribute (fields the host lacks left out)
         self._plain_fields = {
             name: attribute
@@ -497,11 +496,14 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         people: list[PersonRecord] = []
         access: list[AccessRecord] = []
         role_by_value = self._role_by_value
+        titles: dict[str, str] = {}  # one string per job title (titles repeat)
         # yield_per: PostgreSQL streams the people through a server-side cursor, CHUNK rows per
         # fetch, instead of holding the whole result in the client (~80 MB per 300k people)
         # and fetching it row by row; SQLite reads as before.
         for row in connection.execute(query.execution_options(yield_per=CHUNK)):
             key_value, email, first, last, title, external_id, team_id, active = row[:8]
+            if title:
+                title = titles.setdefault(title, title)
             role_value, every = row[8], row[9]
             key = str(key_value)
             person = PersonRecord(
@@ -554,22 +556,10 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         extra_names = list(m.extra)
         statement = self._people_select().where(*where)
         order = self._order(query, self._person_column, P)
-        counted: int | None = None
-        state: tuple[int, Any] | None = None
         if query.offset > DEEP_OFFSET:
-            # a deep page: skip through the keys alone (an index scan), then read the page's
-            # rows; from a remembered position (see _anchor) the skip is a seek
-            skip, start = query.offset, []
-            if self._positions_apply(query):
-                state = self._directory_state(where)
-                counted = state[0]
-                anchor = self._anchor(org, query, state)
-                if anchor is not None:
-                    rank, key = anchor
-                    skip = query.offset - rank
-                    pk = self._pk(P)
-                    start = [pk <= key if query.descending else pk >= key]
-            keys = select(self._pk(P)).where(*where, *start).order_by(*order).offset(skip)
+            # a deep page: skip through the keys alone (a scan of the narrowest index), then
+            # read the page's rows by key
+            keys = select(self._pk(P)).where(*where).order_by(*order).offset(query.offset)
             if query.limit is not None:
                 keys = keys.limit(query.limit + 1)
             statement = statement.where(self._pk(P).in_(keys.scalar_subquery()))
@@ -579,10 +569,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 statement = statement.limit(query.limit + 1)  # one more: is there a next page?
         statement = statement.order_by(*order)
         rows = self.session.execute(statement).all()
-        total = counted if counted is not None else self._total(P, where, query, len(rows))
-        if state is not None and rows:
-            self._remember(org, query, state, [(query.offset, rows[0][0]),
-                                               (query.offset + len(rows) - 1, rows[-1][0])])
+        total = self._total(P, where, query, len(rows))
         rows = rows[: query.limit] if query.limit is not None else rows
         people = []
         for row in rows:
@@ -688,66 +675,6 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         ids = [str(value) for value in self.session.connection().execute(statement).scalars()]
         total = self._total(P, where, Query(offset=offset, limit=limit), len(ids))
         return Page(total, ids[:limit] if limit is not None else ids)
-
-    # -- deep pages: remembered positions ------------------------------------------------
-    # SCIM pages by position (startIndex). Skipping 100k keys is a scan of an index; a page
-    # that starts where an earlier page of the same query ended (an identity provider paging
-    # through) or at a remembered page start instead seeks the key remembered at that
-    # position. A position is trusted only while the directory is unchanged: the query's
-    # match count and the newest ``updated_at`` (every create and change stamps it; a delete
-    # changes the count) are what they were when the position was taken. Hosts without
-    # ``updated_at`` always skip.
-
-    def _positions_apply(self, query: Query) -> bool:
-        """Whether positions of ``query`` can be remembered (key order, a hashable
-        condition, a host stamping ``updated_at``)."""
-        if self.person.updated_at is None or query.order_by not in (None, "key"):
-            return False
-        try:
-            hash(query.where)
-        except TypeError:
-            return False
-        return True
-
-    def _anchor(self, org: str, query: Query, state: tuple[int, Any]) -> tuple[int, Any] | None:
-        """(rank, key) of the nearest remembered position at or before ``query.offset``,
-        when the directory is in the ``state`` it was in when it was taken; else ``None``."""
-        with self._positions_lock:
-            entry = self._positions.get((org, query.where, query.descending))
-            if entry is None or entry[0] != state:
-                return None
-            ranks = [rank for rank in entry[1] if rank <= query.offset]
-            if not ranks:
-                return None
-            rank = max(ranks)
-            key = entry[1][rank]
-        if query.offset - rank > DEEP_OFFSET:  # too far: as costly as skipping from the start
-            return None
-        return rank, key
-
-    def _remember(
-        self, org: str, query: Query, state: tuple[int, Any], positions: list[tuple[int, Any]]
-    ) -> None:
-        """Remember the keys at these positions of ``query``'s matches in directory ``state``
-        (a bounded number of positions and queries)."""
-        cache_key = (org, query.where, query.descending)
-        with self._positions_lock:
-            entry = self._positions.get(cache_key)
-            if entry is None or entry[0] != state:
-                entry = self._positions[cache_key] = (state, {})
-            entry[1].update(positions)
-            while len(entry[1]) > MAX_POSITIONS:  # the oldest go first
-                entry[1].pop(next(iter(entry[1])))
-            while len(self._positions) > MAX_POSITIONS:
-                self._positions.pop(next(iter(self._positions)))
-
-    def _directory_state(self, where: list[Any]) -> tuple[int, Any]:
-        """(how many match ``where``, the newest ``updated_at`` of any person)."""
-        P = self.person_model
-        newest = self.session.scalar(
-            select(func.max(self._column(P, self.person.updated_at)))
-        )
-        return self._count(P, where), newest
 
     def _total(self, model: type, where: list[Any], query: Query, found: int) -> int:
         """How many match, ``found`` being the rows read for the page plus one: known without
@@ -1081,7 +1008,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             raise
 
     def _column_keys(self, model: type, row: Mapping[str, Any]) -> dict[str, Any]:
-        """Attribute names -> table column keys, for Core statements (no ORM overhead)."""
+        """Attribute names -> table column keys, for Core statements (no ORM overhead); ``row``
+        maps attribute names to values (or to columns of values)."""
         keys = self._key_maps.get(model)
         if keys is None:
             mapper: Any = inspect(model)
@@ -1092,35 +1020,68 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
 
     def _insert(self, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
         """Core executemany INSERT of attribute-keyed rows, batched by key shape."""
-        table: Any = inspect(model).local_table
-        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        by_shape: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
         for row in rows:
-            values = self._column_keys(model, row)
-            by_shape[tuple(values)].append(values)
+            by_shape[tuple(row)].append(row)
+        for shape, same_shape in by_shape.items():
+            self._insert_columns(
+                model,
+                {name: [row[name] for row in same_shape] for name in shape},
+                len(same_shape),
+            )
+
+    def _insert_columns(
+        self, model: type, columns: Mapping[str, Sequence[Any]], count: int
+    ) -> None:
+        """Core executemany INSERT of ``count`` rows given column by column (attribute name ->
+        one value per row): no dict per row is built on the fast paths."""
+        if not count:
+            return
+        table: Any = inspect(model).local_table
+        keys = self._column_keys(model, columns)
         connection = self.session.connection()
-        for keys, same_shape in by_shape.items():
-            if not _fast_insert(connection, table, keys, same_shape):
-                for chunk in _chunks(same_shape):
-                    connection.execute(insert(table), chunk)
+        if not _fast_insert(connection, table, keys, count):
+            rows = [
+                dict(zip(keys, values, strict=True))
+                for values in zip(*keys.values(), strict=True)
+            ]
+            for chunk in _chunks(rows):
+                connection.execute(insert(table), chunk)
 
     def _update_by_pk(self, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
         """Core executemany UPDATE ... WHERE pk = :pk of attribute-keyed rows (pk included)."""
-        table: Any = inspect(model).local_table
         pk_attr = self._pk_attr(model)
-        pk_column = self._pk(model)
-        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        by_shape: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
         for row in rows:
-            values = self._column_keys(model, {k: v for k, v in row.items() if k != pk_attr})
-            values["_pk"] = row[pk_attr]
-            by_shape[tuple(values)].append(values)
+            by_shape[tuple(row)].append(row)
         for shape, same_shape in by_shape.items():
-            statement = (
-                update(table)
-                .where(pk_column == bindparam("_pk"))
-                .values({key: bindparam(key) for key in shape if key != "_pk"})
+            self._update_columns(
+                model,
+                [row[pk_attr] for row in same_shape],
+                {name: [row[name] for row in same_shape] for name in shape if name != pk_attr},
             )
-            for chunk in _chunks(same_shape):
-                self.session.execute(statement, chunk)
+
+    def _update_columns(
+        self, model: type, keys: Sequence[Any], columns: Mapping[str, Sequence[Any]]
+    ) -> None:
+        """Core executemany UPDATE ... WHERE pk = :_pk, the primary keys ``keys`` and the new
+        values given column by column (attribute name -> one value per key)."""
+        if not keys or not columns:
+            return
+        table: Any = inspect(model).local_table
+        values = self._column_keys(model, columns)
+        statement = (
+            update(table)
+            .where(self._pk(model) == bindparam("_pk"))
+            .values({key: bindparam(key) for key in values})
+        )
+        names = [*values, "_pk"]
+        rows = [
+            dict(zip(names, row, strict=True))
+            for row in zip(*values.values(), keys, strict=True)
+        ]
+        for chunk in _chunks(rows):
+            self.session.execute(statement, chunk)
 
     def _create_teams(self, org: str, names: list[str]) -> None:
         if not names:
@@ -1160,24 +1121,42 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
     ) -> dict[str, Any]:
         """Translate change values (email, names, team, active, extra...) to model attributes,
         on top of ``base``."""
+        columns = self._person_columns([values], team_ids, base or {})
+        return {attribute: column[0] for attribute, column in columns.items()}
+
+    def _person_columns(
+        self,
+        values: Sequence[Mapping[str, Any]],
+        team_ids: Mapping[str, Any],
+        base: Mapping[str, Any],
+    ) -> dict[str, list[Any]]:
+        """:meth:`_person_values` of many changes of one shape (the same keys, the same
+        ``extra`` keys), column by column: attribute -> one value per change."""
+        count = len(values)
+        out: dict[str, list[Any]] = {name: [value] * count for name, value in base.items()}
+        if not count:
+            return out
         plain = self._plain_fields
-        out: dict[str, Any] = dict(base) if base else {}
-        for name, value in values.items():
+        m = self.person
+        for name in values[0]:
+            column = list(map(itemgetter(name), values))
             attribute = plain.get(name)
             if attribute is not None:
-                out[attribute] = None if value == "" and name in _EMPTY_IS_NULL else value
+                if name in _EMPTY_IS_NULL:
+                    column = [None if value == "" else value for value in column]
+                out[attribute] = column
             elif name == "team":
-                if self.person.team_id is not None:
-                    out[self.person.team_id] = team_ids[value] if value else None
-            elif name == "extra" and value:
-                extra = self.person.extra
-                out.update({extra[col]: cell for col, cell in value.items() if col in extra})
+                if m.team_id is not None:
+                    out[m.team_id] = [team_ids[value] if value else None for value in column]
+            elif name == "extra" and column[0]:
+                for csv_column in column[0]:
+                    if csv_column in m.extra:
+                        out[m.extra[csv_column]] = list(map(itemgetter(csv_column), column))
             elif name == "phones":
-                numbers = value or {}
-                for kind, column in self.person.phones.items():
-                    out[column] = numbers.get(kind) or None
-            elif name == "manager" and self.person.manager:
-                out[self.person.manager] = None if value is None else _key(value)
+                for kind, attribute in m.phones.items():
+                    out[attribute] = [(numbers or {}).get(kind) or None for numbers in column]
+            elif name == "manager" and m.manager:
+                out[m.manager] = [None if value is None else _key(value) for value in column]
         return out
 
     def _create_people(
@@ -1193,22 +1172,23 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         for stamp in (m.created_at, m.updated_at):
             if stamp:
                 base[stamp] = now
-        rows = [self._person_values(v, team_ids, base) for v in values]
-        if m.scim_id:
-            for row in rows:
-                row.setdefault(m.scim_id, new_scim_id())
-        self._insert(self.person_model, rows)
+        for same_shape in _by_shape(values):
+            columns = self._person_columns(same_shape, team_ids, base)
+            if m.scim_id and m.scim_id not in columns:
+                columns[m.scim_id] = new_scim_ids(len(same_shape))
+            self._insert_columns(self.person_model, columns, len(same_shape))
 
     def _update_people(
         self, merged: Mapping[str, Mapping[str, Any]], team_ids: Mapping[str, Any]
     ) -> None:
-        pk = self._pk_attr(self.person_model)
-        stamp = {self.person.updated_at: now_naive_utc()} if self.person.updated_at else {}
-        self._update_by_pk(
-            self.person_model,
-            [{pk: _key(key), **self._person_values(values, team_ids), **stamp}
-             for key, values in merged.items()],
-        )
+        stamp = self.person.updated_at
+        now = now_naive_utc()
+        keys_of: dict[int, list[Any]] = {}
+        for same_shape in _by_shape(merged.values(), keys=merged, keys_out=keys_of):
+            columns = self._person_columns(same_shape, team_ids, {})
+            if stamp:
+                columns[stamp] = [now] * len(same_shape)
+            self._update_columns(self.person_model, keys_of[id(same_shape)], columns)
 
     def _apply_access(self, org: str, changes: list[Change], team_ids: Mapping[str, Any]) -> None:
         if not changes or self.access.role is None:
@@ -1267,7 +1247,11 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 for team_id in team_ids_
             ]
             names = (person_col.key, team_col.key)
-            if not copy_rows(self.session.connection(), table, names, links):
+            columns = {person_col.key: [link[0] for link in links],
+                       team_col.key: [link[1] for link in links]}
+            # _fast_insert fills the scope table's other columns' Python-side defaults (or
+            # declines when one is not a plain value): COPY alone would leave them NULL
+            if not _fast_insert(self.session.connection(), table, columns, len(links)):
                 for chunk in _chunks([dict(zip(names, link, strict=True)) for link in links]):
                     self.session.execute(insert(table), chunk)
 
@@ -1302,8 +1286,36 @@ class _TeamKeys(dict[str, Any]):
         return key
 
 
+def _by_shape(
+    values: Iterable[Mapping[str, Any]],
+    *,
+    keys: Iterable[str] | None = None,
+    keys_out: dict[int, list[Any]] | None = None,
+) -> list[list[Mapping[str, Any]]]:
+    """Change values grouped by shape (their keys and the keys of their ``extra``), in first
+    seen order. With ``keys`` (one person key per value), ``keys_out[id(group)]`` receives each
+    group's keys (as :func:`_key` gives them)."""
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    group_keys: dict[tuple[Any, ...], list[Any]] = {}
+    person_keys = iter(keys) if keys is not None else None
+    for value in values:
+        extra = value.get("extra")
+        shape = (*value, *extra) if extra else tuple(value)
+        group = groups.get(shape)
+        if group is None:
+            group = groups[shape] = []
+            group_keys[shape] = []
+        group.append(value)
+        if person_keys is not None:
+            group_keys[shape].append(_key(next(person_keys)))
+    if keys_out is not None:
+        for shape, group in groups.items():
+            keys_out[id(group)] = group_keys[shape]
+    return list(groups.values())
+
+
 def _fast_insert(
-    connection: Any, table: Any, keys: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+    connection: Any, table: Any, columns: Mapping[str, Sequence[Any]], count: int
 ) -> bool:
     """Insert many rows below SQLAlchemy's per-row parameter handling, where that is safe.
 
@@ -1315,32 +1327,36 @@ def _fast_insert(
     """
     dialect = connection.dialect
     copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
-    if len(rows) < 100 or not (copy or dialect.name == "sqlite"):
+    if count < 100 or not (copy or dialect.name == "sqlite"):
         return False
     defaults: dict[str, Any] = {}
     for column in table.columns:
-        if column.key in keys or column.default is None:
+        if column.key in columns or column.default is None:
             continue
         if not column.default.is_scalar:
             return False
         defaults[column.key] = column.default.arg
     # table order: the order SQLAlchemy compiles an INSERT's columns in
-    names = [column.key for column in table.columns if column.key in keys or column.key in defaults]
-    params = [[row[name] if name in row else defaults[name] for name in names] for row in rows]
-    for position, name in enumerate(names):  # the type conversions SQLAlchemy would apply
+    names = [
+        column.key for column in table.columns if column.key in columns or column.key in defaults
+    ]
+    by_position: list[Sequence[Any]] = []
+    for name in names:  # column by column, with the type conversions SQLAlchemy would apply
+        values = columns[name] if name in columns else [defaults[name]] * count
         processor = table.columns[name].type.bind_processor(dialect)
         if processor is not None:
-            for values in params:
-                if values[position] is not None:
-                    values[position] = processor(values[position])
+            values = [None if value is None else processor(value) for value in values]
+        by_position.append(values)
     if copy:
-        return copy_rows(connection, table, names, params)
+        return copy_rows(connection, table, names, list(zip(*by_position, strict=True)))
     compiled = insert(table).values({name: bindparam(name) for name in names}).compile(
         dialect=dialect
     )
     if list(compiled.positiontup or ()) != names:  # not the positional form we built
         return False
-    connection.exec_driver_sql(str(compiled), [tuple(values) for values in params])
+    rows = zip(*by_position, strict=True)
+    while batch := list(islice(rows, _DRIVER_BATCH)):  # a bounded list of tuples at a time
+        connection.exec_driver_sql(str(compiled), batch)
     return True
 
 
@@ -1399,6 +1415,20 @@ def now_naive_utc() -> datetime:
 def new_scim_id() -> str:
     """A fresh SCIM id: a random UUID, never one used before."""
     return str(uuid.uuid4())
+
+
+def new_scim_ids(count: int) -> list[str]:
+    """``count`` fresh SCIM ids at once: random version-4 UUIDs, as :func:`new_scim_id` makes
+    them, from one read of the system's random source."""
+    random = bytearray(os.urandom(16 * count))
+    random[6::16] = bytes(b & 0x0F | 0x40 for b in random[6::16])  # version 4
+    random[8::16] = bytes(b & 0x3F | 0x80 for b in random[8::16])  # RFC 4122 variant
+    text = random.hex()
+    return [
+        f"{text[i:i + 8]}-{text[i + 8:i + 12]}-{text[i + 12:i + 16]}-{text[i + 16:i + 20]}-"
+        f"{text[i + 20:i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 def _column_limit(model: type, attribute: str) -> FieldLimit:

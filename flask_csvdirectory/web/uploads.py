@@ -43,6 +43,16 @@ class CappedBuffer(io.BytesIO):
             )
         return super().write(data)
 
+    def read(self, size: int | None = -1) -> bytes:
+        """As :meth:`io.BytesIO.read`; reading the whole file from its start gives the buffer's
+        own bytes (:meth:`getvalue`, no copy), so an upload is held once in memory."""
+        start = self.tell()
+        end = self.seek(0, io.SEEK_END)
+        if start == 0 and (size is None or size < 0 or size >= end):
+            return self.getvalue()
+        self.seek(start)
+        return super().read(size)
+
 
 def limit_body(max_bytes: int, *, form_bytes: int | None = None) -> None:
     """Refuse this request's body past ``max_bytes`` (and its non-file fields past
