@@ -490,8 +490,8 @@ class PagedChanges(StoredChanges):
             last = (end - 1) // size
             for first in range(start // size, last + 1, _STREAM_BATCH):
                 numbers = range(first, min(first + _STREAM_BATCH, last + 1))
-                roles = [f"{self._prefix}{n:05d}" for n in numbers]
-                data = self._store.get_many(self._session, self._run_id, roles)
+                roles = [page_role(self._prefix, n) for n in numbers]
+                data = self._fetch(roles)
                 for number, role in zip(numbers, roles, strict=True):
                     rows_json = zlib.decompress(data.pop(role)).partition(b"\n")[0]
                     base = number * size
