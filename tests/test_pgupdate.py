@@ -45,13 +45,15 @@ class Worker(Base):
     level: Mapped[int | None] = mapped_column(Integer, nullable=True)
     seen_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     seen_at_tz: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: a Python-side onupdate: Core's UPDATE sets it on every updated row, so must the COPY
+    stamp: Mapped[str] = mapped_column(String(20), default="new", onupdate="touched")
 
 
 def _seed() -> list[dict[str, Any]]:
     return [
         {"worker_key": 10_000 + n, "mail": f"w{n}@example.com", "nick": f"nick {n}",
          "note": f"note {n}", "enabled": n % 2 == 0, "level": n, "seen_at": AT,
-         "seen_at_tz": AT.replace(tzinfo=UTC)}
+         "seen_at_tz": AT.replace(tzinfo=UTC), "stamp": "new"}
         for n in range(ROWS)
     ]
 
@@ -135,7 +137,7 @@ def test_the_copy_update_leaves_the_same_rows_as_the_executemany(
     changed = {row[0]: row for row in by_copy if row[0] in set(keys)}
     assert len(changed) == len(keys)
     first, second = changed[10_000], changed[10_002]
-    assert first[2:] == (None, "changed", False, None, None, None)  # NULLs set
+    assert first[2:] == (None, "changed", False, None, None, None, "touched")  # NULLs set
     assert second[2:4] == ("", "")  # empty strings stay empty, not NULL
     assert second[4:6] == (True, -1) and second[6] == AT + timedelta(days=1)
     assert second[7] == (AT + timedelta(hours=1)).replace(tzinfo=UTC)

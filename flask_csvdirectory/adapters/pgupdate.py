@@ -32,9 +32,9 @@ def update_rows(
 
     Returns False, doing nothing, when the database is not PostgreSQL with psycopg 3, there
     are fewer than :data:`.pgcopy.MIN_ROWS` rows, ``table`` has not exactly one primary key
-    column, or a column left out has an ``onupdate`` that is not a plain value (the caller's
-    executemany evaluates it per row). A key given twice takes its last values, as an
-    executemany leaves it.
+    column, a column left out has an ``onupdate`` that is not a plain value (the caller's
+    executemany evaluates it per row), or the role may not create temporary tables. A key
+    given twice takes its last values, as an executemany leaves it.
     """
     if len(keys) < MIN_ROWS or not copy_supported(connection):
         return False
@@ -42,17 +42,17 @@ def update_rows(
     if len(primary) != 1 or primary[0].key in columns:
         return False
     pk = primary[0]
-    columns = dict(columns)
+    new_values: dict[str, Sequence[Any]] = dict(columns)
     for column in table.columns:  # Python-side onupdate, as Core's UPDATE applies it
-        if column.key in columns or column.onupdate is None:
+        if column.key in new_values or column.onupdate is None:
             continue
         if not column.onupdate.is_scalar:
             return False
-        columns[column.key] = [column.onupdate.arg] * len(keys)
+        new_values[column.key] = [column.onupdate.arg] * len(keys)
     dialect = connection.dialect
-    names = [pk.key, *columns]
+    names = [pk.key, *new_values]
     by_position: list[Sequence[Any]] = []
-    for name, values in ((pk.key, keys), *columns.items()):
+    for name, values in ((pk.key, keys), *new_values.items()):
         processor = table.columns[name].type.bind_processor(dialect)
         if processor is not None:
             values = [None if value is None else processor(value) for value in values]
@@ -63,6 +63,10 @@ def update_rows(
         rows = [rows[position] for position in sorted(last.values())]
         if len(rows) < MIN_ROWS:
             return False
+    if not connection.exec_driver_sql(
+        "SELECT has_database_privilege(current_database(), 'TEMPORARY')"
+    ).scalar():  # a host that revoked temporary tables from its role
+        return False
 
     preparer = dialect.identifier_preparer
     scratch = Table(
@@ -82,7 +86,7 @@ def update_rows(
         raise RuntimeError("COPY into the temporary table was refused")
     connection.exec_driver_sql(
         f"UPDATE {target} SET "
-        + ", ".join(f"{quoted[name]} = v.{quoted[name]}" for name in columns)
+        + ", ".join(f"{quoted[name]} = v.{quoted[name]}" for name in new_values)
         + f" FROM {temporary} AS v WHERE {target}.{quoted[pk.key]} = v.{quoted[pk.key]}"
     )
     connection.exec_driver_sql(f"DROP TABLE {temporary}")
