@@ -16,6 +16,7 @@ import base64
 import hashlib
 import io
 import os
+import sqlite3
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -300,6 +301,9 @@ class FileStore:
     def _read(self, session: Session, run_id: str, role: str) -> bytes:
         """The decrypted bytes of one file, its segmented form fetched a few MB at a time (the
         whole ciphertext is never held beside the plaintext)."""
+        raw = session.connection().connection.driver_connection
+        if isinstance(raw, sqlite3.Connection):
+            return self._read_sqlite(session, raw, run_id, role)
 
         def fetch(offset: int, length: int) -> bytes | None:
             piece: bytes | None = session.scalar(
@@ -333,6 +337,34 @@ class FileStore:
             return held[offset - start : offset - start + length]
 
         return self._unseal(read)
+
+    def _read_sqlite(
+        self, session: Session, raw: sqlite3.Connection, run_id: str, role: str
+    ) -> bytes:
+        """:meth:`_read` on SQLite, whose ``substr`` of a blob loads all of it: the stored
+        bytes are read through SQLite's incremental blob I/O instead."""
+        row_id = session.scalar(
+            select(StoredFile.id).where(
+                StoredFile.run_id == run_id,
+                StoredFile.role == role,
+                StoredFile.ciphertext.is_not(None),
+            )
+        )
+        if row_id is None:
+            raise CSVDirectoryError(f"The {role} file of this run is no longer stored")
+        with raw.blobopen(StoredFile.__tablename__, "ciphertext", row_id, readonly=True) as blob:
+            end = len(blob)
+            if blob.read(len(MAGIC)) != MAGIC:
+                blob.seek(0)
+                return self._decrypt_token(blob.read())
+
+            def read(offset: int, length: int) -> bytes:
+                if offset >= end:
+                    return b""
+                blob.seek(offset)
+                return blob.read(length)
+
+            return self._unseal(read)
 
     # -- many small files (the pages of a change set) ---------------------------------------
     #
