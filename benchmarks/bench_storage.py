@@ -41,6 +41,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def figures(traced_peak: int, rss_before: float) -> dict:
+    return {
+        "traced_peak_mb": round(traced_peak / 2**20),
+        "rss_growth_mb": round(peak_rss_mb() - rss_before),
+    }
+
+
 def step(name: str, segment_size: int, mb: int, db_url: str | None, workdir: str) -> dict:
     from flask_csvdirectory.storage import FileStore
 
@@ -54,7 +61,7 @@ def step(name: str, segment_size: int, mb: int, db_url: str | None, workdir: str
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert len(result) >= len(data)
-        return {"traced_peak_mb": round(peak / 2**20), "rss_growth_mb": round(peak_rss_mb() - before)}
+        return figures(peak, before)
 
     from example_app import create_app
     from example_app.models import db
@@ -103,7 +110,7 @@ def step(name: str, segment_size: int, mb: int, db_url: str | None, workdir: str
         tracemalloc.stop()
         db.session.remove()
         db.engine.dispose()
-    return {"traced_peak_mb": round(peak / 2**20), "rss_growth_mb": round(peak_rss_mb() - before)}
+    return figures(peak, before)
 
 
 def main() -> None:
@@ -127,9 +134,11 @@ def main() -> None:
             if args.db:
                 command += ["--db", args.db]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            figures = json.loads(out.strip().splitlines()[-1])
-            print(f"{label:20} {name:8} {args.mb} MB file: Python peak {figures['traced_peak_mb']:4} MB,"
-                  f" peak RSS growth {figures['rss_growth_mb']:4} MB")
+            found = json.loads(out.strip().splitlines()[-1])
+            print(
+                f"{label:20} {name:8} {args.mb} MB file: Python peak "
+                f"{found['traced_peak_mb']:4} MB, peak RSS growth {found['rss_growth_mb']:4} MB"
+            )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import io
 import os
 import sqlite3
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -128,27 +128,37 @@ class FileStore:
     def _seal(self, data: bytes) -> bytes:
         """The segmented form of ``data`` (whatever its size), built in one preallocated
         buffer."""
+        total, pieces = self._sealed(data)
+        out = bytearray(total)
+        for offset, piece in pieces:
+            out[offset : offset + len(piece)] = piece
+        return out  # type: ignore[return-value]  # a bytearray: stored as it is
+
+    def _sealed(self, data: bytes) -> tuple[int, Iterator[tuple[int, bytes]]]:
+        """The length of the segmented form of ``data`` and its pieces ``(offset, bytes)``,
+        encrypted one segment at a time as they are consumed."""
         size, step = len(data), self._segment_size
         count = max(1, -(-size // step))
         last = size - (count - 1) * step
         lengths = [_token_length(_HEADER.size + step)] * (count - 1)
         lengths.append(_token_length(_HEADER.size + last))
         start = len(MAGIC) + _FRAME.size
-        out = bytearray(start + sum(lengths) + _LENGTH.size * count)
-        out[: len(MAGIC)] = MAGIC
-        _FRAME.pack_into(out, len(MAGIC), count, size)
-        file_id = os.urandom(16)
-        view = memoryview(data)
-        position = start
-        for index, length in enumerate(lengths):
-            header = _HEADER.pack(file_id, index, count, size)
-            token = self._fernet.encrypt(header + view[index * step : (index + 1) * step])
-            if len(token) != length:  # pragma: no cover - Fernet's format is fixed
-                raise RuntimeError("Unexpected Fernet token length")
-            _LENGTH.pack_into(out, position, length)
-            out[position + _LENGTH.size : position + _LENGTH.size + length] = token
-            position += _LENGTH.size + length
-        return out  # type: ignore[return-value]  # a bytearray: stored as it is
+        total = start + sum(lengths) + _LENGTH.size * count
+
+        def pieces() -> Iterator[tuple[int, bytes]]:
+            yield 0, MAGIC + _FRAME.pack(count, size)
+            file_id = os.urandom(16)
+            view = memoryview(data)
+            position = start
+            for index, length in enumerate(lengths):
+                header = _HEADER.pack(file_id, index, count, size)
+                token = self._fernet.encrypt(header + view[index * step : (index + 1) * step])
+                if len(token) != length:  # pragma: no cover - Fernet's format is fixed
+                    raise RuntimeError("Unexpected Fernet token length")
+                yield position, _LENGTH.pack(length) + token
+                position += _LENGTH.size + length
+
+        return total, pieces()
 
     def _tokens(self, read: Callable[[int, int], bytes]) -> Iterable[tuple[int, int, bytes]]:
         """``(offset, count, token)`` of each segment of a segmented file, ``read(offset,
@@ -238,16 +248,28 @@ class FileStore:
         if existing is not None:
             run.files.remove(existing)
             session.flush()
-        run.files.append(
-            StoredFile(
-                org=run.org,
-                role=role,
-                filename=filename,
-                size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
-                ciphertext=self.encrypt_file(data),
-            )
+        stored = StoredFile(
+            org=run.org,
+            role=role,
+            filename=filename,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
         )
+        raw = session.connection().connection.driver_connection
+        if len(data) <= self._segment_size or not isinstance(raw, sqlite3.Connection):
+            stored.ciphertext = self.encrypt_file(data)
+            run.files.append(stored)
+            return
+        # SQLite: the row is written with room for the ciphertext, which is then encrypted
+        # straight into it segment by segment (incremental blob I/O): no copy of the file
+        total, pieces = self._sealed(data)
+        stored.ciphertext = func.zeroblob(total)
+        run.files.append(stored)
+        session.flush()
+        with raw.blobopen(StoredFile.__tablename__, "ciphertext", stored.id) as blob:
+            for offset, piece in pieces:
+                blob.seek(offset)
+                blob.write(piece)
 
     def copy(
         self, session: Session, run: SyncRun, role: str, new_role: str, filename: str
