@@ -10,13 +10,18 @@ store (:class:`~.storage.FileStore`), each encrypted on its own:
   positions of one kind (access changes split into reduced and widened) listed in review order
   (destructive first). A kind filter, the review order and the apply order are computed from
   the segments without reading a change.
-- ``cs.00000``, ``cs.00001``, ... — **pages** of :data:`PAGE_SIZE` changes in plan order: the
-  canonical JSON of their rows (the bytes the fingerprint hashes) and the :class:`~.review.Who`
-  of each person they touch (what the review shows beside a change).
-- ``cs.s0000``, ``cs.s0001``, ... — the **search text** in chunks of :data:`SEARCH_CHUNK`
+- ``csXXXX.00000``, ``csXXXX.00001``, ... — **pages** of :data:`PAGE_SIZE` changes in plan
+  order: the canonical JSON of their rows (the bytes the fingerprint hashes) and the
+  :class:`~.review.Who` of each person they touch (what the review shows beside a change).
+- ``csXXXX.s0000``, ... — the **search text** in chunks of :data:`SEARCH_CHUNK`
   lines: one case-folded line per change, in review order, with what :func:`~.review.matches`
   searches (email, name, team before and after, ...). A search scans the chunks one at a time
   (memory bounded by a chunk) and then reads only the pages it shows.
+
+``XXXX`` is new for each recording (the index names it), so a reader holding an index never
+reads a later plan's pages under it: a re-plan (at approval, when the directory changed) writes
+new names, and a page gone from under a reader is :class:`~.errors.PlanReplaced` (409), never
+another plan's changes.
 
 A page request therefore decrypts the index and the one or two pages it shows. Readers of the
 whole set (apply, revert, notifications, downloads) stream the pages. Runs recorded before this
@@ -27,6 +32,7 @@ format keep their single blob (and their ``people`` file) and are read through
 from __future__ import annotations
 
 import json
+import secrets
 import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,12 +40,12 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import review
 from .changes import Change, ChangeKind, ChangeSet, Fingerprinter, kind_of
-from .errors import CSVDirectoryError
+from .errors import CSVDirectoryError, PlanReplaced
 from .models import StoredFile, SyncRun
 from .planner import gc_paused
 from .records import normalize_email
@@ -49,8 +55,8 @@ from .storage import FileStore
 MAGIC = b"csvdirectory-changes/2\n"
 #: Changes per stored page: a review page (50) or an API page (up to 100) reads one or two.
 PAGE_SIZE = 256
-#: Role prefix of a run's pages and search text (``cs.00000``, ``cs.s0000``).
-PREFIX = "cs."
+#: Role prefix of every recording's pages and search text (``csXXXX.00000``, ``csXXXX.s0000``).
+PREFIX = "cs"
 #: Lines (changes) per stored chunk of the search text.
 SEARCH_CHUNK = 8192
 INDEX_ROLE = "changeset"
@@ -68,14 +74,19 @@ _ADMIN_LOSS_KINDS = frozenset(
 )
 
 
-def page_role(number: int) -> str:
-    """The role of page ``number`` (0-based)."""
-    return f"{PREFIX}{number:05d}"
+def recording_prefix() -> str:
+    """A new role prefix for one recording's files (``csXXXX.``; roles fit 16 characters)."""
+    return f"{PREFIX}{secrets.token_hex(2)}."
 
 
-def search_role(number: int) -> str:
-    """The role of chunk ``number`` (0-based) of the search text."""
-    return f"{PREFIX}s{number:04d}"
+def page_role(prefix: str, number: int) -> str:
+    """The role of page ``number`` (0-based) of the recording with ``prefix``."""
+    return f"{prefix}{number:05d}"
+
+
+def search_role(prefix: str, number: int) -> str:
+    """The role of chunk ``number`` (0-based) of the search text of the recording ``prefix``."""
+    return f"{prefix}s{number:04d}"
 
 
 def _segment_rank(kind: str, reduced: bool) -> int:
@@ -162,6 +173,7 @@ def record(
         counts = changeset.counts()
         reduced = sum(seg[3] - seg[2] for seg in segments if seg[1])
         pages = -(-len(changes) // PAGE_SIZE)
+        prefix = recording_prefix()
         index = {
             "count": len(changes),
             "structural": changeset.structural_count,
@@ -169,7 +181,7 @@ def record(
             "reduced": reduced,
             "page_size": PAGE_SIZE,
             "pages": pages,
-            "prefix": PREFIX,
+            "prefix": prefix,
             "search_chunk": SEARCH_CHUNK,
             "search_chunks": -(-len(changes) // SEARCH_CHUNK),
             "segments": segments,
@@ -195,7 +207,8 @@ def record(
                 }
                 rows = [_who_row(found) for found in who.values()]
                 page = canonical + b"\n" + json.dumps(rows).encode()
-                yield page_role(number), f"changes.{number:05d}.json.z", zlib.compress(page, 1)
+                compressed = zlib.compress(page, 1)
+                yield page_role(prefix, number), f"changes.{number:05d}.json.z", compressed
             review_order = (
                 position for seg in segments for position in range(seg[2], seg[3])
             )
@@ -204,18 +217,18 @@ def record(
             for position in review_order:
                 lines.append(_haystack(changes[position], emails[position], whos[position]))
                 if len(lines) == SEARCH_CHUNK:
-                    yield _search_file(number, lines)
+                    yield _search_file(prefix, number, lines)
                     number, lines = number + 1, []
             if lines:
-                yield _search_file(number, lines)
+                yield _search_file(prefix, number, lines)
 
         store.put_many(session, run, files())
     return hasher.hexdigest()
 
 
-def _search_file(number: int, lines: list[str]) -> tuple[str, str, bytes]:
+def _search_file(prefix: str, number: int, lines: list[str]) -> tuple[str, str, bytes]:
     text = "\n".join(lines).casefold().encode()
-    return search_role(number), f"changes.search.{number:04d}.z", zlib.compress(text, 1)
+    return search_role(prefix, number), f"changes.search.{number:04d}.z", zlib.compress(text, 1)
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -397,12 +410,27 @@ class PagedChanges(StoredChanges):
 
     # -- pages ----------------------------------------------------------------------------
 
+    def _fetch(self, roles: list[str]) -> dict[str, bytes]:
+        """The decrypted files ``roles`` of this recording; :class:`~.errors.PlanReplaced` when
+        the run was re-planned since its index was read (its files are gone)."""
+        try:
+            return self._store.get_many(self._session, self._run_id, roles)
+        except CSVDirectoryError:
+            still_there = self._session.scalar(
+                select(func.count()).select_from(StoredFile).where(
+                    StoredFile.run_id == self._run_id, StoredFile.role.in_(roles)
+                )
+            )
+            if still_there != len(roles):
+                raise PlanReplaced() from None
+            raise  # stored but purged: the store's own message
+
     def _load(self, numbers: Iterable[int]) -> None:
         wanted = sorted({n for n in numbers if n not in self._raw})
         if not wanted:
             return
-        roles = [f"{self._prefix}{n:05d}" for n in wanted]
-        data = self._store.get_many(self._session, self._run_id, roles)
+        roles = [page_role(self._prefix, n) for n in wanted]
+        data = self._fetch(roles)
         for number, role in zip(wanted, roles, strict=True):
             self._raw[number] = _parse_raw(data.pop(role))
 
@@ -428,8 +456,8 @@ class PagedChanges(StoredChanges):
         """Every page in plan order (read a few at a time, none kept)."""
         for first in range(0, self.page_count, _STREAM_BATCH):
             numbers = range(first, min(first + _STREAM_BATCH, self.page_count))
-            roles = [f"{self._prefix}{n:05d}" for n in numbers]
-            data = self._store.get_many(self._session, self._run_id, roles)
+            roles = [page_role(self._prefix, n) for n in numbers]
+            data = self._fetch(roles)
             for role in roles:
                 yield _parse_page(data.pop(role))
 
@@ -470,8 +498,8 @@ class PagedChanges(StoredChanges):
         total = 0
         positions: list[int] = []
         for number in range(self._index["search_chunks"]):
-            role = f"{self._prefix}s{number:04d}"
-            data = self._store.get_many(self._session, self._run_id, [role])[role]
+            role = search_role(self._prefix, number)
+            data = self._fetch([role])[role]
             base = number * chunk_lines
             for line in _matching_lines(zlib.decompress(data).decode(), needle):
                 review_offset = base + line

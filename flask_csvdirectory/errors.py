@@ -99,6 +99,18 @@ class RunStateError(CSVDirectoryError, Conflict):
         self.description = message
 
 
+class PlanReplaced(RunStateError):
+    """The run was re-planned while its change set was being read (an approval found the
+    directory changed): the pages read so far belong to the old plan. Reload to see the new one."""
+
+    code_name = "plan_replaced"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This run was re-planned while its changes were being read; reload to see the new plan."
+        )
+
+
 class RevertUnavailable(RunStateError):
     """This run cannot be reverted; the message says why (not applied, already reverted,
     its before-values purged by the retention period, ...)."""

@@ -465,14 +465,19 @@ def process(
         _stop(run_id, step, exc)
         raise
     previous_fingerprint = run.fingerprint
-    run.threshold = settings.approval_threshold
-    run.threshold_percent = settings.approval_percent
-    _record_plan(run, changeset, snapshot)
-    run.timings = {
-        "read_seconds": round(read_seconds, 3),
-        "plan_seconds": round(time.perf_counter() - started - read_seconds, 3),
-    }
-    if _guard(run, changeset, snapshot):
+    try:  # recording the plan writes many rows: a fault there ends the run too
+        run.threshold = settings.approval_threshold
+        run.threshold_percent = settings.approval_percent
+        _record_plan(run, changeset, snapshot)
+        run.timings = {
+            "read_seconds": round(read_seconds, 3),
+            "plan_seconds": round(time.perf_counter() - started - read_seconds, 3),
+        }
+        refused = _guard(run, changeset, snapshot)
+    except Exception as exc:
+        _stop(run_id, Phase.PLANNING.value, exc)
+        raise
+    if refused:
         return
     if resumed_apply and changeset.fingerprint() != previous_fingerprint:
         run.notice = (
@@ -531,7 +536,11 @@ def apply_approved(
         _stop(run_id, "re-planning", exc)
         raise
     if changeset.fingerprint() != run.fingerprint:
-        _record_plan(run, changeset, snapshot)
+        try:
+            _record_plan(run, changeset, snapshot)
+        except Exception as exc:
+            _stop(run_id, "re-planning", exc)
+            raise
         run.replans += 1
         run.decided_by_id = run.decided_by_name = None
         run.decided_at = None

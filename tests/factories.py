@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Mapping
 
 EMPLOYEE_HEADER = ["email", "employee_id", "first_name", "last_name", "team", "title"]
@@ -47,3 +48,9 @@ def users_csv(rows: Iterable[Mapping[str, str]] | None = None) -> bytes:
 
 def admin_row() -> dict[str, str]:
     return {"email": "admin@example.com", "name": "Ada Admin", "role": "Admin", "teams": "*"}
+
+
+def stored_role(role: str) -> str:
+    """A stored file's role with its recording's prefix (``cs3fa2.00001``) written ``cs.``: the
+    prefix is new for every recording of a change set."""
+    return re.sub(r"^cs[0-9a-f]{4}\.", "cs.", role)

@@ -21,11 +21,12 @@ from example_app.models import db
 from flask_csvdirectory import changestore, review, runs
 from flask_csvdirectory.changes import Change, ChangeKind, ChangeSet, Fingerprinter
 from flask_csvdirectory.cli import _print_plan
+from flask_csvdirectory.errors import PlanReplaced
 from flask_csvdirectory.extension import get_state
 from flask_csvdirectory.models import RunStatus, StoredFile, SyncRun, utcnow
 from flask_csvdirectory.records import AccessRecord, DirectorySnapshot, PersonRecord, Role
 
-from .factories import employee, employees_csv, users_csv
+from .factories import employee, employees_csv, stored_role, users_csv
 
 ORG = "default"
 PAGES = "/settings/integrations/csv-import"
@@ -226,8 +227,9 @@ def test_pages_index_and_search_are_encrypted_and_sized(app: Flask, small_pages:
         select(StoredFile).where(StoredFile.run_id == run.id))}
     pages = -(-changes.count // small_pages)
     chunks = -(-changes.count // 5)
-    assert set(files) == {"changeset", *(changestore.search_role(n) for n in range(chunks)),
-                          *(changestore.page_role(n) for n in range(pages))}
+    assert {stored_role(role) for role in files} == {
+        "changeset", *(changestore.search_role("cs.", n) for n in range(chunks)),
+        *(changestore.page_role("cs.", n) for n in range(pages))}
     store = get_state().store
     for role, stored in files.items():
         assert stored.ciphertext is not None
@@ -247,11 +249,14 @@ def test_pages_index_and_search_are_encrypted_and_sized(app: Flask, small_pages:
 def test_a_new_plan_replaces_every_page(app: Flask, small_pages: int) -> None:
     changes, snap = plan(), snapshot()
     run = record(changes, snap)
+    first = set(db.session.scalars(select(StoredFile.role).where(StoredFile.run_id == run.id)))
     smaller = ChangeSet.of(changes.changes[:5])
     runs._record_plan(run, smaller, snap)
     db.session.commit()
     roles = set(db.session.scalars(select(StoredFile.role).where(StoredFile.run_id == run.id)))
-    assert roles == {"changeset", "cs.s0000", "cs.00000", "cs.00001"}
+    assert {stored_role(role) for role in roles} == {"changeset", "cs.s0000", "cs.00000",
+                                                     "cs.00001"}
+    assert roles & first == {"changeset"}  # the new plan's pages have new names
     assert same(opened(run).changeset().changes) == same(smaller.changes)
     # an old-format run planned again drops its people index: pages carry who is touched
     legacy = record_legacy(changes, snap)
@@ -261,6 +266,24 @@ def test_a_new_plan_replaces_every_page(app: Flask, small_pages: int) -> None:
                                    .where(StoredFile.run_id == legacy.id)))
     assert "people" not in roles
     assert isinstance(opened(legacy), changestore.PagedChanges)
+
+
+def test_a_reader_of_a_replaced_plan_is_told_to_reload(app: Flask, small_pages: int) -> None:
+    """A reader that read the index before a re-plan (an approval found the directory changed)
+    never shows the new plan's pages under the old index: it is told the plan was replaced."""
+    changes, snap = plan(), snapshot()
+    run = record(changes, snap)
+    reader = opened(run)
+    assert len(reader.review_page(offset=0, limit=3).changes) == 3  # page 0 is now in memory
+    replacement = ChangeSet.of(changes.changes[5:])
+    runs._record_plan(run, replacement, snap)
+    db.session.commit()
+    with pytest.raises(PlanReplaced) as replaced:
+        reader.apply_page(offset=changes.count - 2, limit=2)  # a page it has not read yet
+    assert replaced.value.code == 409
+    assert "reload" in replaced.value.description
+    fresh_reader = opened(run)  # a new request sees the new plan whole
+    assert same(fresh_reader.changeset().changes) == same(replacement.changes)
 
 
 def test_a_page_reads_only_the_pages_it_shows(
@@ -277,15 +300,15 @@ def test_a_page_reads_only_the_pages_it_shows(
 
     monkeypatch.setattr(get_state().store, "get_many", counting)
     total, shown = stored.apply_page(offset=8, limit=4)  # positions 8-11: page 2 only
-    assert len(shown) == 4 and read == ["cs.00002"]
+    assert len(shown) == 4 and [stored_role(role) for role in read] == ["cs.00002"]
     read.clear()
     page = stored.review_page(offset=40, limit=5)  # three segments: moved, access widened
     assert len(page.changes) == 5 and len(read) == len(set(read)) <= 3
-    assert not any(role.startswith("cs.s") for role in read)
+    assert not any(stored_role(role).startswith("cs.s") for role in read)
     read.clear()
     found = stored.review_page(query="support", offset=0, limit=3)
-    chunks = [role for role in read if role.startswith("cs.s")]
-    assert chunks == [changestore.search_role(n) for n in range(-(-changes.count // 5))]
+    chunks = [stored_role(role) for role in read if stored_role(role).startswith("cs.s")]
+    assert chunks == [changestore.search_role("cs.", n) for n in range(-(-changes.count // 5))]
     assert len(read) - len(chunks) <= 3 and len(found.changes) == 3
     read.clear()
     total, last = stored.apply_page(kind=ChangeKind.ACCESS_REVOKED, offset=0, limit=10)

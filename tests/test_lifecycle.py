@@ -25,7 +25,7 @@ from flask_csvdirectory.extension import get_state
 from flask_csvdirectory.models import Channel, RunStatus, StoredFile, SyncRun
 
 from .conftest import ADMIN
-from .factories import admin_row, employee, employees_csv, users_csv
+from .factories import admin_row, employee, employees_csv, stored_role, users_csv
 from .test_worker import rq_app  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.lifecycle
@@ -529,7 +529,7 @@ def test_revert_refused_after_the_retention_purge(app: Flask, stack: str, clock:
     # both files, the change set (its index, one page, its search text) and applied record
     assert "Purged 6 stored file(s)" in result.output
     purged = db.session.scalars(select(StoredFile).where(StoredFile.run_id == old.id)).all()
-    assert {f.role for f in purged} == {"users", "employees", "changeset", "applied",
+    assert {stored_role(f.role) for f in purged} == {"users", "employees", "changeset", "applied",
                                         "cs.00000", "cs.s0000"}
     assert all(f.ciphertext is None and f.purged_at is not None for f in purged)
 

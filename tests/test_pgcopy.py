@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
+    ForeignKey,
     Integer,
     MetaData,
     String,
@@ -28,12 +31,20 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from example_app.models import Team, User, db, manager_teams
-from flask_csvdirectory import runs
+from flask_csvdirectory import (
+    AccessMapping,
+    PersonMapping,
+    Role,
+    SQLAlchemyDirectoryAdapter,
+    runs,
+)
 from flask_csvdirectory.adapters import pgcopy
 from flask_csvdirectory.adapters import sqlalchemy as sqlalchemy_adapter
 from flask_csvdirectory.adapters.pgcopy import _binary_types, copy_rows
+from flask_csvdirectory.changes import Change, ChangeKind, ChangeSet
 
 from .conftest import ADMIN, POSTGRES_URL, _empty_postgres, require_services
 from .factories import admin_row, employee, employees_csv, users_csv
@@ -188,3 +199,81 @@ def test_the_snapshot_streams_people_in_chunks_and_reads_them_all(
         assert chunked.people == whole.people and chunked.access == whole.access
         # PostgreSQL: a named (server-side) cursor, the result never whole in the client
         assert len(cursors) == 1 and bool(cursors[0]) == (stack == "postgres")
+
+
+class _ScopeBase(DeclarativeBase):
+    pass
+
+
+_stamped_scope = Table(
+    "stamped_scope",
+    _ScopeBase.metadata,
+    Column("member_id", ForeignKey("stamped_members.pk"), primary_key=True),
+    Column("group_id", ForeignKey("stamped_groups.pk"), primary_key=True),
+    # a Python-side default that is not a plain value, NOT NULL: a COPY of the two key
+    # columns alone would leave it NULL
+    Column("created_at", DateTime, nullable=False, default=lambda: datetime.now(UTC)),
+)
+
+
+class _StampedGroup(_ScopeBase):
+    __tablename__ = "stamped_groups"
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str] = mapped_column(String(100))
+
+
+class _StampedMember(_ScopeBase):
+    __tablename__ = "stamped_members"
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    mail: Mapped[str] = mapped_column(String(200))
+    given: Mapped[str] = mapped_column(String(100), default="")
+    family: Mapped[str] = mapped_column(String(100), default="")
+    group_pk: Mapped[int | None] = mapped_column(ForeignKey("stamped_groups.pk"), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    level: Mapped[int] = mapped_column(default=0)
+    everywhere: Mapped[bool] = mapped_column(Boolean, default=False)
+    groups: Mapped[list[_StampedGroup]] = relationship(secondary=_stamped_scope)
+
+
+@pytest.mark.parametrize("stack", ["sqlite", "postgres"])
+def test_many_scope_links_keep_the_scope_tables_python_defaults(
+    stack: str, tmp_path: Any
+) -> None:
+    """Over a hundred manager scopes at once (the bulk path) into a host scope table with a
+    NOT NULL column filled by a Python-side function default: every link is stored, stamped."""
+    if stack == "postgres":
+        require_services()
+        _empty_postgres()
+        url = POSTGRES_URL
+    else:
+        url = f"sqlite:///{tmp_path / 'scopes.sqlite3'}"
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = url
+    host = SQLAlchemy(model_class=_ScopeBase)
+    host.init_app(app)
+    adapter = SQLAlchemyDirectoryAdapter(
+        host, person_model=_StampedMember, team_model=_StampedGroup,
+        person=PersonMapping(email="mail", first_name="given", last_name="family", title=None,
+                             external_id=None, team_id="group_pk", active="enabled"),
+        access=AccessMapping(role="level", role_values={Role.ADMIN: 2, Role.MANAGER: 1},
+                             no_access=0, all_teams="everywhere", scope="groups"),
+        team_name="label",
+    )
+    with app.app_context():
+        _ScopeBase.metadata.create_all(host.engine)
+        try:
+            teams = [f"T{n}" for n in range(3)]
+            changes = [Change(ChangeKind.TEAM_CREATED, team, after={"name": team})
+                       for team in teams]
+            for n in range(60):  # 60 managers x 2 teams = 120 links
+                email = f"m{n}@example.com"
+                changes.append(Change(ChangeKind.ACCESS_GRANTED, email, after={
+                    "email": email, "name": f"M {n}", "role": "Manager", "teams": teams[:2]}))
+            adapter.apply("default", ChangeSet.of(changes))
+            stamps = host.session.execute(select(_stamped_scope.c.created_at)).scalars().all()
+            assert len(stamps) == 120
+            assert all(stamp is not None for stamp in stamps)
+        finally:
+            host.session.rollback()
+            _ScopeBase.metadata.drop_all(host.engine)
+            host.engine.dispose()

@@ -169,3 +169,35 @@ def test_a_finished_run_is_never_overwritten_by_a_late_failure(app: Flask, stack
     assert runs.mark_failed_if_unfinished(run.id, "late") is False
     db.session.expire_all()
     assert db.session.get(SyncRun, run.id).status_label == "Auto-Approved"  # type: ignore[union-attr]
+
+
+def test_a_fault_while_recording_the_plan_ends_the_run(
+    app: Flask, stack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording a plan writes many rows (its pages): a failure there ends the run in Error with
+    a plain reason at once (it does not stay File Processing until liveness reaps it)."""
+    from flask_csvdirectory.storage import FileStore
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full while storing admin@example.com")
+
+    monkeypatch.setattr(FileStore, "put_many", broken)
+    try:
+        run_id = runs.start_run(
+            ORG,
+            runs.Upload("Users.csv", users_csv()),
+            runs.Upload("Employees.csv", employees_csv([employee(1)])),
+            ADMIN,
+        ).id
+    except RuntimeError:  # the inline job re-raises after recording the failure
+        db.session.rollback()
+        run_id = db.session.scalars(select(SyncRun.id)).one()
+    db.session.expire_all()
+    run = db.session.get(SyncRun, run_id)
+    assert run is not None
+    assert run.status == RunStatus.ERROR.value
+    assert run.finished_at is not None
+    assert "nothing was applied; you can upload again now" in run.error_reason
+    assert not any(leak in run.error_reason for leak in (*LEAKS, "disk full"))
+    assert runs.window_opens_at(ORG) is None
+    assert db.session.scalar(select(User).where(User.email == "person1@example.com")) is None

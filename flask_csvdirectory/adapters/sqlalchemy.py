@@ -8,7 +8,6 @@ row) inside one transaction of the host's session, committed at the end or rolle
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -72,8 +71,6 @@ from .pgcopy import copy_rows
 _EMPTY_IS_NULL = frozenset({"user_name", "display_name", "employee_number", "department"})
 #: From this offset on, a page is found by its keys first (see find_people).
 DEEP_OFFSET = 1000
-#: Deep-page positions remembered per query, and queries remembered (see _anchor).
-MAX_POSITIONS = 256
 #: Rows per IN (...) clause / executemany batch.
 CHUNK = 5000
 #: Rows per driver-level executemany of a bulk INSERT (SQLite).
@@ -194,9 +191,6 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self._limits: Mapping[str, FieldLimit] | None = None
         #: statements built once (see _people_select)
         self._selects: dict[str, Any] = {}
-        #: (org, condition, descending) -> (directory state, {rank: key}) (see _anchor)
-        self._positions: dict[tuple[Any, ...], tuple[tuple[int, Any], dict[int, Any]]] = {}
-        self._positions_lock = threading.Lock()
         #: change fields stored as-is -> person attribute (fields the host lacks left out)
         self._plain_fields = {
             name: attribute
@@ -562,22 +556,10 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         extra_names = list(m.extra)
         statement = self._people_select().where(*where)
         order = self._order(query, self._person_column, P)
-        counted: int | None = None
-        state: tuple[int, Any] | None = None
         if query.offset > DEEP_OFFSET:
-            # a deep page: skip through the keys alone (an index scan), then read the page's
-            # rows; from a remembered position (see _anchor) the skip is a seek
-            skip, start = query.offset, []
-            if self._positions_apply(query):
-                state = self._directory_state(where)
-                counted = state[0]
-                anchor = self._anchor(org, query, state)
-                if anchor is not None:
-                    rank, key = anchor
-                    skip = query.offset - rank
-                    pk = self._pk(P)
-                    start = [pk <= key if query.descending else pk >= key]
-            keys = select(self._pk(P)).where(*where, *start).order_by(*order).offset(skip)
+            # a deep page: skip through the keys alone (a scan of the narrowest index), then
+            # read the page's rows by key
+            keys = select(self._pk(P)).where(*where).order_by(*order).offset(query.offset)
             if query.limit is not None:
                 keys = keys.limit(query.limit + 1)
             statement = statement.where(self._pk(P).in_(keys.scalar_subquery()))
@@ -587,10 +569,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 statement = statement.limit(query.limit + 1)  # one more: is there a next page?
         statement = statement.order_by(*order)
         rows = self.session.execute(statement).all()
-        total = counted if counted is not None else self._total(P, where, query, len(rows))
-        if state is not None and rows:
-            self._remember(org, query, state, [(query.offset, rows[0][0]),
-                                               (query.offset + len(rows) - 1, rows[-1][0])])
+        total = self._total(P, where, query, len(rows))
         rows = rows[: query.limit] if query.limit is not None else rows
         people = []
         for row in rows:
@@ -696,66 +675,6 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         ids = [str(value) for value in self.session.connection().execute(statement).scalars()]
         total = self._total(P, where, Query(offset=offset, limit=limit), len(ids))
         return Page(total, ids[:limit] if limit is not None else ids)
-
-    # -- deep pages: remembered positions ------------------------------------------------
-    # SCIM pages by position (startIndex). Skipping 100k keys is a scan of an index; a page
-    # that starts where an earlier page of the same query ended (an identity provider paging
-    # through) or at a remembered page start instead seeks the key remembered at that
-    # position. A position is trusted only while the directory is unchanged: the query's
-    # match count and the newest ``updated_at`` (every create and change stamps it; a delete
-    # changes the count) are what they were when the position was taken. Hosts without
-    # ``updated_at`` always skip.
-
-    def _positions_apply(self, query: Query) -> bool:
-        """Whether positions of ``query`` can be remembered (key order, a hashable
-        condition, a host stamping ``updated_at``)."""
-        if self.person.updated_at is None or query.order_by not in (None, "key"):
-            return False
-        try:
-            hash(query.where)
-        except TypeError:
-            return False
-        return True
-
-    def _anchor(self, org: str, query: Query, state: tuple[int, Any]) -> tuple[int, Any] | None:
-        """(rank, key) of the nearest remembered position at or before ``query.offset``,
-        when the directory is in the ``state`` it was in when it was taken; else ``None``."""
-        with self._positions_lock:
-            entry = self._positions.get((org, query.where, query.descending))
-            if entry is None or entry[0] != state:
-                return None
-            ranks = [rank for rank in entry[1] if rank <= query.offset]
-            if not ranks:
-                return None
-            rank = max(ranks)
-            key = entry[1][rank]
-        if query.offset - rank > DEEP_OFFSET:  # too far: as costly as skipping from the start
-            return None
-        return rank, key
-
-    def _remember(
-        self, org: str, query: Query, state: tuple[int, Any], positions: list[tuple[int, Any]]
-    ) -> None:
-        """Remember the keys at these positions of ``query``'s matches in directory ``state``
-        (a bounded number of positions and queries)."""
-        cache_key = (org, query.where, query.descending)
-        with self._positions_lock:
-            entry = self._positions.get(cache_key)
-            if entry is None or entry[0] != state:
-                entry = self._positions[cache_key] = (state, {})
-            entry[1].update(positions)
-            while len(entry[1]) > MAX_POSITIONS:  # the oldest go first
-                entry[1].pop(next(iter(entry[1])))
-            while len(self._positions) > MAX_POSITIONS:
-                self._positions.pop(next(iter(self._positions)))
-
-    def _directory_state(self, where: list[Any]) -> tuple[int, Any]:
-        """(how many match ``where``, the newest ``updated_at`` of any person)."""
-        P = self.person_model
-        newest = self.session.scalar(
-            select(func.max(self._column(P, self.person.updated_at)))
-        )
-        return self._count(P, where), newest
 
     def _total(self, model: type, where: list[Any], query: Query, found: int) -> int:
         """How many match, ``found`` being the rows read for the page plus one: known without
@@ -1328,7 +1247,11 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 for team_id in team_ids_
             ]
             names = (person_col.key, team_col.key)
-            if not copy_rows(self.session.connection(), table, names, links):
+            columns = {person_col.key: [link[0] for link in links],
+                       team_col.key: [link[1] for link in links]}
+            # _fast_insert fills the scope table's other columns' Python-side defaults (or
+            # declines when one is not a plain value): COPY alone would leave them NULL
+            if not _fast_insert(self.session.connection(), table, columns, len(links)):
                 for chunk in _chunks([dict(zip(names, link, strict=True)) for link in links]):
                     self.session.execute(insert(table), chunk)
 
