@@ -1,8 +1,9 @@
 """The reference adapter for hosts whose people and teams are Flask-SQLAlchemy models.
 
 Configure it with the host's models and attribute names; it reads a snapshot with a handful of
-column queries and applies a change set in bulk (executemany inserts and updates, no query per
-row) inside one transaction of the host's session, committed at the end or rolled back whole.
+column queries and applies a change set in bulk (executemany inserts and updates, COPY on
+PostgreSQL; no query per row) inside one transaction of the host's session, committed at the
+end or rolled back whole.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from ..records import (
     normalize_team,
 )
 from .pgcopy import copy_rows
+from .pgupdate import update_rows
 
 #: SCIM text fields stored as NULL when empty (a login name "" would shadow the email).
 _EMPTY_IS_NULL = frozenset({"user_name", "display_name", "employee_number", "department"})
@@ -1064,12 +1066,19 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
     def _update_columns(
         self, model: type, keys: Sequence[Any], columns: Mapping[str, Sequence[Any]]
     ) -> None:
-        """Core executemany UPDATE ... WHERE pk = :_pk, the primary keys ``keys`` and the new
-        values given column by column (attribute name -> one value per key)."""
+        """Set new values on the rows whose primary keys are ``keys``, the values given column
+        by column (attribute name -> one value per key).
+
+        PostgreSQL with psycopg 3: the values are copied into a temporary table and one
+        ``UPDATE ... FROM`` sets them (:func:`.pgupdate.update_rows`); elsewhere, or for few
+        rows, a Core executemany of ``UPDATE ... WHERE pk = :_pk``.
+        """
         if not keys or not columns:
             return
         table: Any = inspect(model).local_table
         values = self._column_keys(model, columns)
+        if update_rows(self.session.connection(), table, keys, values):
+            return
         statement = (
             update(table)
             .where(self._pk(model) == bindparam("_pk"))
