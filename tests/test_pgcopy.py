@@ -43,7 +43,7 @@ from flask_csvdirectory import (
 )
 from flask_csvdirectory.adapters import pgcopy
 from flask_csvdirectory.adapters import sqlalchemy as sqlalchemy_adapter
-from flask_csvdirectory.adapters.pgcopy import _binary_types, copy_rows
+from flask_csvdirectory.adapters.pgcopy import _binary_types, _has_binary_dumper, copy_rows
 from flask_csvdirectory.changes import Change, ChangeKind, ChangeSet
 
 from .conftest import ADMIN, POSTGRES_URL, _empty_postgres, require_services
@@ -134,7 +134,10 @@ def test_binary_copy_only_when_every_value_has_its_binary_form(
     fits = [(uuid.uuid4(), f"n{n}", naive, aware) for n in range(3)]
     with engine.connect() as connection:
         target = '"copy_probe"'
-        assert _binary_types(connection, target, columns, fits) == [2950, 1043, 1114, 1184]
+        # varchar goes as text where this psycopg has no binary varchar dumper (3.1)
+        adapters = connection.connection.driver_connection.adapters
+        varchar = 1043 if _has_binary_dumper(adapters, 1043) else 25
+        assert _binary_types(connection, target, columns, fits) == [2950, varchar, 1114, 1184]
         assert _binary_types(connection, target, columns, [(None, None, None, None)]) is not None
         for misfit in (
             (str(uuid.uuid4()), "n", naive, aware),  # text for a uuid: the server parses it

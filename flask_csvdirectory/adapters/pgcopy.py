@@ -43,6 +43,12 @@ BINARY_FORMS: dict[int, tuple[type, ...] | str] = {
 }
 
 
+#: ``text``, and the types whose binary form is text's: dumped as ``text`` where this psycopg has
+#: no binary dumper of their own (psycopg 3.1 has none for ``varchar``).
+_TEXT = 25
+_SAME_AS_TEXT = frozenset({1043})
+
+
 def copy_supported(connection: Any) -> bool:
     """Whether ``connection`` (SQLAlchemy) is PostgreSQL through psycopg 3."""
     dialect = connection.dialect
@@ -94,9 +100,16 @@ def _binary_types(
     )
     oids = [found.get(column) for column in columns]
     adapters = connection.connection.driver_connection.adapters
+    dump_oids: list[int] = []
     for position, oid in enumerate(oids):
         form = BINARY_FORMS.get(oid) if oid is not None else None
-        if form is None or not _has_binary_dumper(adapters, oid):
+        if form is None:
+            return None
+        if _has_binary_dumper(adapters, oid):
+            dump_oids.append(oid)  # type: ignore[arg-type]
+        elif oid in _SAME_AS_TEXT and _has_binary_dumper(adapters, _TEXT):
+            dump_oids.append(_TEXT)
+        else:
             return None
         kinds = set(map(type, map(itemgetter(position), rows)))  # C loops: no Python per value
         kinds.discard(type(None))
@@ -106,7 +119,7 @@ def _binary_types(
             zones = set(map(attrgetter("tzinfo"), filter(None, map(itemgetter(position), rows))))
             if not (zones <= {None} if form == _NAIVE else None not in zones):
                 return None
-    return [oid for oid in oids if oid is not None]
+    return dump_oids
 
 
 def _has_binary_dumper(adapters: Any, oid: int | None) -> bool:
