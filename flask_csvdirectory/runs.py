@@ -601,7 +601,11 @@ def reject(org: str, run_id: str, actor: Actor, reason: str | None = None) -> Sy
 def _lock_waiting(org: str, run_id: str, action: str) -> SyncRun:
     session = get_state().session
     run = session.scalar(
-        select(SyncRun).where(SyncRun.id == run_id, SyncRun.org == org).with_for_update()
+        select(SyncRun)
+        .where(SyncRun.id == run_id, SyncRun.org == org)
+        .with_for_update()
+        # the locked row as it is now, not the session's copy (a worker may have moved it on)
+        .execution_options(populate_existing=True)
     )
     if run is None:
         raise RunNotFound()
