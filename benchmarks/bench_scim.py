@@ -69,13 +69,17 @@ def _populate(app: Any, size: int) -> int:
     return big
 
 
-def _measure(call: Callable[[], Any], repeat: int) -> tuple[float, float, float]:
+def _measure(
+    call: Callable[[], Any], repeat: int, before: Callable[[], Any] | None = None
+) -> tuple[float, float, float]:
     """Median and 90th percentile wall time, and median CPU time of this process (ms): on a
     shared machine the CPU time is the steadier figure (the database server's share of a
-    PostgreSQL request is not in it)."""
+    PostgreSQL request is not in it). ``before`` runs, untimed, before each request."""
     call()  # warm
     times, cpu = [], []
     for _ in range(repeat):
+        if before is not None:
+            before()
         started, started_cpu = time.perf_counter(), time.process_time()
         response = call()
         times.append((time.perf_counter() - started) * 1000)
@@ -85,27 +89,17 @@ def _measure(call: Callable[[], Any], repeat: int) -> tuple[float, float, float]
     return statistics.median(times), times[int(len(times) * 0.9) - 1], statistics.median(cpu)
 
 
-def run_case(db: str | None, size: int, repeat: int, journal: str = "wal") -> dict[str, Any]:
-    """One database and size: build, populate, measure the six requests (and two more)."""
-    from sqlalchemy import select
-
+def _app(url: str, journal: str) -> Any:
+    """The example platform on ``url``."""
     from example_app import create_app
-    from example_app.models import Team, User
     from example_app.models import db as host_db
-    from flask_csvdirectory import runs
-    from flask_csvdirectory.models import TokenScope
-    from flask_csvdirectory.models import metadata as extension_metadata
-    from flask_csvdirectory.runs import Actor
-    from flask_csvdirectory.tokens import create_token
 
-    tmp = tempfile.mkdtemp()
-    url = db or f"sqlite:///{tmp}/bench.sqlite3"
     app = create_app({
         "TESTING": True, "SECRET_KEY": "bench", "SQLALCHEMY_DATABASE_URI": url,
         "CSVDIRECTORY_JOBS_MODE": "sync", "EXAMPLE_SEED": False, "WTF_CSRF_ENABLED": False,
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
     })
-    if not db and journal == "delete":  # the example platform sets WAL: back to SQLite's own
+    if url.startswith("sqlite") and journal == "delete":  # the platform sets WAL: SQLite's own
         from sqlalchemy import event
 
         with app.app_context():
@@ -117,8 +111,21 @@ def run_case(db: str | None, size: int, repeat: int, journal: str = "wal") -> di
                 cursor.execute("PRAGMA journal_mode=DELETE")
                 cursor.execute("PRAGMA synchronous=FULL")
                 cursor.close()
+    return app
+
+
+def populate(url: str, size: int, journal: str) -> None:
+    """A new directory of ``size`` people on ``url`` (run in a process of its own, as an
+    import would: the process measuring the requests starts without its garbage)."""
+    from example_app.models import db as host_db
+    from flask_csvdirectory import runs
+    from flask_csvdirectory.models import metadata as extension_metadata
+    from flask_csvdirectory.runs import Actor
+
+    app = _app(url, journal)
+    postgres = url.startswith("postgresql")
     with app.app_context():
-        if db:  # start from an empty database
+        if postgres:  # start from an empty database
             host_db.session.remove()
             extension_metadata.drop_all(host_db.engine)
             with host_db.engine.begin() as connection:
@@ -131,20 +138,44 @@ def run_case(db: str | None, size: int, repeat: int, journal: str = "wal") -> di
         from example_app import seed
 
         seed()
-        admin = Actor("1", "Bench")
-        runs.update_settings("default", admin, scim_enabled=True)
-        token = create_token("default", "bench", "1", (TokenScope.SCIM,))[1]
-    started = time.perf_counter()
-    big = _populate(app, size)
-    populate_seconds = time.perf_counter() - started
+        runs.update_settings("default", Actor("1", "Bench"), scim_enabled=True)
+    _populate(app, size)
     with app.app_context():
-        if db and db.startswith("postgresql"):  # what autovacuum does after a bulk load
+        if postgres:  # what autovacuum does after a bulk load
             with host_db.engine.connect() as connection:
                 connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
                     "VACUUM ANALYZE"
                 )
+
+
+def run_case(db: str | None, size: int, repeat: int, journal: str = "wal") -> dict[str, Any]:
+    """One database and size: populate (in a child process), then measure the six requests
+    (and a few more) in this one."""
+    from sqlalchemy import select
+
+    from example_app.models import Team, User
+    from example_app.models import db as host_db
+    from flask_csvdirectory.models import TokenScope
+    from flask_csvdirectory.tokens import create_token
+
+    tmp = tempfile.mkdtemp()
+    url = db or f"sqlite:///{tmp}/bench.sqlite3"
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, __file__, "--populate", url, "--one", str(size),
+         "--sqlite-journal", journal],
+        check=True,
+    )
+    populate_seconds = time.perf_counter() - started
+    big = min(BIG_TEAM, size // 2)
+    app = _app(url, journal)
+    with app.app_context():
+        token = create_token("default", "bench", "1", (TokenScope.SCIM,))[1]
         middle = host_db.session.scalar(
             select(User.scim_id).where(User.email == f"person{size // 2}@example.com")
+        )
+        other = host_db.session.scalar(
+            select(User.scim_id).where(User.email == f"person{size // 3}@example.com")
         )
         big_team = host_db.session.scalar(select(Team.scim_id).where(Team.name == "Team 000"))
     client = app.test_client()
@@ -170,6 +201,15 @@ def run_case(db: str | None, size: int, repeat: int, journal: str = "wal") -> di
             "Operations": [{"op": "replace", "path": "title", "value": next(titles)}],
         }
         return client.patch(f"{base}/Users/{middle}", headers=headers, data=json.dumps(body))
+
+    def patch_other() -> Any:  # a write elsewhere: the directory's version moves
+        body = {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "title", "value": next(titles)}],
+        }
+        response = client.patch(f"{base}/Users/{other}", headers=headers,
+                                data=json.dumps(body))
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
 
     last_page = max(1, size - 99)
     # (name, the issue's request?, call)
@@ -200,6 +240,22 @@ def run_case(db: str | None, size: int, repeat: int, journal: str = "wal") -> di
         ("PATCH /Users/{id} (replace title)", True, patch_user),
     ]
     results = {name: _measure(call, repeat) for name, _issue, call in requests}
+    # the same reads right after a write (what they keep by the directory's version is read
+    # again: the total, the deep page's marks, the text index of logins)
+    after_write = [
+        ("GET /Users?startIndex=<N-99>&count=100, right after a write",
+         lambda: client.get(f"{base}/Users", headers=headers,
+                            query_string={"startIndex": last_page, "count": 100})),
+        ("GET /Users?startIndex=1&count=100, right after a write",
+         lambda: client.get(f"{base}/Users", headers=headers,
+                            query_string={"startIndex": 1, "count": 100})),
+        ('GET /Users?filter=userName co "son4242@", right after a write',
+         lambda: client.get(f"{base}/Users", headers=headers, query_string={
+             "filter": 'userName co "son4242@"', "count": 100})),
+    ]
+    results.update(
+        {name: _measure(call, repeat, before=patch_other) for name, call in after_write}
+    )
     return {
         "db": "postgresql" if db else f"sqlite ({journal})",
         "issue": [name for name, issue, _call in requests if issue],
@@ -221,7 +277,11 @@ def main() -> None:
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--pg", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--populate", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.populate:
+        populate(args.populate, args.one, args.sqlite_journal)
+        return
     if args.one:
         print(json.dumps(run_case(args.db if args.pg else None, args.one, args.repeat,
                                   args.sqlite_journal)))

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     DDL,
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -427,3 +428,15 @@ class HistoryEntry(Base):
     resource_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     summary: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class DirectoryVersion(Base):
+    """A counter per organization that every write to its directory moves on, in the write's
+    own transaction (see :mod:`flask_csvdirectory.versions`): what the reference adapter's
+    caches of totals and page positions are keyed by. No row means version 0; the row ``*``
+    counts writes that could touch any organization."""
+
+    __tablename__ = "csvdirectory_directory_versions"
+
+    org: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)

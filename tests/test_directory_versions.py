@@ -1,0 +1,267 @@
+"""Directory versions and what the reference adapter keeps by them (marker ``scim``).
+
+Totals, deep-page marks and the text index of logins and emails are kept while the directory's
+version stays the same. These tests check, on SQLite and PostgreSQL, that every kind of write
+moves the version in its own transaction (the adapter's, the host's own ORM writes, bulk
+statements, a second session standing for another process), that a write the host makes
+without SQLAlchemy is seen once it calls ``directory_changed``, that an uncommitted or
+rolled-back write is never cached, and that the kept answers equal what SQL gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from flask_csvdirectory import versions
+from flask_csvdirectory.adapters import sqlalchemy as reference
+from flask_csvdirectory.changes import Change, ChangeKind, ChangeSet
+from flask_csvdirectory.extension import get_state
+from flask_csvdirectory.query import AllOf, Compare, Negate, Op, Query
+
+from .conftest import build_app
+
+pytestmark = pytest.mark.scim
+
+ORG = "default"
+PEOPLE = 40
+EVERYONE = Compare("email", Op.SW, "p")
+
+
+def _created(n: int, **values: Any) -> Change:
+    email = f"p{n}@example.com"
+    return Change(ChangeKind.EMPLOYEE_CREATED, email, after={
+        "email": email, "first_name": f"First{n}", "last_name": f"Last{n}", "title": "",
+        "team": "Red" if n % 2 else "Blue", "external_id": f"E{n}", "extra": {}, **values,
+    })
+
+
+@pytest.fixture
+def host(stack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+    """The example platform with 40 people (p0...p39); a deep page starts past position 3."""
+    monkeypatch.setattr(reference, "DEEP_OFFSET", 3)
+    app = build_app(stack, tmp_path)
+    with app.app_context():
+        changes = [Change(ChangeKind.TEAM_CREATED, n, after={"name": n}) for n in ("Red", "Blue")]
+        changes += [_created(n, user_name=f"Login-{n}" if n % 5 == 0 else "")
+                    for n in range(PEOPLE)]
+        get_state().adapter.apply(ORG, ChangeSet.of(changes))
+        yield app
+        get_state().db.session.remove()
+        get_state().db.engine.dispose()
+
+
+def adapter() -> reference.SQLAlchemyDirectoryAdapter:
+    found = get_state().adapter
+    assert isinstance(found, reference.SQLAlchemyDirectoryAdapter)
+    return found
+
+
+def session() -> Any:
+    return get_state().db.session
+
+
+def version() -> tuple[int, int] | None:
+    stamp = versions.current(session(), ORG)
+    session().rollback()
+    return stamp
+
+
+def numbers(query: Query) -> tuple[list[int | str], int]:
+    """The people a query finds, as their numbers (p7 -> 7; anyone else by email), and the
+    total."""
+    page = adapter().find_people(ORG, query)
+    local = [p.email.split("@")[0] for p in page.items]
+    return [int(n[1:]) if n[1:].isdigit() else n for n in local], page.total
+
+
+def uncached(query: Query) -> tuple[list[int | str], int]:
+    """The same query straight from SQL: in a transaction marked as writing, nothing cached is
+    used or kept."""
+    versions.directory_changed(session(), ORG)
+    try:
+        return numbers(query)
+    finally:
+        session().rollback()
+
+
+def user_model() -> Any:
+    from example_app.models import User
+
+    return User
+
+
+def test_every_page_from_the_marks_equals_sql_offsets(host: Flask) -> None:
+    """Every offset, both directions, with and without a filter: the page read from the
+    nearest cached mark is the page SQL's OFFSET gives, and the total is the COUNT."""
+    with host.app_context():
+        red = adapter().find_team(ORG, "name", "Red")
+        assert red is not None
+        for where in (EVERYONE, AllOf((EVERYONE, Compare("team", Op.EQ, red.key)))):
+            for descending in (False, True):
+                for offset in range(0, PEOPLE + 2):
+                    query = Query(where, offset=offset, limit=4, descending=descending)
+                    assert numbers(query) == uncached(query), (where, descending, offset)
+        assert version() is not None
+
+
+def test_the_adapters_writes_move_the_version_and_the_answers(host: Flask) -> None:
+    with host.app_context():
+        deep = Query(EVERYONE, offset=10, limit=3)
+        assert numbers(deep) == ([10, 11, 12], PEOPLE)
+        before = version()
+        gone = adapter().find_person(ORG, "email", "p2@example.com")
+        assert gone is not None
+        adapter().delete_person(ORG, gone.key)
+        moved = version()
+        assert moved is not None and before is not None and moved[0] == before[0] + 1
+        assert moved[1] == before[1]  # the adapter names its organization: not every one
+        assert numbers(deep) == ([11, 12, 13], PEOPLE - 1)
+        adapter().apply(ORG, ChangeSet.of([_created(40)]))
+        assert numbers(Query(EVERYONE, offset=PEOPLE - 2, limit=3)) == ([39, 40], PEOPLE)
+        assert numbers(Query(Compare("email", Op.CO, "40@"))) == ([40], 1)
+
+
+def test_the_hosts_own_orm_writes_move_the_version(host: Flask) -> None:
+    """Inserts, deletes and changes to a mapped attribute made with the host's models; a
+    change to an attribute the adapter does not read (a login counter) moves nothing."""
+    User = user_model()
+    with host.app_context():
+        co = Query(Compare("user_name", Op.CO, "new-login"))
+        assert numbers(co) == ([], 0)
+        assert numbers(Query(EVERYONE, limit=1)) == ([0], PEOPLE)
+        session().add(User(email="p41@example.com", username="New-Login-41"))
+        session().commit()
+        assert numbers(co) == ([41], 1)
+        assert numbers(Query(EVERYONE, limit=1)) == ([0], PEOPLE + 1)
+
+        person = session().scalar(select(User).where(User.email == "p3@example.com"))
+        before = version()
+        person.login_count += 1  # not a directory field
+        session().commit()
+        assert version() == before
+        person.username = "new-login-3"
+        session().commit()
+        assert version() != before
+        assert numbers(co) == ([3, 41], 2)
+
+        session().delete(person)
+        session().commit()
+        assert numbers(co) == ([41], 1)
+        assert numbers(Query(EVERYONE, offset=3, limit=2)) == ([4, 5], PEOPLE)
+
+
+def test_a_bulk_statement_moves_every_organization(host: Flask) -> None:
+    User = user_model()
+    with host.app_context():
+        ew = Query(Compare("email", Op.EW, ".renamed.example"))
+        assert numbers(ew) == ([], 0)
+        before = version()
+        session().execute(
+            update(User).where(User.email.in_(["p7@example.com", "p8@example.com"]))
+            .values(email=User.email + ".renamed.example")
+        )
+        session().commit()
+        after = version()
+        assert before is not None and after is not None and after[1] == before[1] + 1
+        assert numbers(Query(Compare("email", Op.CO, "@example.com.renamed"))) == ([7, 8], 2)
+        assert numbers(ew) == ([7, 8], 2)
+
+
+def test_another_session_is_seen_like_another_process(host: Flask) -> None:
+    """A write committed by another session (another worker or web process) moves the version
+    this process's cache is keyed by."""
+    User = user_model()
+    with host.app_context():
+        assert numbers(Query(EVERYONE, offset=5, limit=2)) == ([5, 6], PEOPLE)
+        with Session(get_state().db.engine) as other:
+            other.delete(other.scalar(select(User).where(User.email == "p0@example.com")))
+            other.commit()
+        assert numbers(Query(EVERYONE, offset=5, limit=2)) == ([6, 7], PEOPLE - 1)
+
+
+def test_sql_outside_sqlalchemy_sessions_needs_directory_changed(host: Flask) -> None:
+    """The documented limit: SQL on a bare connection is not seen (the kept answer stays)
+    until the writer calls ``directory_changed`` in its transaction."""
+    with host.app_context():
+        query = Query(EVERYONE, offset=4, limit=1)
+        assert numbers(query) == ([4], PEOPLE)
+        with get_state().db.engine.begin() as connection:
+            connection.execute(text("DELETE FROM users WHERE email = 'p1@example.com'"))
+        assert numbers(query) == ([4], PEOPLE)  # kept: nothing said the directory changed
+        versions.directory_changed(session(), ORG)
+        session().commit()
+        assert numbers(query) == ([5], PEOPLE - 1)
+
+
+def test_uncommitted_and_rolled_back_writes_are_never_kept(host: Flask) -> None:
+    User = user_model()
+    with host.app_context():
+        query = Query(EVERYONE, offset=4, limit=1)
+        assert numbers(query) == ([4], PEOPLE)
+        before = version()
+        person = session().scalar(select(User).where(User.email == "p0@example.com"))
+        session().delete(person)
+        session().flush()
+        # the open transaction reads its own write, from SQL, and keeps nothing
+        assert numbers(query) == ([5], PEOPLE - 1)
+        assert numbers(Query(Compare("email", Op.CO, "0@example"))) == (
+            [10, 20, 30], 3
+        )
+        session().rollback()
+        assert version() == before
+        assert numbers(query) == ([4], PEOPLE)
+        assert numbers(Query(Compare("email", Op.CO, "0@example"))) == ([0, 10, 20, 30], 4)
+
+
+@pytest.mark.parametrize(
+    "needle",
+    ["4@", "P1", "LOGIN-1", "login", "@EXAMPLE.COM", "%", "_", "\\", "1_", "zz", "ß"],
+)
+def test_text_index_answers_equal_sql(host: Flask, needle: str) -> None:
+    """``co`` and ``ew`` on the login and the email, answered by the text index, equal SQL's
+    ``LIKE`` (wildcards in the value are plain characters), also inside ``not``."""
+    with host.app_context():
+        for field in ("user_name", "email"):
+            for op in (Op.CO, Op.EW):
+                compare = Compare(field, op, needle)
+                for where in (compare, Negate(compare), AllOf((compare, EVERYONE))):
+                    query = Query(where, limit=100)
+                    assert numbers(query) == uncached(query), (field, op, needle, where)
+
+
+def test_many_matches_are_left_to_sql(host: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference, "TEXT_MATCHES", 5)
+    with host.app_context():
+        query = Query(Compare("email", Op.CO, "1"), limit=100)
+        assert numbers(query) == uncached(query)
+        assert numbers(query)[1] == 13  # 1, 10-19, 21, 31
+
+
+def test_without_the_versions_table_nothing_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database without the extension's tables (the adapter used on its own): the adapter's
+    writes and reads work, and nothing is cached."""
+    monkeypatch.setattr(reference, "DEEP_OFFSET", 3)
+    app = build_app("sqlite", tmp_path)
+    with app.app_context():
+        with get_state().db.engine.begin() as connection:
+            connection.execute(text("DROP TABLE csvdirectory_directory_versions"))
+        versions._ready.clear()
+        changes = [Change(ChangeKind.TEAM_CREATED, n, after={"name": n}) for n in ("Red", "Blue")]
+        adapter().apply(ORG, ChangeSet.of(changes + [_created(n) for n in range(10)]))
+        assert versions.current(session(), ORG) is None
+        assert numbers(Query(EVERYONE, offset=5, limit=2)) == ([5, 6], 10)
+        first = adapter().find_person(ORG, "email", "p0@example.com")
+        assert first is not None
+        adapter().delete_person(ORG, first.key)
+        assert numbers(Query(EVERYONE, offset=5, limit=2)) == ([6, 7], 9)
+        get_state().db.session.remove()
+        get_state().db.engine.dispose()
