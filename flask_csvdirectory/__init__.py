@@ -42,6 +42,7 @@ from .signals import (
     run_rejected,
     run_waiting_for_approval,
 )
+from .versions import directory_changed
 
 __all__ = [
     "ALL_TEAMS",
@@ -81,6 +82,7 @@ __all__ = [
     "TeamRecord",
     "Upload",
     "WindowClosed",
+    "directory_changed",
     "get_state",
     "run_applied",
     "run_created",

@@ -39,16 +39,18 @@ from sqlalchemy.orm import ORMExecuteState, Session, scoped_session
 from .models import DirectoryVersion
 
 __all__ = [
-    "ALL", "MISSING", "VersionedCache", "changing", "current", "directory_changed", "usable",
-    "watch",
+    "ALL", "MISSING", "VersionedCache", "changing", "current", "directory_changed", "read",
+    "usable", "watch",
 ]
 
 #: The row counting writes that could touch any organization.
 ALL = "*"
 _TABLE = cast(Table, DirectoryVersion.__table__)
-#: session.info keys: organizations written in the open transaction; writes marked explicitly
+#: session.info keys: organizations written in the open transaction; writes marked explicitly;
+#: the versions this transaction has moved already (its commit is under way)
 _PENDING = "csvdirectory_versions_pending"
 _EXPLICIT = "csvdirectory_versions_explicit"
+_MOVED = "csvdirectory_versions_moved"
 
 
 @dataclass(frozen=True)
@@ -113,17 +115,25 @@ def current(session: Session, org: str) -> tuple[int, int] | None:
     the transaction has uncommitted writes to the directory (it would cache what may never
     be committed)."""
     session = _real(session)
-    connection = session.connection()
-    if not _has_table(connection):
+    if not _has_table(session.connection()):
         return None
-    rows = dict(
-        session.execute(
-            select(_TABLE.c.org, _TABLE.c.version).where(_TABLE.c.org.in_((org, ALL)))
-        ).all()
-    )  # autoflushes first: pending changes are marked before the check below
+    rows = dict(session.execute(_read(org)).all())
+    # (the query autoflushed first: pending changes are marked before this check)
     if not usable(session):
         return None
     return int(rows.get(org, 0)), int(rows.get(ALL, 0))
+
+
+def read(connection: Connection, org: str) -> tuple[int, int] | None:
+    """:func:`current` on a connection of its own (no session, so nothing uncommitted)."""
+    if not _has_table(connection):
+        return None
+    rows = dict(connection.execute(_read(org)).all())
+    return int(rows.get(org, 0)), int(rows.get(ALL, 0))
+
+
+def _read(org: str) -> Any:
+    return select(_TABLE.c.org, _TABLE.c.version).where(_TABLE.c.org.in_((org, ALL)))
 
 
 def usable(session: Session) -> bool:
@@ -232,7 +242,10 @@ def _bulk_statement(state: ORMExecuteState) -> None:
 def _before_commit(session: Session) -> None:
     if session.new or session.deleted or session.dirty:
         session.flush()  # the final flush comes after this hook: its writes must count
-    pending = session.info.pop(_PENDING, None)
+    # what is marked stays marked until the transaction ends: a later before_commit hook (the
+    # SCIM history's read-back) must not cache what this commit may still fail to make true
+    moved = session.info.setdefault(_MOVED, set())
+    pending = session.info.get(_PENDING, set()) - moved
     if not pending:
         return
     connection = session.connection()
@@ -240,12 +253,14 @@ def _before_commit(session: Session) -> None:
         return
     for org in sorted(pending):  # one order everywhere: two committers never deadlock
         _bump(connection, org)
+    moved.update(pending)
 
 
 @event.listens_for(Session, "after_transaction_end")
 def _transaction_end(session: Session, transaction: Any) -> None:
-    if transaction.parent is None:  # the outermost: a rollback forgets what it had marked
+    if transaction.parent is None:  # the outermost: committed, or rolled back and forgotten
         session.info.pop(_PENDING, None)
+        session.info.pop(_MOVED, None)
 
 
 class VersionedCache:

@@ -68,6 +68,16 @@ def _empty_postgres() -> None:
         engine.dispose()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """After each test's body, before its fixtures close engines: the reference adapter's
+    background text index builds have ended (their connections are back in the pool)."""
+    yield
+    from flask_csvdirectory.adapters.sqlalchemy import wait_for_text_indexes
+
+    wait_for_text_indexes()
+
+
 def build_app(stack: str, tmp_path: Path, **config: Any) -> Flask:
     """The example platform on ``stack`` ("sqlite" or "postgres"), empty but for its admin."""
     from example_app import create_app

@@ -81,6 +81,22 @@ def numbers(query: Query) -> tuple[list[int | str], int]:
     return [int(n[1:]) if n[1:].isdigit() else n for n in local], page.total
 
 
+def settled(query: Query) -> tuple[list[int | str], int]:
+    """The query once the text indexes it asked for are built (the first asking builds them in
+    the background and goes to SQL)."""
+    numbers(query)
+    adapter()._text_indexes.wait()
+    return numbers(query)
+
+
+def indexed(field: str) -> bool:
+    """Whether the text index of ``field`` is built at the current version."""
+    stamp = version()
+    assert stamp is not None
+    built = adapter()._text_indexes._built.get((ORG, field), stamp)
+    return built is not versions.MISSING
+
+
 def uncached(query: Query) -> tuple[list[int | str], int]:
     """The same query straight from SQL: in a transaction marked as writing, nothing cached is
     used or kept."""
@@ -108,7 +124,15 @@ def test_every_page_from_the_marks_equals_sql_offsets(host: Flask) -> None:
                 for offset in range(0, PEOPLE + 2):
                     query = Query(where, offset=offset, limit=4, descending=descending)
                     assert numbers(query) == uncached(query), (where, descending, offset)
-        assert version() is not None
+        # at a new version, a page notes where it starts and where the next one does
+        versions.directory_changed(session(), ORG)
+        session().commit()
+        assert numbers(Query(EVERYONE, offset=20, limit=4)) == ([20, 21, 22, 23], PEOPLE)
+        stamp = version()
+        assert stamp is not None
+        marks = adapter()._cache.get((ORG, "people", EVERYONE, "marks", False), stamp)
+        assert marks.before(19) is None
+        assert [marks.before(n)[0] for n in (20, 23, 24, 26)] == [20, 20, 24, 24]
 
 
 def test_the_adapters_writes_move_the_version_and_the_answers(host: Flask) -> None:
@@ -123,9 +147,13 @@ def test_the_adapters_writes_move_the_version_and_the_answers(host: Flask) -> No
         assert moved is not None and before is not None and moved[0] == before[0] + 1
         assert moved[1] == before[1]  # the adapter names its organization: not every one
         assert numbers(deep) == ([11, 12, 13], PEOPLE - 1)
+        assert settled(Query(Compare("email", Op.CO, "40@"))) == ([], 0)
+        assert indexed("email")
         adapter().apply(ORG, ChangeSet.of([_created(40)]))
+        assert not indexed("email")
         assert numbers(Query(EVERYONE, offset=PEOPLE - 2, limit=3)) == ([39, 40], PEOPLE)
-        assert numbers(Query(Compare("email", Op.CO, "40@"))) == ([40], 1)
+        assert settled(Query(Compare("email", Op.CO, "40@"))) == ([40], 1)
+        assert indexed("email")
 
 
 def test_the_hosts_own_orm_writes_move_the_version(host: Flask) -> None:
@@ -134,7 +162,8 @@ def test_the_hosts_own_orm_writes_move_the_version(host: Flask) -> None:
     User = user_model()
     with host.app_context():
         co = Query(Compare("user_name", Op.CO, "new-login"))
-        assert numbers(co) == ([], 0)
+        assert settled(co) == ([], 0)
+        assert indexed("user_name")
         assert numbers(Query(EVERYONE, limit=1)) == ([0], PEOPLE)
         session().add(User(email="p41@example.com", username="New-Login-41"))
         session().commit()
@@ -146,14 +175,15 @@ def test_the_hosts_own_orm_writes_move_the_version(host: Flask) -> None:
         person.login_count += 1  # not a directory field
         session().commit()
         assert version() == before
+        assert settled(co) == ([41], 1)
         person.username = "new-login-3"
         session().commit()
         assert version() != before
-        assert numbers(co) == ([3, 41], 2)
+        assert settled(co) == ([3, 41], 2)
 
         session().delete(person)
         session().commit()
-        assert numbers(co) == ([41], 1)
+        assert settled(co) == ([41], 1)
         assert numbers(Query(EVERYONE, offset=3, limit=2)) == ([4, 5], PEOPLE)
 
 
@@ -161,7 +191,7 @@ def test_a_bulk_statement_moves_every_organization(host: Flask) -> None:
     User = user_model()
     with host.app_context():
         ew = Query(Compare("email", Op.EW, ".renamed.example"))
-        assert numbers(ew) == ([], 0)
+        assert settled(ew) == ([], 0)
         before = version()
         session().execute(
             update(User).where(User.email.in_(["p7@example.com", "p8@example.com"]))
@@ -170,8 +200,9 @@ def test_a_bulk_statement_moves_every_organization(host: Flask) -> None:
         session().commit()
         after = version()
         assert before is not None and after is not None and after[1] == before[1] + 1
-        assert numbers(Query(Compare("email", Op.CO, "@example.com.renamed"))) == ([7, 8], 2)
-        assert numbers(ew) == ([7, 8], 2)
+        assert settled(Query(Compare("email", Op.CO, "@example.com.renamed"))) == ([7, 8], 2)
+        assert settled(ew) == ([7, 8], 2)
+        assert indexed("email")
 
 
 def test_another_session_is_seen_like_another_process(host: Flask) -> None:
@@ -205,6 +236,7 @@ def test_uncommitted_and_rolled_back_writes_are_never_kept(host: Flask) -> None:
     with host.app_context():
         query = Query(EVERYONE, offset=4, limit=1)
         assert numbers(query) == ([4], PEOPLE)
+        assert settled(Query(Compare("email", Op.CO, "0@example"))) == ([0, 10, 20, 30], 4)
         before = version()
         person = session().scalar(select(User).where(User.email == "p0@example.com"))
         session().delete(person)
@@ -233,15 +265,30 @@ def test_text_index_answers_equal_sql(host: Flask, needle: str) -> None:
                 compare = Compare(field, op, needle)
                 for where in (compare, Negate(compare), AllOf((compare, EVERYONE))):
                     query = Query(where, limit=100)
-                    assert numbers(query) == uncached(query), (field, op, needle, where)
+                    assert settled(query) == uncached(query), (field, op, needle, where)
+        assert indexed("user_name") and indexed("email")
 
 
 def test_many_matches_are_left_to_sql(host: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reference, "TEXT_MATCHES", 5)
     with host.app_context():
         query = Query(Compare("email", Op.CO, "1"), limit=100)
-        assert numbers(query) == uncached(query)
+        assert settled(query) == uncached(query)
+        assert indexed("email")
         assert numbers(query)[1] == 13  # 1, 10-19, 21, 31
+
+
+def test_a_failed_build_leaves_the_queries_to_sql(
+    host: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_rows: Any) -> Any:
+        raise RuntimeError("the connection was lost")
+
+    monkeypatch.setattr(reference._TextIndex, "build", broken)
+    with host.app_context():
+        query = Query(Compare("email", Op.CO, "3@"), limit=100)
+        assert settled(query) == ([3, 13, 23, 33], 4)
+        assert not indexed("email")
 
 
 def test_without_the_versions_table_nothing_is_kept(

@@ -8,11 +8,16 @@ end or rolled back whole.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import uuid
-from bisect import bisect_right
+import weakref
+from array import array
+from bisect import bisect_right, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
@@ -70,6 +75,8 @@ from ..records import (
 )
 from .pgcopy import copy_rows
 from .pgupdate import update_rows
+
+logger = logging.getLogger(__name__)
 
 #: SCIM text fields stored as NULL when empty (a login name "" would shadow the email).
 _EMPTY_IS_NULL = frozenset({"user_name", "display_name", "employee_number", "department"})
@@ -197,8 +204,8 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         self._selects: dict[str, Any] = {}
         #: totals and deep-page positions, kept while the directory's version stays the same
         self._cache = versions.VersionedCache()
-        #: (organization, field) -> _TextIndex of logins or emails, at a directory version
-        self._text_indexes = versions.VersionedCache(size=8)
+        #: text indexes of logins and emails, built in the background
+        self._text_indexes = _TextIndexes()
         self._watch()
         #: change fields stored as-is -> person attribute (fields the host lacks left out)
         self._plain_fields = {
@@ -601,14 +608,19 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if query.offset > DEEP_OFFSET:
             # a deep page: skip through the keys alone (from the nearest mark of a cached
             # position, else a scan of the narrowest index), then read the page's rows by key
-            keys = self._deep_keys(org, P, where, query, order, counted)
+            keys, marks = self._deep_keys(org, P, where, query, order, counted)
             statement = statement.where(self._pk(P).in_(keys.scalar_subquery()))
         else:
             statement = statement.offset(query.offset)
             if query.limit is not None:
                 statement = statement.limit(query.limit + 1)  # one more: is there a next page?
+            marks = None
         statement = statement.order_by(*order)
         rows = self.session.execute(statement).all()
+        if marks is not None and rows:  # where this page and the next one start
+            marks.add(query.offset, rows[0][0])
+            if query.limit is not None and len(rows) > query.limit:
+                marks.add(query.offset + query.limit, rows[query.limit][0])
         total = self._total(P, where, query, len(rows), counted)
         rows = rows[: query.limit] if query.limit is not None else rows
         people = []
@@ -660,10 +672,12 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             or not condition.value
         ):
             return condition
-        index = self._versioned_in(
-            self._text_indexes, org, (org, condition.field),
-            lambda: self._text_index(org, condition.field),
-        )
+        stamp = versions.current(self.session, org)
+        index = None
+        if stamp is not None:
+            index = self._text_indexes.get(
+                (org, condition.field), stamp, self._text_index(org, condition.field)
+            )
         keys = None if index is None else index.find(condition.value, condition.op is Op.EW)
         if keys is None:
             return condition
@@ -671,13 +685,25 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             return Negate(Compare("key", Op.PR))  # nobody
         return AnyOf(tuple(Compare("key", Op.EQ, key) for key in keys))
 
-    def _text_index(self, org: str, name: str) -> _TextIndex:
+    def _text_index(
+        self, org: str, name: str
+    ) -> Callable[[], tuple[tuple[int, int], _TextIndex] | None]:
+        """How to build the text index of field ``name`` on a connection of its own (in the
+        background): the version first, then every key and value."""
         P = self.person_model
-        column = self._person_column(name)
-        rows = self.session.connection().execute(
-            select(self._pk(P), column).where(*self._org_filter(P, org))
+        statement = select(self._pk(P), self._person_column(name)).where(
+            *self._org_filter(P, org)
         )
-        return _TextIndex.build(rows)
+        engine = self.session.get_bind()
+
+        def build() -> tuple[tuple[int, int], _TextIndex] | None:
+            with engine.connect() as connection:
+                stamp = versions.read(connection, org)
+                if stamp is None:
+                    return None
+                return stamp, _TextIndex.build(connection.execute(statement))
+
+        return build
 
     def _people_select(self) -> Any:
         """The columns of a person record, with the team's name (built once: a statement is
@@ -775,65 +801,47 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
     def _versioned(self, org: str, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
         """``read()``, or what it gave at the directory's current version (see
         :mod:`flask_csvdirectory.versions`); read afresh when nothing may be cached."""
-        found = self._versioned_in(self._cache, org, key, read)
+        found = self._kept(org, key, read)
         return read() if found is None else found
 
-    def _versioned_in(
-        self, cache: versions.VersionedCache, org: str, key: tuple[Any, ...],
-        read: Callable[[], Any],
-    ) -> Any:
-        """What ``read()`` gave at the directory's current version, from ``cache`` or read
-        now and kept; ``None`` when nothing may be cached (the caller reads afresh)."""
+    def _kept(self, org: str, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
+        """What ``read()`` gave at the directory's current version, kept or read now and
+        kept; ``None`` when nothing may be cached (the caller reads afresh)."""
         stamp = versions.current(self.session, org)
         if stamp is None:
             return None
         try:
-            found = cache.get(key, stamp)
+            found = self._cache.get(key, stamp)
         except TypeError:  # a condition holding an unhashable value: not kept
             return None
         if found is versions.MISSING:
             found = read()
-            cache.put(key, stamp, found)
+            self._cache.put(key, stamp, found)
         return found
 
     def _deep_keys(
         self, org: str, model: type, where: list[Any], query: Query, order: list[Any],
         counted: tuple[Any, ...],
-    ) -> Any:
-        """The keys of a deep page. In the default order (by key) they start from the nearest
-        *mark*: the key at every :data:`DEEP_OFFSET`-th position, read in one pass and kept
-        while the directory's version stays the same; so a page skips fewer than
-        :data:`DEEP_OFFSET` keys instead of every key before it."""
+    ) -> tuple[Any, _Marks | None]:
+        """The keys of a deep page, and the marks to note where it starts. In the default order
+        (by key) the keys start from the nearest *mark* before the page: a position whose key a
+        page read earlier at the same directory version (every page notes its first key and
+        the next page's), so paging through in order skips nothing, and any other deep page
+        skips the keys from the nearest mark instead of every key before it."""
         pk = self._pk(model)
         keys = select(pk).where(*where).order_by(*order)
         marks = None
-        if query.order_by in (None, "key"):
-            marks = self._versioned(
-                org, (*counted, "marks", query.descending), lambda: self._marks(where, order, pk)
-            )
         skip = query.offset
-        if marks is not None:
-            index = query.offset // DEEP_OFFSET
-            if index >= len(marks):
-                return keys.where(false())  # past the last match
-            keys = keys.where(pk <= marks[index] if query.descending else pk >= marks[index])
-            skip = query.offset - index * DEEP_OFFSET
+        if query.order_by in (None, "key"):
+            marks = self._kept(org, (*counted, "marks", query.descending), _Marks)
+            nearest = marks.before(query.offset) if marks is not None else None
+            if nearest is not None:
+                position, key = nearest
+                keys = keys.where(pk <= key if query.descending else pk >= key)
+                skip = query.offset - position
         keys = keys.offset(skip)
-        return keys if query.limit is None else keys.limit(query.limit + 1)
-
-    def _marks(self, where: list[Any], order: list[Any], pk: Any) -> list[Any]:
-        """The key at positions 0, DEEP_OFFSET, 2 x DEEP_OFFSET... of the matches in ``order``."""
-        numbered = (
-            select(pk.label("key"), func.row_number().over(order_by=order).label("position"))
-            .where(*where)
-            .subquery()
-        )
-        statement = (
-            select(numbered.c.key)
-            .where((numbered.c.position - 1) % DEEP_OFFSET == 0)
-            .order_by(numbered.c.position)
-        )
-        return list(self.session.connection().execute(statement).scalars())
+        keys = keys if query.limit is None else keys.limit(query.limit + 1)
+        return keys, marks
 
     def _order(self, query: Query, column_of: Any, model: type) -> list[Any]:
         pk = self._pk(model)
@@ -1430,6 +1438,31 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         return found
 
 
+class _Marks:
+    """Positions in a result (in key order) whose keys are known: position -> key."""
+
+    def __init__(self) -> None:
+        self._positions: list[int] = []
+        self._keys: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def add(self, position: int, key: Any) -> None:
+        """Note that the match at ``position`` has ``key``."""
+        with self._lock:
+            if position not in self._keys:
+                insort(self._positions, position)
+            self._keys[position] = key
+
+    def before(self, position: int) -> tuple[int, Any] | None:
+        """The nearest noted ``(position, key)`` at or before ``position``."""
+        with self._lock:
+            index = bisect_right(self._positions, position) - 1
+            if index < 0:
+                return None
+            found = self._positions[index]
+            return found, self._keys[found]
+
+
 #: Above this many matches a ``co``/``ew`` is left to SQL (a key list that long costs more).
 TEXT_MATCHES = 1000
 
@@ -1438,24 +1471,30 @@ TEXT_MATCHES = 1000
 class _TextIndex:
     """One text column of every person, lower-cased, as one string of lines (the keys beside):
     a substring search is then one scan in C of a few megabytes, about a millisecond for
-    100,000 people, instead of a ``LIKE`` over every row."""
+    100,000 people, instead of a ``LIKE`` over every row. Line starts (and integer keys) are
+    packed arrays: about 40 bytes a person with the text."""
 
     text: str
-    starts: list[int]
-    keys: list[str]
+    starts: array[int]
+    keys: array[int] | list[str]
 
     @classmethod
     def build(cls, rows: Iterable[Any]) -> _TextIndex:
         """From ``(key, value)`` rows."""
-        keys: list[str] = []
+        raw_keys: list[Any] = []
         values: list[str] = []
         for key, value in rows:
-            keys.append(str(key))
+            raw_keys.append(key)
             values.append(str(value or "").lower().replace("\n", " "))
-        starts, position = [], 0
+        starts, position = array("q"), 0
         for value in values:
             starts.append(position)
             position += len(value) + 1
+        keys: array[int] | list[str]
+        if all(type(key) is int for key in raw_keys):
+            keys = array("q", raw_keys)
+        else:
+            keys = [str(key) for key in raw_keys]
         return cls("\n".join(values), starts, keys)
 
     def find(self, value: str, at_end: bool) -> list[str] | None:
@@ -1474,10 +1513,72 @@ class _TextIndex:
             if line != last_line and (not at_end or end == len(text) or text[end] == "\n"):
                 if len(found) == TEXT_MATCHES:
                     return None
-                found.append(self.keys[line])
+                found.append(str(self.keys[line]))
                 last_line = line
             position = text.find(needle, position + 1)
         return found
+
+
+class _TextIndexes:
+    """Text indexes by (organization, field), each kept at the directory version it was read
+    at. A missing one is built in a background thread on a connection of its own while the
+    query that wanted it goes to SQL: building one reads every person (about 0.1 s for
+    100,000), which would cost the first query after every write more than the ``LIKE``."""
+
+    def __init__(self) -> None:
+        _ALL_TEXT_INDEXES.add(self)
+        self._built = versions.VersionedCache(size=8)
+        self._building: dict[tuple[str, str], Future[None]] = {}
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def get(
+        self, key: tuple[str, str], stamp: tuple[int, int],
+        build: Callable[[], tuple[tuple[int, int], _TextIndex] | None],
+    ) -> _TextIndex | None:
+        """The index at ``stamp``; ``None`` (and a build started) when it is not ready."""
+        found = self._built.get(key, stamp)
+        if found is not versions.MISSING:
+            return cast(_TextIndex, found)
+        with self._lock:
+            if key not in self._building:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(
+                        max_workers=1, thread_name_prefix="csvdirectory-text-index"
+                    )
+                self._building[key] = self._executor.submit(self._build, key, build)
+        return None
+
+    def _build(
+        self, key: tuple[str, str],
+        build: Callable[[], tuple[tuple[int, int], _TextIndex] | None],
+    ) -> None:
+        try:
+            built = build()
+            if built is not None:
+                self._built.put(key, *built)
+        except Exception:  # a lost connection, a dropped table: the queries use SQL
+            logger.debug("text index %s not built", key, exc_info=True)
+        finally:
+            with self._lock:
+                self._building.pop(key, None)
+
+    def wait(self) -> None:
+        """Until every build under way has ended (for tests and benchmarks)."""
+        with self._lock:
+            pending = list(self._building.values())
+        for future in pending:
+            future.result()
+
+
+_ALL_TEXT_INDEXES: weakref.WeakSet[_TextIndexes] = weakref.WeakSet()
+
+
+def wait_for_text_indexes() -> None:
+    """Until every text index build under way in this process has ended (tests and
+    benchmarks: before an engine is disposed, or to measure the built path)."""
+    for indexes in list(_ALL_TEXT_INDEXES):
+        indexes.wait()
 
 
 class _TeamKeys(dict[str, Any]):
