@@ -516,13 +516,9 @@ def _parse_employees(
         for line, cells, values, ok in records:
             email = _FAILED if email_at is None else values[email_at]
             if email is not _FAILED:
-                email = normalize_email(email)
-                if email == example_email:
-                    log.add(line, EXAMPLE_ROW_MESSAGE, column="email", value=email)
-                    ok = False
-                ok &= _unique(
-                    first_line_of_email, email, line, log, "email", checker.cell(cells, "email"),
-                    "each person must appear once",
+                email, ok = _checked_email(
+                    email, ok, line, example_email, first_line_of_email, log,
+                    checker.cell(cells, "email"), "each person must appear once",
                 )
             for name, max_length in extra_limits:
                 at = slot(name)
@@ -644,6 +640,27 @@ def _unique(
     return False
 
 
+def _checked_email(
+    value: str,
+    ok: bool,
+    line: int,
+    example: str,
+    first_lines: dict[str, int],
+    log: ErrorLog,
+    cell: str | None,
+    rule: str,
+) -> tuple[str, bool]:
+    """A row's email, normalised, and whether the row is still valid (``ok``): the template's
+    example row is refused, and so is an email an earlier line has (``cell``: the text the
+    error quotes)."""
+    email = normalize_email(value)
+    if email == example:
+        log.add(line, EXAMPLE_ROW_MESSAGE, column="email", value=email)
+        ok = False
+    ok &= _unique(first_lines, email, line, log, "email", cell, rule)
+    return email, ok
+
+
 def _parse_users(
     data: bytes, max_errors: int, limits: Mapping[str, FieldLimit], use_columnar: bool
 ) -> ParsedFile[UserRow]:
@@ -660,13 +677,9 @@ def _parse_users(
     for line, cells, values, ok in checker.all_records(data, table):
         email = _FAILED if email_at is None else values[email_at]
         if email is not _FAILED:
-            email = normalize_email(email)
-            if email == example_email:
-                log.add(line, EXAMPLE_ROW_MESSAGE, column="email", value=email)
-                ok = False
-            ok &= _unique(
-                first_line_of_email, email, line, log, "email", checker.cell(cells, "email"),
-                "each user must appear once",
+            email, ok = _checked_email(
+                email, ok, line, example_email, first_line_of_email, log,
+                checker.cell(cells, "email"), "each user must appear once",
             )
         role = None if role_at is None else values[role_at]
         teams = () if teams_at is None else values[teams_at]

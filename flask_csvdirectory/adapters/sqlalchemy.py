@@ -694,7 +694,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         statement = select(self._pk(P), self._person_column(name)).where(
             *self._org_filter(P, org)
         )
-        engine = self.session.get_bind()
+        engine = self.session.get_bind(mapper=inspect(P))
 
         def build() -> tuple[tuple[int, int], _TextIndex] | None:
             with engine.connect() as connection:
