@@ -5,26 +5,31 @@ be cached exactly if the cache is keyed by the directory's version read *before*
 every write moves the version in the write's own transaction: a cached value is then never
 older than its version, and a newer write has moved the version past it. The reference
 adapter (:class:`~flask_csvdirectory.adapters.sqlalchemy.SQLAlchemyDirectoryAdapter`) keys
-its totals and page positions this way.
+its totals, page positions and text indexes this way.
 
 What moves the counter (table ``csvdirectory_directory_versions``; no row means 0):
 
 - the adapter's own writes (a CSV apply, a revert, a SCIM write), for their organization,
   through :func:`changing`;
-- any flush of a watched host model through a SQLAlchemy session (the host's own writes: an
-  admin editing a person in the platform), for the row's organization (:func:`watch`);
-- any bulk ``INSERT``/``UPDATE``/``DELETE`` statement on a watched table through a session,
-  for every organization (the row ``*``).
+- any flush of a watched host model (the host's own writes: an admin editing a person in the
+  platform), for the row's organization, old and new (:func:`watch`);
+- any ``INSERT``/``UPDATE``/``DELETE`` statement SQLAlchemy builds on a watched table outside
+  such a flush (``session.execute(update(User)...)``, Core on a connection, the legacy bulk
+  methods), for every organization (the row ``*``).
 
-The counter moves in the session's ``before_commit``, inside the transaction being committed:
-the change and the new version become visible together, and the version's row is locked only
-while committing. Writes that bypass SQLAlchemy sessions (SQL on a bare connection, another
-application) are not seen: call :func:`directory_changed` in their transaction.
+A write is marked on the connection that makes it; the counter moves right before that
+connection's ``COMMIT`` (SQLAlchemy's ``commit`` connection event), after every flush and every
+``before_commit`` hook: the change and the new version become visible together, the version's
+row is locked only for the commit itself, and a savepoint changes nothing. A rolled-back
+transaction moves nothing. Writes SQLAlchemy does not build (``text()``, SQL from another
+application, database-side cascades from unwatched tables) are not seen: call
+:func:`directory_changed` in their transaction.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
@@ -34,7 +39,9 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, event, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import ORMExecuteState, Session, scoped_session
+from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.pool import Pool
+from sqlalchemy.sql.dml import UpdateBase
 
 from .models import DirectoryVersion
 
@@ -46,11 +53,16 @@ __all__ = [
 #: The row counting writes that could touch any organization.
 ALL = "*"
 _TABLE = cast(Table, DirectoryVersion.__table__)
-#: session.info keys: organizations written in the open transaction; writes marked explicitly;
-#: the versions this transaction has moved already (its commit is under way)
+#: connection.info keys (the DBAPI connection's, kept across check-outs: cleared at every
+#: commit, rollback and return to the pool): organizations written in the open transaction;
+#: writes the adapter marks itself (statements inside move no other organization)
 _PENDING = "csvdirectory_versions_pending"
 _EXPLICIT = "csvdirectory_versions_explicit"
-_MOVED = "csvdirectory_versions_moved"
+#: a flush of a watched instance is under way on the connection (its statements are marked by
+#: the mapper events, org by org, changed attribute by changed attribute)
+_FLUSHING = "csvdirectory_versions_flushing"
+#: how long a database without the versions table is believed to stay so (seconds)
+_ABSENT_FOR = 30.0
 
 
 @dataclass(frozen=True)
@@ -59,11 +71,13 @@ class _Watched:
     attributes: frozenset[str] | None
 
 
-#: host model -> what of it is watched; tables whose bulk statements move every version
+#: host model -> what of it is watched; tables whose statements move every version
 _watched: dict[type, _Watched] = {}
 _watched_tables: set[tuple[str | None, str]] = set()
-#: engines whose database has the versions table (checked once each)
-_ready: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
+#: engine -> whether its database has the versions table (and until when a "no" holds)
+_ready: weakref.WeakKeyDictionary[Engine, tuple[bool, float]] = weakref.WeakKeyDictionary()
+#: the connections' info of the flush under way in this thread (cleared when it ends)
+_flushing = threading.local()
 
 
 def watch(
@@ -75,8 +89,9 @@ def watch(
 ) -> None:
     """Move the version whenever an instance of ``model`` is inserted, deleted, or updated in
     one of ``attributes`` (``None``: any), for the organization in ``org_attribute`` (every
-    organization without one); ``tables`` (say, an association table) also count for bulk
-    statements. Safe to call again: the last call's settings hold."""
+    organization without one); ``tables`` (say, an association table) also count for
+    statements. Safe to call again: the last call's settings hold (one setting per model in
+    the process)."""
     first = model not in _watched
     _watched[model] = _Watched(org_attribute, attributes)
     _watched_tables.update(
@@ -85,28 +100,32 @@ def watch(
         if table is not None
     )
     if first:
+        for name in ("before_insert", "before_update", "before_delete"):
+            event.listen(model, name, _flush_covers, propagate=True)
         event.listen(model, "after_insert", _written, propagate=True)
         event.listen(model, "after_delete", _written, propagate=True)
         event.listen(model, "after_update", _updated, propagate=True)
 
 
-def directory_changed(session: Session, org: str = ALL) -> None:
-    """Record that the open transaction of ``session`` changed organization ``org``'s
-    directory (every organization by default); the version moves when it commits."""
-    _real(session).info.setdefault(_PENDING, set()).add(org)
+def directory_changed(session_or_connection: Session | Connection, org: str = ALL) -> None:
+    """Record that the open transaction changed organization ``org``'s directory (every
+    organization by default); the version moves when it commits. For writes SQLAlchemy does
+    not build (``text()``, a bulk load by another tool)."""
+    _mark(_connection(session_or_connection), org)
 
 
 @contextmanager
-def changing(session: Session, org: str) -> Iterator[None]:
-    """For a write of the adapter to ``org``: the version moves for ``org`` alone when the
-    transaction commits (bulk statements inside the block do not move every organization)."""
-    session = _real(session)
-    directory_changed(session, org)
-    session.info[_EXPLICIT] = session.info.get(_EXPLICIT, 0) + 1
+def changing(connection: Connection, org: str) -> Iterator[None]:
+    """For a write of the adapter to ``org`` on ``connection``: the version of ``org`` moves
+    when the transaction commits, and statements inside the block move no other
+    organization."""
+    _mark(connection, org)
+    info = connection.info  # the DBAPI connection's: still there once the block has committed
+    info[_EXPLICIT] = info.get(_EXPLICIT, 0) + 1
     try:
         yield
     finally:
-        session.info[_EXPLICIT] -= 1
+        info[_EXPLICIT] -= 1
 
 
 def current(session: Session, org: str) -> tuple[int, int] | None:
@@ -132,14 +151,14 @@ def read(connection: Connection, org: str) -> tuple[int, int] | None:
     return int(rows.get(org, 0)), int(rows.get(ALL, 0))
 
 
+def usable(session: Session) -> bool:
+    """Whether the session's transaction holds no uncommitted (flushed) write to the
+    directory."""
+    return not session.connection().info.get(_PENDING)
+
+
 def _read(org: str) -> Any:
     return select(_TABLE.c.org, _TABLE.c.version).where(_TABLE.c.org.in_((org, ALL)))
-
-
-def usable(session: Session) -> bool:
-    """Whether the session's transaction holds no uncommitted write to the directory (once
-    flushed: an unflushed change is not in what a query reads)."""
-    return not _real(session).info.get(_PENDING)
 
 
 def _real(session: Any) -> Session:
@@ -147,13 +166,23 @@ def _real(session: Any) -> Session:
     return cast(Session, session() if isinstance(session, scoped_session) else session)
 
 
+def _connection(session_or_connection: Any) -> Connection:
+    if isinstance(session_or_connection, Connection):
+        return session_or_connection
+    return _real(session_or_connection).connection()
+
+
+def _mark(connection: Connection, org: str) -> None:
+    connection.info.setdefault(_PENDING, set()).add(org)
+
+
 def _has_table(connection: Connection) -> bool:
     engine = connection.engine
-    if _ready.get(engine):
-        return True
+    known = _ready.get(engine)
+    if known is not None and (known[0] or time.monotonic() < known[1]):
+        return known[0]
     found = inspect(connection).has_table(_TABLE.name)
-    if found:
-        _ready[engine] = True
+    _ready[engine] = (found, time.monotonic() + _ABSENT_FOR)
     return found
 
 
@@ -176,7 +205,7 @@ def _bump(connection: Connection, org: str) -> None:
         connection.execute(_TABLE.insert().values(org=org, version=1))
 
 
-# -- session and mapper events ------------------------------------------------------------------
+# -- mapper, session, connection and pool events -----------------------------------------------
 
 
 def _table_key(table: Any) -> tuple[str | None, str]:
@@ -192,75 +221,108 @@ def _spec(target: Any) -> _Watched | None:
     return None
 
 
-def _written(_mapper: Any, _connection: Connection, target: Any) -> None:
+def _written(_mapper: Any, connection: Connection, target: Any) -> None:
     """A watched instance was inserted or deleted in a flush."""
     watched = _spec(target)
     if watched is not None:
-        _mark(target, watched)
+        _mark_target(connection, target, watched)
 
 
-def _updated(_mapper: Any, _connection: Connection, target: Any) -> None:
+def _updated(_mapper: Any, connection: Connection, target: Any) -> None:
     """A watched instance was flushed as changed: only changes to the watched attributes
     count (a login counter does not)."""
     watched = _spec(target)
     if watched is None:
         return
-    if watched.attributes is not None:
-        attributes = inspect(target).attrs
-        if not any(
-            attributes[name].history.has_changes()
-            for name in watched.attributes
-            if name in attributes
-        ):
-            return
-    _mark(target, watched)
-
-
-def _mark(target: Any, watched: _Watched) -> None:
-    session = Session.object_session(target)
-    if session is None:
+    attributes = inspect(target).attrs
+    if watched.attributes is not None and not any(
+        attributes[name].history.has_changes()
+        for name in watched.attributes
+        if name in attributes
+    ):
         return
+    _mark_target(connection, target, watched)
+    if watched.org_attribute is not None and watched.org_attribute in attributes:
+        moved = attributes[watched.org_attribute].history
+        if moved.added and not moved.deleted:  # moved from an organization not loaded
+            _mark(connection, ALL)
+        for old in moved.deleted:  # moved between organizations: the old one too
+            _mark(connection, ALL if old is None else str(old))
+
+
+def _mark_target(connection: Connection, target: Any, watched: _Watched) -> None:
     org = ALL
     if watched.org_attribute is not None:
         value = getattr(target, watched.org_attribute, None)
         org = ALL if value is None else str(value)
-    directory_changed(session, org)
+    _mark(connection, org)
 
 
-@event.listens_for(Session, "do_orm_execute")
-def _bulk_statement(state: ORMExecuteState) -> None:
-    if not (state.is_insert or state.is_update or state.is_delete):
+def _flush_covers(_mapper: Any, connection: Connection, _target: Any) -> None:
+    """A flush writes a watched instance on ``connection``: its statements are left to the
+    mapper events until the flush ends."""
+    info = connection.info
+    if not info.get(_FLUSHING):
+        info[_FLUSHING] = True
+        infos = getattr(_flushing, "infos", None)
+        if infos is None:
+            infos = _flushing.infos = []
+        infos.append(info)
+
+
+@event.listens_for(Session, "after_flush_postexec")
+def _flush_ends(_session: Session, _context: Any) -> None:
+    _flush_done()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _flush_failed(_session: Session, _previous: Any) -> None:
+    _flush_done()  # a failed flush rolls back without its "after" event
+
+
+def _flush_done() -> None:
+    for info in getattr(_flushing, "infos", None) or ():
+        info.pop(_FLUSHING, None)
+    _flushing.infos = []
+
+
+@event.listens_for(Engine, "before_execute")
+def _statement(
+    connection: Connection, statement: Any, _multiparams: Any, _params: Any, _options: Any
+) -> None:
+    """An INSERT, UPDATE or DELETE of a watched table outside a flush moves every organization
+    (the rows it touches are not known), unless the adapter marks the write itself."""
+    if not isinstance(statement, UpdateBase):
         return
-    if state.session.info.get(_EXPLICIT):
+    table = getattr(statement, "table", None)
+    if table is None or _table_key(table) not in _watched_tables:
         return
-    table = getattr(state.statement, "table", None)
-    if table is not None and _table_key(table) in _watched_tables:
-        directory_changed(state.session, ALL)
+    info = connection.info
+    if not info.get(_EXPLICIT) and not info.get(_FLUSHING):
+        _mark(connection, ALL)
 
 
-@event.listens_for(Session, "before_commit")
-def _before_commit(session: Session) -> None:
-    if session.new or session.deleted or session.dirty:
-        session.flush()  # the final flush comes after this hook: its writes must count
-    # what is marked stays marked until the transaction ends: a later before_commit hook (the
-    # SCIM history's read-back) must not cache what this commit may still fail to make true
-    moved = session.info.setdefault(_MOVED, set())
-    pending = session.info.get(_PENDING, set()) - moved
-    if not pending:
-        return
-    connection = session.connection()
-    if not _has_table(connection):
-        return
-    for org in sorted(pending):  # one order everywhere: two committers never deadlock
-        _bump(connection, org)
-    moved.update(pending)
+@event.listens_for(Engine, "commit")
+def _before_database_commit(connection: Connection) -> None:
+    """Right before the COMMIT: move the version of every organization written."""
+    connection.info.pop(_FLUSHING, None)
+    pending = connection.info.pop(_PENDING, None)
+    if pending and _has_table(connection):
+        for org in sorted(pending):  # one order everywhere: two committers never deadlock
+            _bump(connection, org)
 
 
-@event.listens_for(Session, "after_transaction_end")
-def _transaction_end(session: Session, transaction: Any) -> None:
-    if transaction.parent is None:  # the outermost: committed, or rolled back and forgotten
-        session.info.pop(_PENDING, None)
-        session.info.pop(_MOVED, None)
+@event.listens_for(Engine, "rollback")
+def _rolled_back(connection: Connection) -> None:
+    connection.info.pop(_PENDING, None)
+    connection.info.pop(_FLUSHING, None)
+
+
+@event.listens_for(Pool, "reset")
+def _returned(_dbapi_connection: Any, record: Any, _reset_state: Any) -> None:
+    if record is not None:
+        record.info.pop(_PENDING, None)
+        record.info.pop(_FLUSHING, None)
 
 
 class VersionedCache:

@@ -10,19 +10,21 @@ rolled-back write is never cached, and that the kept answers equal what SQL give
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import String, create_engine, event, select, text, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from flask_csvdirectory import versions
 from flask_csvdirectory.adapters import sqlalchemy as reference
 from flask_csvdirectory.changes import Change, ChangeKind, ChangeSet
 from flask_csvdirectory.extension import get_state
+from flask_csvdirectory.models import DirectoryVersion
 from flask_csvdirectory.query import AllOf, Compare, Negate, Op, Query
 
 from .conftest import build_app
@@ -281,7 +283,7 @@ def test_many_matches_are_left_to_sql(host: Flask, monkeypatch: pytest.MonkeyPat
 def test_a_failed_build_leaves_the_queries_to_sql(
     host: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(_rows: Any) -> Any:
+    def broken(_rows: Any, _ascii_only: bool) -> Any:
         raise RuntimeError("the connection was lost")
 
     monkeypatch.setattr(reference._TextIndex, "build", broken)
@@ -312,3 +314,202 @@ def test_without_the_versions_table_nothing_is_kept(
         assert numbers(Query(EVERYONE, offset=5, limit=2)) == ([6, 7], 9)
         get_state().db.session.remove()
         get_state().db.engine.dispose()
+
+
+def test_host_before_commit_hooks_see_and_write_as_before(host: Flask) -> None:
+    """A host's own ``before_commit`` hooks see the session's new objects (nothing flushes
+    before them), may fill in required columns, and a directory field they change moves the
+    version like any other write."""
+    User = user_model()
+    seen: list[tuple[int, int]] = []
+
+    def audit(hooked: Session) -> None:
+        seen.append((len(hooked.new), len(hooked.dirty)))
+        for obj in hooked.new:
+            if isinstance(obj, User) and obj.email is None:
+                obj.email = "filled@example.com"
+        if hooked.info.pop("rename", False):
+            person = hooked.scalar(select(User).where(User.email == "p3@example.com"))
+            person.username = "renamed-by-hook"
+
+    event.listen(Session, "before_commit", audit)
+    try:
+        with host.app_context():
+            renamed = Query(Compare("user_name", Op.SW, "renamed"), limit=0)
+            assert numbers(renamed) == ([], 0)
+            session().add(User(username="no-email-yet"))
+            session().commit()
+            assert seen == [(1, 0)]
+            assert numbers(Query(Compare("email", Op.EQ, "filled@example.com"))) == (
+                ["filled"], 1
+            )
+            before = version()
+            person = session().scalar(select(User).where(User.email == "p3@example.com"))
+            person.login_count += 1  # not a directory field: only the hook's change counts
+            session().info["rename"] = True
+            session().commit()
+            assert version() != before
+            assert numbers(renamed) == uncached(renamed) == ([], 1)
+    finally:
+        event.remove(Session, "before_commit", audit)
+
+
+def test_savepoints_move_nothing_until_the_commit(host: Flask) -> None:
+    """A savepoint's release does not move (nor lock) the version; the commit does, whatever
+    was rolled back to a savepoint in between."""
+    User = user_model()
+    with host.app_context():
+        query = Query(EVERYONE, limit=1)
+        assert numbers(query) == ([0], PEOPLE)
+        before = version()
+        session().add(User(email="p99@example.com"))
+        outer = session().begin_nested()  # flushes the insert into the transaction
+        session().add(User(email="p98@example.com"))
+        session().flush()
+        session().begin_nested().commit()
+        outer.rollback()  # p98 is gone, p99 stays
+        session().commit()
+        assert version() != before
+        assert numbers(query) == uncached(query) == ([0], PEOPLE + 1)
+
+
+def test_a_savepoint_does_not_hold_the_version_row(host: Flask, stack: str) -> None:
+    """PostgreSQL: a transaction that released a savepoint does not hold the version's row,
+    so another writer commits at once and the first then writes what the second had locked
+    (before, they deadlocked)."""
+    if stack != "postgres":
+        pytest.skip("row locks: PostgreSQL")
+    User = user_model()
+    with host.app_context():
+        engine = get_state().db.engine
+        first, second = Session(engine), Session(engine)
+        one = first.scalar(select(User).where(User.email == "p1@example.com"))
+        with first.begin_nested():
+            one.username = "first-edit"
+        outcome: dict[str, str] = {}
+
+        def write_second() -> None:
+            try:
+                two = second.scalar(select(User).where(User.email == "p2@example.com"))
+                two.username = "second-edit"
+                second.commit()
+                outcome["second"] = "committed"
+            except Exception as exc:  # noqa: BLE001 - the outcome is what the test checks
+                outcome["second"] = type(exc).__name__
+                second.rollback()
+
+        worker = threading.Thread(target=write_second)
+        worker.start()
+        worker.join(10)
+        two = first.scalar(select(User).where(User.email == "p2@example.com"))
+        two.title = "first-edit"
+        first.commit()
+        assert outcome == {"second": "committed"}
+        first.close()
+        second.close()
+        assert numbers(Query(Compare("user_name", Op.SW, "second"))) == ([2], 1)
+
+
+def test_the_legacy_bulk_methods_move_every_organization(host: Flask) -> None:
+    User = user_model()
+    with host.app_context():
+        query = Query(Compare("email", Op.SW, "p1"), limit=0)
+        assert numbers(query) == ([], 11)
+        before = version()
+        key = session().scalar(select(User.id).where(User.email == "p1@example.com"))
+        session().bulk_update_mappings(User, [{"id": key, "email": "x1@example.com"}])
+        session().commit()
+        after = version()
+        assert before is not None and after is not None and after[1] > before[1]
+        assert numbers(query) == uncached(query) == ([], 10)
+
+
+def test_one_version_for_every_answer_of_a_query(
+    host: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write committed while a query runs (between its text index and its count) leaves
+    nothing wrong behind: what the query keeps is keyed by the version it read first."""
+    User = user_model()
+    with host.app_context():
+        count = Query(Compare("email", Op.CO, "3@"), limit=0)
+        assert settled(Query(Compare("email", Op.CO, "3@"), limit=100)) == ([3, 13, 23, 33], 4)
+        original = reference.SQLAlchemyDirectoryAdapter._text_matches
+
+        def racing(self: Any, *args: Any) -> Any:
+            found = original(self, *args)
+            with Session(get_state().db.engine) as other:  # another worker's write
+                other.add(User(email="p333@example.com"))
+                other.commit()
+            return found
+
+        monkeypatch.setattr(reference.SQLAlchemyDirectoryAdapter, "_text_matches", racing)
+        numbers(count)
+        monkeypatch.undo()
+        assert numbers(count) == uncached(count) == ([], 5)
+        assert settled(count) == ([], 5)
+
+
+def test_moving_between_organizations_moves_both(tmp_path: Path) -> None:
+    """A host with an organization column: a person moved from A to B moves A's version
+    and B's."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Member(Base):
+        __tablename__ = "members"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        org: Mapped[str] = mapped_column(String(20))
+        email: Mapped[str] = mapped_column(String(100))
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'orgs.sqlite3'}")
+    Base.metadata.create_all(engine)
+    DirectoryVersion.__table__.create(engine)
+    versions.watch(Member, org_attribute="org", attributes=frozenset({"org", "email"}))
+
+    def stamps(session: Session) -> tuple[Any, Any]:
+        found = (versions.current(session, "A"), versions.current(session, "B"))
+        session.rollback()
+        return found
+
+    with Session(engine) as session:
+        member = Member(org="A", email="m@example.com")
+        session.add(member)
+        session.commit()
+        assert stamps(session) == ((1, 0), (0, 0))
+        member.org = "B"
+        session.commit()
+        assert stamps(session) == ((1, 1), (1, 1))  # A was not loaded: every organization
+        session.scalar(select(Member))  # loaded now: B to A moves those two alone
+        member.org = "A"
+        session.commit()
+        assert stamps(session) == ((2, 1), (2, 1))
+    engine.dispose()
+
+
+def test_a_database_in_memory_builds_no_text_index(tmp_path: Path) -> None:
+    """One connection for everything (SQLite in memory, ``StaticPool``): no thread may use
+    it, so ``co``/``ew`` stay with SQL and nothing the request does is lost."""
+    app = build_app("sqlite", tmp_path, SQLALCHEMY_DATABASE_URI="sqlite://")
+    with app.app_context():
+        changes = [Change(ChangeKind.TEAM_CREATED, n, after={"name": n}) for n in ("Red", "Blue")]
+        adapter().apply(ORG, ChangeSet.of(changes + [_created(n) for n in range(10)]))
+        assert not adapter()._builds_in_background()
+        assert settled(Query(Compare("email", Op.CO, "3@"))) == ([3], 1)
+        assert adapter()._text_indexes._building == {}
+        get_state().db.session.remove()
+
+
+@pytest.mark.parametrize("stored", ["ann\nlee", "ÉLODIE.Martin"])
+def test_line_breaks_and_letters_beyond_ascii_compare_as_sql_does(
+    host: Flask, stored: str
+) -> None:
+    User = user_model()
+    with host.app_context():
+        session().add(User(email="q1@example.com", username=stored))
+        session().commit()
+        for needle in ("ann\nlee", "ann lee", "nn\nl", "élodie", "ÉLODIE", "martin"):
+            for op in (Op.CO, Op.EW):
+                query = Query(Compare("user_name", op, needle), limit=100)
+                assert settled(query) == uncached(query), (stored, needle, op)
+        assert indexed("user_name")

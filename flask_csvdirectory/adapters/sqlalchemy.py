@@ -15,7 +15,7 @@ import uuid
 import weakref
 from array import array
 from bisect import bisect_right, insort
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -44,6 +44,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import ColumnProperty, RelationshipProperty
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from .. import versions
 from ..adapter import DirectoryAdapter, ExtraColumn, FieldLimit, ProgressCallback
@@ -595,12 +596,13 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         check_fields(query, PERSON_FIELDS)
         P, m = self.person_model, self.person
         where = [*self._org_filter(P, org)]
+        version = self._version(org)
         if query.where is not None:
-            condition = self._text_matches(org, query.where)
+            condition = self._text_matches(org, query.where, version)
             where.append(self._sql(condition, self._person_column))
         counted = (org, "people", query.where)
         if query.limit == 0:
-            return Page(self._count(P, where, counted), [])
+            return Page(self._count(P, where, version, counted), [])
         phone_types = list(m.phones)
         extra_names = list(m.extra)
         statement = self._people_select().where(*where)
@@ -608,7 +610,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if query.offset > DEEP_OFFSET:
             # a deep page: skip through the keys alone (from the nearest mark of a cached
             # position, else a scan of the narrowest index), then read the page's rows by key
-            keys, marks = self._deep_keys(org, P, where, query, order, counted)
+            keys, marks = self._deep_keys(P, where, query, order, version, counted)
             statement = statement.where(self._pk(P).in_(keys.scalar_subquery()))
         else:
             statement = statement.offset(query.offset)
@@ -621,7 +623,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             marks.add(query.offset, rows[0][0])
             if query.limit is not None and len(rows) > query.limit:
                 marks.add(query.offset + query.limit, rows[query.limit][0])
-        total = self._total(P, where, query, len(rows), counted)
+        total = self._total(P, where, query, len(rows), version, counted)
         rows = rows[: query.limit] if query.limit is not None else rows
         people = []
         for row in rows:
@@ -655,16 +657,18 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             )
         return Page(total, people)
 
-    def _text_matches(self, org: str, condition: Condition) -> Condition:
+    def _text_matches(self, org: str, condition: Condition, version: _Version) -> Condition:
         """``condition`` with each ``co``/``ew`` on the login or the email answered from an
         in-memory index of that column (:class:`_TextIndex`, kept while the directory's
         version stays the same) as the keys that match: a ``LIKE '%...%'`` reads every row,
         which no B-tree index avoids. Left to SQL when nothing may be cached or when more
         than :data:`TEXT_MATCHES` people match."""
         if isinstance(condition, Negate):
-            return Negate(self._text_matches(org, condition.term))
+            return Negate(self._text_matches(org, condition.term, version))
         if isinstance(condition, (AllOf, AnyOf)):
-            return type(condition)(tuple(self._text_matches(org, t) for t in condition.terms))
+            return type(condition)(
+                tuple(self._text_matches(org, term, version) for term in condition.terms)
+            )
         if (
             condition.field not in ("user_name", "email")
             or condition.op not in (Op.CO, Op.EW)
@@ -672,11 +676,12 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             or not condition.value
         ):
             return condition
-        stamp = versions.current(self.session, org)
+        stamp = version.stamp() if self._builds_in_background() else None
         index = None
         if stamp is not None:
+            field_name = condition.field
             index = self._text_indexes.get(
-                (org, condition.field), stamp, self._text_index(org, condition.field)
+                (org, field_name), stamp, lambda: self._text_index(org, field_name)
             )
         keys = None if index is None else index.find(condition.value, condition.op is Op.EW)
         if keys is None:
@@ -684,6 +689,22 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if not keys:
             return Negate(Compare("key", Op.PR))  # nobody
         return AnyOf(tuple(Compare("key", Op.EQ, key) for key in keys))
+
+    def _engine(self) -> Any:
+        """The engine of the person model."""
+        return self.session.get_bind(mapper=inspect(self.person_model))
+
+    def _connection(self) -> Any:
+        """The session's connection to the person model's database (a transaction begins)."""
+        return self.session.connection(bind_arguments={"mapper": inspect(self.person_model)})
+
+    def _builds_in_background(self) -> bool:
+        """Whether a thread may read the directory on a connection of its own: not with one
+        connection for everything (``StaticPool``, a SQLite database in memory)."""
+        engine = self._engine()
+        return not isinstance(engine.pool, (StaticPool, SingletonThreadPool)) and not (
+            engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+        )
 
     def _text_index(
         self, org: str, name: str
@@ -694,14 +715,15 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         statement = select(self._pk(P), self._person_column(name)).where(
             *self._org_filter(P, org)
         )
-        engine = self.session.get_bind(mapper=inspect(P))
+        engine = self._engine()
 
         def build() -> tuple[tuple[int, int], _TextIndex] | None:
             with engine.connect() as connection:
                 stamp = versions.read(connection, org)
                 if stamp is None:
                     return None
-                return stamp, _TextIndex.build(connection.execute(statement).all())
+                rows = connection.execute(statement).all()
+                return stamp, _TextIndex.build(rows, engine.dialect.name == "sqlite")
 
         return build
 
@@ -741,8 +763,9 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if query.where is not None:
             where.append(self._sql(query.where, self._team_column))
         counted = (org, "teams", query.where)
+        version = self._version(org)
         if query.limit == 0:
-            return Page(self._count(T, where, counted), [])
+            return Page(self._count(T, where, version, counted), [])
 
         def optional(attribute: str | None) -> Any:
             return self._column(T, attribute) if attribute else null()
@@ -759,7 +782,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             TeamRecord(str(key), name, scim_id, _aware(created), _aware(updated))
             for key, name, scim_id, created, updated in self.session.execute(statement)
         ]
-        total = self._total(T, where, query, len(teams), counted)
+        total = self._total(T, where, query, len(teams), version, counted)
         return Page(total, teams[: query.limit] if query.limit is not None else teams)
 
     def team_member_ids(
@@ -771,43 +794,52 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         id_column = self._column(P, m.scim_id) if m.scim_id else self._pk(P)
         if m.scim_id:
             where.append(id_column.is_not(None))
+        version = self._version(org)
         statement = select(id_column).where(*where).order_by(self._pk(P)).offset(offset)
         if limit is not None:
             statement = statement.limit(limit + 1)  # one more: is there a next page?
         # thousands of rows of one column: Core rows, no ORM result processing
         ids = [str(value) for value in self.session.connection().execute(statement).scalars()]
         total = self._total(
-            P, where, Query(offset=offset, limit=limit), len(ids), (org, "members", team_key)
+            P, where, Query(offset=offset, limit=limit), len(ids), version,
+            (org, "members", team_key),
         )
         return Page(total, ids[:limit] if limit is not None else ids)
 
     def _total(
-        self, model: type, where: list[Any], query: Query, found: int, counted: tuple[Any, ...]
+        self, model: type, where: list[Any], query: Query, found: int, version: _Version,
+        counted: tuple[Any, ...],
     ) -> int:
         """How many match, ``found`` being the rows read for the page plus one: known without
         a COUNT when that is the whole result (look-ups, small results, a last page)."""
         if query.limit is None or found <= query.limit:
             if query.offset == 0 or found > 0:
                 return query.offset + found
-        return self._count(model, where, counted)
+        return self._count(model, where, version, counted)
 
-    def _count(self, model: type, where: list[Any], counted: tuple[Any, ...]) -> int:
+    def _count(
+        self, model: type, where: list[Any], version: _Version, counted: tuple[Any, ...]
+    ) -> int:
         """The COUNT of the matches; kept (under ``counted``: organization, what, condition)
         while the organization's directory version stays the same."""
-        return cast(int, self._versioned(counted[0], counted, lambda: int(
-            self.session.scalar(select(func.count()).select_from(model).where(*where)) or 0
-        )))
 
-    def _versioned(self, org: str, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
-        """``read()``, or what it gave at the directory's current version (see
-        :mod:`flask_csvdirectory.versions`); read afresh when nothing may be cached."""
-        found = self._kept(org, key, read)
-        return read() if found is None else found
+        def count() -> int:
+            return int(
+                self.session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+            )
 
-    def _kept(self, org: str, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
-        """What ``read()`` gave at the directory's current version, kept or read now and
-        kept; ``None`` when nothing may be cached (the caller reads afresh)."""
-        stamp = versions.current(self.session, org)
+        found = self._kept(version, counted, count)
+        return count() if found is None else cast(int, found)
+
+    def _version(self, org: str) -> _Version:
+        """The directory version for one query: read once, on first need, before the data
+        whatever is kept under it is read from (see :mod:`flask_csvdirectory.versions`)."""
+        return _Version(lambda: versions.current(self.session, org))
+
+    def _kept(self, version: _Version, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
+        """What ``read()`` gave at the query's directory version, kept or read now and kept;
+        ``None`` when nothing may be cached (the caller reads afresh)."""
+        stamp = version.stamp()
         if stamp is None:
             return None
         try:
@@ -820,7 +852,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         return found
 
     def _deep_keys(
-        self, org: str, model: type, where: list[Any], query: Query, order: list[Any],
+        self, model: type, where: list[Any], query: Query, order: list[Any], version: _Version,
         counted: tuple[Any, ...],
     ) -> tuple[Any, _Marks | None]:
         """The keys of a deep page, and the marks to note where it starts. In the default order
@@ -833,7 +865,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         marks = None
         skip = query.offset
         if query.order_by in (None, "key"):
-            marks = self._kept(org, (*counted, "marks", query.descending), _Marks)
+            marks = self._kept(version, (*counted, "marks", query.descending), _Marks)
             nearest = marks.before(query.offset) if marks is not None else None
             if nearest is not None:
                 position, key = nearest
@@ -1010,7 +1042,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         P = self.person_model
         pk = self._pk(P)
         try:
-            with versions.changing(self.session, org):
+            with versions.changing(self._connection(), org):
                 found = self.session.execute(
                     select(pk).where(pk == _key(key), *self._org_filter(P, org))
                 ).first()
@@ -1038,7 +1070,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         """
         T, P = self._teams_model(), self.person_model
         try:
-            with versions.changing(self.session, org):
+            with versions.changing(self._connection(), org):
                 team_id = self._team_id(org, name)
                 members = self.person.team_id is not None and self.session.scalar(
                     select(func.count())
@@ -1065,7 +1097,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         """Rename a team in place (its id, members and scopes stay)."""
         T = self._teams_model()
         try:
-            with versions.changing(self.session, org):
+            with versions.changing(self._connection(), org):
                 team_id = self._team_id(org, name)
                 holder = {normalize_team(t.name): t.key for t in self._teams(org)}.get(
                     normalize_team(new_name)
@@ -1112,7 +1144,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 progress(done, total)
 
         try:
-            with versions.changing(session, org):
+            with versions.changing(self._connection(), org):
                 created_teams = changeset.of_kind(ChangeKind.TEAM_CREATED)
                 self._create_teams(org, [c.after["name"] for c in created_teams if c.after])
                 step(len(created_teams))
@@ -1438,12 +1470,31 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         return found
 
 
+class _Version:
+    """A directory version, read on first need (``None``: nothing may be cached)."""
+
+    def __init__(self, read: Callable[[], tuple[int, int] | None]) -> None:
+        self._read: Callable[[], tuple[int, int] | None] | None = read
+        self._stamp: tuple[int, int] | None = None
+
+    def stamp(self) -> tuple[int, int] | None:
+        """The version (read now if it was not yet)."""
+        if self._read is not None:
+            self._stamp, self._read = self._read(), None
+        return self._stamp
+
+
+#: The most positions one result keeps (the oldest noted go first).
+MARKS = 1000
+
+
 class _Marks:
-    """Positions in a result (in key order) whose keys are known: position -> key."""
+    """Positions in a result (in key order) whose keys are known: position -> key; at most
+    :data:`MARKS` (a page notes two, so paging through in order keeps the newest)."""
 
     def __init__(self) -> None:
         self._positions: list[int] = []
-        self._keys: dict[int, Any] = {}
+        self._keys: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, position: int, key: Any) -> None:
@@ -1452,6 +1503,10 @@ class _Marks:
             if position not in self._keys:
                 insort(self._positions, position)
             self._keys[position] = key
+            self._keys.move_to_end(position)
+            if len(self._keys) > MARKS:
+                oldest, _key = self._keys.popitem(last=False)
+                self._positions.remove(oldest)
 
     def before(self, position: int) -> tuple[int, Any] | None:
         """The nearest noted ``(position, key)`` at or before ``position``."""
@@ -1469,39 +1524,51 @@ TEXT_MATCHES = 1000
 
 @dataclass(frozen=True)
 class _TextIndex:
-    """One text column of every person, lower-cased, as one string of lines (the keys beside,
-    line by line): a substring search is then one scan in C of a few megabytes, about a
-    millisecond for 100,000 people, instead of a ``LIKE`` over every row. Integer keys are a
-    packed array: about 30 bytes a person with the text."""
+    """One text column of every person, case-folded as the database's ``LIKE`` folds it (ASCII
+    letters on SQLite, all on PostgreSQL), as one string of lines (the keys beside, line by
+    line): a substring search is then one scan in C of a few megabytes, about a millisecond
+    for 100,000 people, instead of a ``LIKE`` over every row. A value holding a line break
+    is an empty line there and is searched on its own. Integer keys are a packed array:
+    about 30 bytes a person with the text."""
 
     text: str
     keys: array[int] | list[str]
+    ascii_only: bool
+    #: (line, folded value) of the values holding a line break
+    broken: tuple[tuple[int, str], ...] = ()
 
     @classmethod
-    def build(cls, rows: Sequence[Any]) -> _TextIndex:
+    def build(cls, rows: Sequence[Any], ascii_only: bool) -> _TextIndex:
         """From ``(key, value)`` rows."""
-        values = ["" if row[1] is None else str(row[1]).lower() for row in rows]
+        fold = cls._folder(ascii_only)
+        values = ["" if row[1] is None else fold(str(row[1])) for row in rows]
         text = "\n".join(values)
-        if text.count("\n") != max(0, len(values) - 1):  # a value holding a line break
-            text = "\n".join(value.replace("\n", " ") for value in values)
+        broken: tuple[tuple[int, str], ...] = ()
+        if text.count("\n") != max(0, len(values) - 1):
+            broken = tuple((line, value) for line, value in enumerate(values) if "\n" in value)
+            text = "\n".join("" if "\n" in value else value for value in values)
         raw_keys = [row[0] for row in rows]
         keys: array[int] | list[str]
         if all(type(key) is int for key in raw_keys):
             keys = array("q", raw_keys)
         else:
             keys = [str(key) for key in raw_keys]
-        return cls(text, keys)
+        return cls(text, keys, ascii_only, broken)
+
+    @staticmethod
+    def _folder(ascii_only: bool) -> Callable[[str], str]:
+        if ascii_only:
+            return lambda value: value.translate(_ASCII_LOWER)
+        return str.lower
 
     def find(self, value: str, at_end: bool) -> list[str] | None:
-        """The keys whose value contains ``value`` (ends with it when ``at_end``), lower-cased;
-        ``None`` when more than :data:`TEXT_MATCHES` match."""
-        needle = value.lower()
-        if "\n" in needle:
-            return []
-        found: list[str] = []
+        """The keys whose value contains ``value`` (ends with it when ``at_end``), compared as
+        the database compares them; ``None`` when more than :data:`TEXT_MATCHES` match."""
+        needle = self._folder(self.ascii_only)(value)
+        lines: list[int] = []
         text = self.text
         line, counted = 0, 0  # the line of position ``counted``
-        position = text.find(needle)
+        position = -1 if "\n" in needle else text.find(needle)
         while position >= 0:
             line += text.count("\n", counted, position)
             counted = position
@@ -1509,11 +1576,16 @@ class _TextIndex:
             if line_end < 0:
                 line_end = len(text)
             if not at_end or text.endswith(needle, position, line_end):
-                if len(found) == TEXT_MATCHES:
+                if len(lines) == TEXT_MATCHES:
                     return None
-                found.append(str(self.keys[line]))
+                lines.append(line)
             position = text.find(needle, line_end + 1)  # the next line that holds it
-        return found
+        for line, folded in self.broken:
+            if folded.endswith(needle) if at_end else needle in folded:
+                lines.append(line)
+        if len(lines) > TEXT_MATCHES:
+            return None
+        return [str(self.keys[line]) for line in sorted(lines)]
 
 
 class _TextIndexes:
@@ -1524,21 +1596,26 @@ class _TextIndexes:
 
     def __init__(self) -> None:
         _ALL_TEXT_INDEXES.add(self)
-        self._built = versions.VersionedCache(size=8)
+        self._built = versions.VersionedCache(size=16)
         self._building: dict[tuple[str, str], Future[None]] = {}
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
 
     def get(
         self, key: tuple[str, str], stamp: tuple[int, int],
-        build: Callable[[], tuple[tuple[int, int], _TextIndex] | None],
+        builder: Callable[[], Callable[[], tuple[tuple[int, int], _TextIndex] | None]],
     ) -> _TextIndex | None:
-        """The index at ``stamp``; ``None`` (and a build started) when it is not ready."""
+        """The index at ``stamp``; ``None`` (and a build by ``builder()`` started) when it is
+        not ready."""
         found = self._built.get(key, stamp)
         if found is not versions.MISSING:
             return cast(_TextIndex, found)
         with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+                self._executor, self._building, self._pid = None, {}, os.getpid()
             if key not in self._building:
+                build = builder()
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(
                         max_workers=1, thread_name_prefix="csvdirectory-text-index"
