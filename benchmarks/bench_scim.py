@@ -18,7 +18,7 @@ Usage::
 
     python benchmarks/bench_scim.py                              # SQLite, 1k and 100k
     python benchmarks/bench_scim.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench
-    python benchmarks/bench_scim.py --sizes 1000 100000 --repeat 50 --rounds 5 --sqlite-journal delete
+    python benchmarks/bench_scim.py --repeat 50 --rounds 5 --sqlite-journal delete
 
 The PostgreSQL database is emptied first. Take figures on a quiet machine: the medians are wall
 time, and the CPU time of the benchmark process is printed beside them.

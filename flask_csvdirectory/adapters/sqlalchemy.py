@@ -1591,7 +1591,7 @@ class _TextIndex:
 class _TextIndexes:
     """Text indexes by (organization, field), each kept at the directory version it was read
     at. A missing one is built in a background thread on a connection of its own while the
-    query that wanted it goes to SQL: building one reads every person (about 0.1 s for
+    query that wanted it goes to SQL: building one reads every person (0.2 to 0.9 s for
     100,000), which would cost the first query after every write more than the ``LIKE``."""
 
     def __init__(self) -> None:
