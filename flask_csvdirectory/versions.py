@@ -47,7 +47,7 @@ from .models import DirectoryVersion
 
 __all__ = [
     "ALL", "MISSING", "VersionedCache", "changing", "current", "directory_changed", "read",
-    "usable", "watch",
+    "watch",
 ]
 
 #: The row counting writes that could touch any organization.
@@ -55,12 +55,15 @@ ALL = "*"
 _TABLE = cast(Table, DirectoryVersion.__table__)
 #: connection.info keys (the DBAPI connection's, kept across check-outs: cleared at every
 #: commit, rollback and return to the pool): organizations written in the open transaction;
-#: writes the adapter marks itself (statements inside move no other organization)
+#: a mapper's own statements are being sent (the mapper events mark them, org by org, changed
+#: attribute by changed attribute)
 _PENDING = "csvdirectory_versions_pending"
-_EXPLICIT = "csvdirectory_versions_explicit"
-#: a flush of a watched instance is under way on the connection (its statements are marked by
-#: the mapper events, org by org, changed attribute by changed attribute)
 _FLUSHING = "csvdirectory_versions_flushing"
+#: a statement in autocommit mode moves every organization once it has run
+_AFTER = "csvdirectory_versions_after"
+#: connections (SQLAlchemy's, one per check-out) inside :func:`changing`: the adapter marks
+#: their writes itself (statements there move no other organization)
+_explicit: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
 #: how long a database without the versions table is believed to stay so (seconds)
 _ABSENT_FOR = 30.0
 
@@ -76,8 +79,6 @@ _watched: dict[type, _Watched] = {}
 _watched_tables: set[tuple[str | None, str]] = set()
 #: engine -> whether its database has the versions table (and until when a "no" holds)
 _ready: weakref.WeakKeyDictionary[Engine, tuple[bool, float]] = weakref.WeakKeyDictionary()
-#: the connections' info of the flush under way in this thread (cleared when it ends)
-_flushing = threading.local()
 
 
 def watch(
@@ -120,25 +121,31 @@ def changing(connection: Connection, org: str) -> Iterator[None]:
     when the transaction commits, and statements inside the block move no other
     organization."""
     _mark(connection, org)
-    info = connection.info  # the DBAPI connection's: still there once the block has committed
-    info[_EXPLICIT] = info.get(_EXPLICIT, 0) + 1
+    _explicit[connection] = _explicit.get(connection, 0) + 1
     try:
         yield
     finally:
-        info[_EXPLICIT] -= 1
+        left = _explicit.get(connection, 1) - 1
+        if left:
+            _explicit[connection] = left
+        else:
+            _explicit.pop(connection, None)
 
 
-def current(session: Session, org: str) -> tuple[int, int] | None:
+def current(session: Session, org: str, mapper: Any = None) -> tuple[int, int] | None:
     """The version of ``org``'s directory and of the ``*`` row, read in the session's
-    transaction; ``None`` when nothing may be cached: the database has no versions table, or
-    the transaction has uncommitted writes to the directory (it would cache what may never
-    be committed)."""
+    transaction on the database of ``mapper`` (the people's: where their writes move it);
+    ``None`` when nothing may be cached: that database has no versions table, or the
+    transaction has uncommitted writes to the directory (it would cache what may never be
+    committed)."""
     session = _real(session)
-    if not _has_table(session.connection()):
+    bind = None if mapper is None else {"mapper": mapper}
+    connection = session.connection(bind_arguments=bind)
+    if not _has_table(connection):
         return None
-    rows = dict(session.execute(_read(org)).all())
+    rows = dict(session.execute(_read(org), bind_arguments=bind).all())
     # (the query autoflushed first: pending changes are marked before this check)
-    if not usable(session):
+    if connection.info.get(_PENDING):
         return None
     return int(rows.get(org, 0)), int(rows.get(ALL, 0))
 
@@ -149,12 +156,6 @@ def read(connection: Connection, org: str) -> tuple[int, int] | None:
         return None
     rows = dict(connection.execute(_read(org)).all())
     return int(rows.get(org, 0)), int(rows.get(ALL, 0))
-
-
-def usable(session: Session) -> bool:
-    """Whether the session's transaction holds no uncommitted (flushed) write to the
-    directory."""
-    return not session.connection().info.get(_PENDING)
 
 
 def _read(org: str) -> Any:
@@ -172,8 +173,19 @@ def _connection(session_or_connection: Any) -> Connection:
     return _real(session_or_connection).connection()
 
 
-def _mark(connection: Connection, org: str) -> None:
+def _mark(connection: Connection, org: str, *, written: bool = False) -> None:
+    """Mark ``org`` written in the connection's transaction; on a connection in autocommit
+    mode the driver has committed the write already (``written``): move the version now."""
+    if written and _autocommit(connection):
+        if _has_table(connection):
+            _bump(connection, org)
+        return
     connection.info.setdefault(_PENDING, set()).add(org)
+
+
+def _autocommit(connection: Connection) -> bool:
+    check = getattr(connection, "_is_autocommit_isolation", None)
+    return bool(check()) if check is not None else False
 
 
 def _has_table(connection: Connection) -> bool:
@@ -223,6 +235,7 @@ def _spec(target: Any) -> _Watched | None:
 
 def _written(_mapper: Any, connection: Connection, target: Any) -> None:
     """A watched instance was inserted or deleted in a flush."""
+    connection.info.pop(_FLUSHING, None)  # the mapper's statements are sent
     watched = _spec(target)
     if watched is not None:
         _mark_target(connection, target, watched)
@@ -231,6 +244,7 @@ def _written(_mapper: Any, connection: Connection, target: Any) -> None:
 def _updated(_mapper: Any, connection: Connection, target: Any) -> None:
     """A watched instance was flushed as changed: only changes to the watched attributes
     count (a login counter does not)."""
+    connection.info.pop(_FLUSHING, None)  # the mapper's statements are sent
     watched = _spec(target)
     if watched is None:
         return
@@ -245,9 +259,9 @@ def _updated(_mapper: Any, connection: Connection, target: Any) -> None:
     if watched.org_attribute is not None and watched.org_attribute in attributes:
         moved = attributes[watched.org_attribute].history
         if moved.added and not moved.deleted:  # moved from an organization not loaded
-            _mark(connection, ALL)
+            _mark(connection, ALL, written=True)
         for old in moved.deleted:  # moved between organizations: the old one too
-            _mark(connection, ALL if old is None else str(old))
+            _mark(connection, ALL if old is None else str(old), written=True)
 
 
 def _mark_target(connection: Connection, target: Any, watched: _Watched) -> None:
@@ -255,35 +269,14 @@ def _mark_target(connection: Connection, target: Any, watched: _Watched) -> None
     if watched.org_attribute is not None:
         value = getattr(target, watched.org_attribute, None)
         org = ALL if value is None else str(value)
-    _mark(connection, org)
+    _mark(connection, org, written=True)
 
 
 def _flush_covers(_mapper: Any, connection: Connection, _target: Any) -> None:
-    """A flush writes a watched instance on ``connection``: its statements are left to the
-    mapper events until the flush ends."""
-    info = connection.info
-    if not info.get(_FLUSHING):
-        info[_FLUSHING] = True
-        infos = getattr(_flushing, "infos", None)
-        if infos is None:
-            infos = _flushing.infos = []
-        infos.append(info)
-
-
-@event.listens_for(Session, "after_flush_postexec")
-def _flush_ends(_session: Session, _context: Any) -> None:
-    _flush_done()
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _flush_failed(_session: Session, _previous: Any) -> None:
-    _flush_done()  # a failed flush rolls back without its "after" event
-
-
-def _flush_done() -> None:
-    for info in getattr(_flushing, "infos", None) or ():
-        info.pop(_FLUSHING, None)
-    _flushing.infos = []
+    """A flush is about to send a watched mapper's statements on ``connection``: they are left
+    to the mapper's ``after_*`` events, the first of which ends this (any other statement,
+    a host hook's included, is marked for every organization)."""
+    connection.info[_FLUSHING] = True
 
 
 @event.listens_for(Engine, "before_execute")
@@ -297,32 +290,66 @@ def _statement(
     table = getattr(statement, "table", None)
     if table is None or _table_key(table) not in _watched_tables:
         return
-    info = connection.info
-    if not info.get(_EXPLICIT) and not info.get(_FLUSHING):
+    if connection in _explicit or connection.info.get(_FLUSHING):
+        return
+    if _autocommit(connection):
+        connection.info[_AFTER] = True  # moved once the driver has committed it
+    else:
         _mark(connection, ALL)
+
+
+@event.listens_for(Engine, "after_execute")
+def _statement_done(
+    connection: Connection, _statement: Any, _multiparams: Any, _params: Any, _options: Any,
+    _result: Any,
+) -> None:
+    if connection.info.pop(_AFTER, None):
+        _mark(connection, ALL, written=True)
 
 
 @event.listens_for(Engine, "commit")
 def _before_database_commit(connection: Connection) -> None:
-    """Right before the COMMIT: move the version of every organization written."""
+    """Right before the COMMIT: move the version of every organization written (not in a
+    transaction PostgreSQL has aborted: its COMMIT rolls back)."""
     connection.info.pop(_FLUSHING, None)
     pending = connection.info.pop(_PENDING, None)
-    if pending and _has_table(connection):
+    if pending and not _aborted(connection) and _has_table(connection):
         for org in sorted(pending):  # one order everywhere: two committers never deadlock
             _bump(connection, org)
 
 
+def _aborted(connection: Connection) -> bool:
+    """Whether the connection's transaction failed (PostgreSQL's "in error" state)."""
+    if connection.dialect.name != "postgresql":
+        return False
+    driver = connection.connection.dbapi_connection
+    info = getattr(driver, "info", None)  # psycopg 3
+    if info is not None and hasattr(info, "transaction_status"):
+        return int(info.transaction_status) == 3  # TransactionStatus.INERROR
+    status = getattr(driver, "get_transaction_status", None)  # psycopg2
+    return status is not None and int(status()) == 3  # TRANSACTION_STATUS_INERROR
+
+
+@event.listens_for(Engine, "rollback_savepoint")
+def _savepoint_rolled_back(connection: Connection, _name: Any, _context: Any) -> None:
+    if not (connection.invalidated or connection.closed):
+        connection.info.pop(_FLUSHING, None)  # a flush that failed inside the savepoint
+
+
 @event.listens_for(Engine, "rollback")
 def _rolled_back(connection: Connection) -> None:
-    connection.info.pop(_PENDING, None)
-    connection.info.pop(_FLUSHING, None)
+    if connection.invalidated or connection.closed:  # lost: its pool record is reset anyway
+        return
+    info = connection.info
+    for key in (_PENDING, _FLUSHING, _AFTER):
+        info.pop(key, None)
 
 
 @event.listens_for(Pool, "reset")
 def _returned(_dbapi_connection: Any, record: Any, _reset_state: Any) -> None:
     if record is not None:
-        record.info.pop(_PENDING, None)
-        record.info.pop(_FLUSHING, None)
+        for key in (_PENDING, _FLUSHING, _AFTER):
+            record.info.pop(key, None)
 
 
 class VersionedCache:

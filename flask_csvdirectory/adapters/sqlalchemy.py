@@ -683,12 +683,17 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
             index = self._text_indexes.get(
                 (org, field_name), stamp, lambda: self._text_index(org, field_name)
             )
-        keys = None if index is None else index.find(condition.value, condition.op is Op.EW)
-        if keys is None:
+        found = None if index is None else index.find(condition.value, condition.op is Op.EW)
+        if found is None:
             return condition
-        if not keys:
+        keys, others = found
+        terms: list[Condition] = [Compare("key", Op.EQ, key) for key in keys]
+        if others:  # values the index does not hold: SQL compares them (NULL stays unknown)
+            terms.append(AllOf((AnyOf(tuple(Compare("key", Op.EQ, k) for k in others)),
+                                condition)))
+        if not terms:
             return Negate(Compare("key", Op.PR))  # nobody
-        return AnyOf(tuple(Compare("key", Op.EQ, key) for key in keys))
+        return AnyOf(tuple(terms))
 
     def _engine(self) -> Any:
         """The engine of the person model."""
@@ -722,8 +727,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
                 stamp = versions.read(connection, org)
                 if stamp is None:
                     return None
-                rows = connection.execute(statement).all()
-                return stamp, _TextIndex.build(rows, engine.dialect.name == "sqlite")
+                return stamp, _TextIndex.build(connection.execute(statement).all())
 
         return build
 
@@ -834,7 +838,7 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
     def _version(self, org: str) -> _Version:
         """The directory version for one query: read once, on first need, before the data
         whatever is kept under it is read from (see :mod:`flask_csvdirectory.versions`)."""
-        return _Version(lambda: versions.current(self.session, org))
+        return _Version(lambda: versions.current(self.session, org, inspect(self.person_model)))
 
     def _kept(self, version: _Version, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
         """What ``read()`` gave at the query's directory version, kept or read now and kept;
@@ -1524,51 +1528,57 @@ TEXT_MATCHES = 1000
 
 @dataclass(frozen=True)
 class _TextIndex:
-    """One text column of every person, case-folded as the database's ``LIKE`` folds it (ASCII
-    letters on SQLite, all on PostgreSQL), as one string of lines (the keys beside, line by
-    line): a substring search is then one scan in C of a few megabytes, about a millisecond
-    for 100,000 people, instead of a ``LIKE`` over every row. A value holding a line break
-    is an empty line there and is searched on its own. Integer keys are a packed array:
-    about 30 bytes a person with the text."""
+    """One text column of every person as one string of lines, ASCII letters lower-cased (the
+    keys beside, line by line): a substring search is then one scan in C of a few megabytes,
+    about a millisecond for 100,000 people, instead of a ``LIKE`` over every row. It holds
+    only plain ASCII values, where SQLite's ``LIKE`` and PostgreSQL's ``ILIKE`` agree with
+    it; a value that is empty (NULL), holds other characters or a line break is an empty
+    line, and its key is given back for SQL to compare. A needle beyond ASCII is SQL's
+    alone. Integer keys are a packed array: about 30 bytes a person with the text."""
 
     text: str
     keys: array[int] | list[str]
-    ascii_only: bool
-    #: (line, folded value) of the values holding a line break
-    broken: tuple[tuple[int, str], ...] = ()
+    #: the lines left to SQL
+    others: tuple[int, ...] = ()
 
     @classmethod
-    def build(cls, rows: Sequence[Any], ascii_only: bool) -> _TextIndex:
+    def build(cls, rows: Sequence[Any]) -> _TextIndex:
         """From ``(key, value)`` rows."""
-        fold = cls._folder(ascii_only)
-        values = ["" if row[1] is None else fold(str(row[1])) for row in rows]
-        text = "\n".join(values)
-        broken: tuple[tuple[int, str], ...] = ()
-        if text.count("\n") != max(0, len(values) - 1):
-            broken = tuple((line, value) for line, value in enumerate(values) if "\n" in value)
-            text = "\n".join("" if "\n" in value else value for value in values)
+        values = ["" if row[1] is None else str(row[1]) for row in rows]
+        joined = "\n".join(values)
+        others: tuple[int, ...] = ()
+        if not joined.isascii() or joined.count("\n") != max(0, len(values) - 1) or any(
+            row[1] is None for row in rows
+        ):
+            others = tuple(
+                line for line, (row, value) in enumerate(zip(rows, values, strict=True))
+                if row[1] is None or not value.isascii() or "\n" in value
+            )
+            left = set(others)
+            joined = "\n".join(
+                "" if line in left else value for line, value in enumerate(values)
+            )
         raw_keys = [row[0] for row in rows]
         keys: array[int] | list[str]
         if all(type(key) is int for key in raw_keys):
             keys = array("q", raw_keys)
         else:
             keys = [str(key) for key in raw_keys]
-        return cls(text, keys, ascii_only, broken)
+        return cls(joined.translate(_ASCII_LOWER), keys, others)
 
-    @staticmethod
-    def _folder(ascii_only: bool) -> Callable[[str], str]:
-        if ascii_only:
-            return lambda value: value.translate(_ASCII_LOWER)
-        return str.lower
-
-    def find(self, value: str, at_end: bool) -> list[str] | None:
-        """The keys whose value contains ``value`` (ends with it when ``at_end``), compared as
-        the database compares them; ``None`` when more than :data:`TEXT_MATCHES` match."""
-        needle = self._folder(self.ascii_only)(value)
+    def find(self, value: str, at_end: bool) -> tuple[list[str], list[str]] | None:
+        """The keys whose value contains ``value`` (ends with it when ``at_end``), ASCII case
+        folded, and the keys of the values left to SQL; ``None`` when SQL should answer: a
+        needle beyond ASCII, or more than :data:`TEXT_MATCHES` keys in all."""
+        if not value.isascii() or len(self.others) > TEXT_MATCHES:
+            return None
+        needle = value.translate(_ASCII_LOWER)
+        if "\n" in needle:
+            return [], [str(self.keys[line]) for line in self.others]
         lines: list[int] = []
         text = self.text
         line, counted = 0, 0  # the line of position ``counted``
-        position = -1 if "\n" in needle else text.find(needle)
+        position = text.find(needle)
         while position >= 0:
             line += text.count("\n", counted, position)
             counted = position
@@ -1576,16 +1586,14 @@ class _TextIndex:
             if line_end < 0:
                 line_end = len(text)
             if not at_end or text.endswith(needle, position, line_end):
-                if len(lines) == TEXT_MATCHES:
+                if len(lines) + len(self.others) >= TEXT_MATCHES:
                     return None
                 lines.append(line)
             position = text.find(needle, line_end + 1)  # the next line that holds it
-        for line, folded in self.broken:
-            if folded.endswith(needle) if at_end else needle in folded:
-                lines.append(line)
-        if len(lines) > TEXT_MATCHES:
-            return None
-        return [str(self.keys[line]) for line in sorted(lines)]
+        return (
+            [str(self.keys[line]) for line in lines],
+            [str(self.keys[line]) for line in self.others],
+        )
 
 
 class _TextIndexes:
