@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 import weakref
 from array import array
@@ -1635,6 +1636,7 @@ class _TextIndexes:
         self, key: tuple[str, str],
         build: Callable[[], tuple[tuple[int, int], _TextIndex] | None],
     ) -> None:
+        time.sleep(BUILD_DELAY)  # let the request that asked finish its own query first
         try:
             built = build()
             if built is not None:
@@ -1654,6 +1656,8 @@ class _TextIndexes:
 
 
 _ALL_TEXT_INDEXES: weakref.WeakSet[_TextIndexes] = weakref.WeakSet()
+#: Seconds a text index build waits before it starts (the asking request holds the GIL less).
+BUILD_DELAY = 0.1
 
 
 def wait_for_text_indexes() -> None:
