@@ -688,13 +688,15 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         if found is None:
             return condition
         keys, others = found
-        terms: list[Condition] = [Compare("key", Op.EQ, key) for key in keys]
+        terms: list[Condition] = []
+        if keys:  # one IN list
+            terms.append(AnyOf(tuple(Compare("key", Op.EQ, key) for key in keys)))
         if others:  # values the index does not hold: SQL compares them (NULL stays unknown)
             terms.append(AllOf((AnyOf(tuple(Compare("key", Op.EQ, k) for k in others)),
                                 condition)))
         if not terms:
             return Negate(Compare("key", Op.PR))  # nobody
-        return AnyOf(tuple(terms))
+        return terms[0] if len(terms) == 1 else AnyOf(tuple(terms))
 
     def _engine(self) -> Any:
         """The engine of the person model."""
