@@ -143,23 +143,26 @@ def current(session: Session, org: str, mapper: Any = None) -> tuple[int, int] |
     connection = session.connection(bind_arguments=bind)
     if not _has_table(connection):
         return None
-    rows = dict(session.execute(_read(org), bind_arguments=bind).all())
+    stamp = _stamp(session.execute(_read(org), bind_arguments=bind), org)
     # (the query autoflushed first: pending changes are marked before this check)
-    if connection.info.get(_PENDING):
-        return None
-    return int(rows.get(org, 0)), int(rows.get(ALL, 0))
+    return None if connection.info.get(_PENDING) else stamp
 
 
 def read(connection: Connection, org: str) -> tuple[int, int] | None:
     """:func:`current` on a connection of its own (no session, so nothing uncommitted)."""
     if not _has_table(connection):
         return None
-    rows = dict(connection.execute(_read(org)).all())
-    return int(rows.get(org, 0)), int(rows.get(ALL, 0))
+    return _stamp(connection.execute(_read(org)), org)
 
 
 def _read(org: str) -> Any:
     return select(_TABLE.c.org, _TABLE.c.version).where(_TABLE.c.org.in_((org, ALL)))
+
+
+def _stamp(rows: Any, org: str) -> tuple[int, int]:
+    """(the organization's version, the ``*`` row's) from the rows of :func:`_read`."""
+    found = dict(rows.all())
+    return int(found.get(org, 0)), int(found.get(ALL, 0))
 
 
 def _real(session: Any) -> Session:

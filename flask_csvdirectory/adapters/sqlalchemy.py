@@ -381,8 +381,10 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         attributes.update(m.phones.values())
         attributes.update(m.extra.values())
         mapper: Any = inspect(self.person_model)
-        columns = {mapper.get_property(name).columns[0] for name in attributes
-                   if isinstance(mapper.get_property(name), ColumnProperty)}
+        columns = {
+            prop.columns[0] for prop in map(mapper.get_property, attributes)
+            if isinstance(prop, ColumnProperty)
+        }
         attributes.update(  # a relationship setting a watched column (``user.team = ...``)
             relation.key for relation in mapper.relationships
             if any(column in columns for column in relation.local_columns)
@@ -662,8 +664,10 @@ class SQLAlchemyDirectoryAdapter(DirectoryAdapter):
         """``condition`` with each ``co``/``ew`` on the login or the email answered from an
         in-memory index of that column (:class:`_TextIndex`, kept while the directory's
         version stays the same) as the keys that match: a ``LIKE '%...%'`` reads every row,
-        which no B-tree index avoids. Left to SQL when nothing may be cached or when more
-        than :data:`TEXT_MATCHES` people match."""
+        which no B-tree index avoids. Values the index does not hold (NULL, beyond ASCII,
+        with a line break) stay with SQL through their keys; the whole term is left to SQL
+        when nothing may be cached, the index is not built yet, or more than
+        :data:`TEXT_MATCHES` keys would be listed."""
         if isinstance(condition, Negate):
             return Negate(self._text_matches(org, condition.term, version))
         if isinstance(condition, (AllOf, AnyOf)):
